@@ -1,0 +1,5 @@
+import sys
+
+from segtrain.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""`segtrain <command>`: one sub-command per module, each exposing ``add_arguments`` and ``run``.
+
+User mistakes (``SegtrainError``) print as one line and exit 1; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from segtrain.errors import SegtrainError
+
+# command -> (module, one-line help). Modules are imported only when their command runs,
+# so `segtrain convert-labels` does not pay for importing TensorFlow.
+COMMANDS = {
+    "train": ("segtrain.training", "train a model from a YAML config"),
+    "check-dataset": ("segtrain.data.check", "scan a dataset split and report every bad file"),
+    "evaluate": ("segtrain.evaluation", "mIoU, per-class IoU and confusion matrix of a checkpoint or a folder of predictions"),
+    "predict": ("segtrain.inference", "write palette-PNG predictions of a checkpoint for images"),
+    "convert-labels": ("segtrain.tools.convert_labels", "convert label PNGs between RGB colour, palette and raw index forms"),
+    "export": ("segtrain.export", "export a checkpoint to SavedModel or ONNX and check parity"),
+    "checkerboard": ("segtrain.models.checkerboard", "score decoders' upsampling for checkerboard artifacts"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = argparse.ArgumentParser(prog="segtrain", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            modules[name] = importlib.import_module(module_name)
+            modules[name].add_arguments(cmd)
+    args = parser.parse_args(argv)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except SegtrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: dataset layouts, palette-correct decoding, augmentation, tf.data pipeline."""

@@ -1,0 +1,104 @@
+"""Colour tables: class names and RGB colours of the built-in datasets, RGB <-> index lookups.
+
+A palette PNG stores class indices; the colours are only for people. These tables are
+what segtrain draws with and what an RGB colour mask is mapped back through.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+VOID = 255
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)
+
+CAMVID_CLASSES = (
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+    "Pedestrian", "Bicyclist",
+)
+
+CAMVID_COLORS = np.array(
+    [
+        [128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
+        [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192],
+    ],
+    dtype=np.uint8,
+)
+CAMVID_VOID_COLOR = (0, 0, 0)
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """The standard PASCAL VOC colour map (bit-interleaved), shape (n, 3) uint8."""
+    cmap = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+VOC_COLORS = voc_colormap(21)
+VOC_VOID_COLOR = tuple(int(v) for v in voc_colormap()[255])  # (224, 224, 192)
+
+
+def pil_palette(colors: np.ndarray, void_color: tuple[int, int, int] | None = None) -> list[int]:
+    """A flat 768-entry palette for ``Image.putpalette``: class colours, then VOC colours for the rest."""
+    table = voc_colormap(256).copy()
+    table[: len(colors)] = colors
+    if void_color is not None:
+        table[VOID] = void_color
+    return table.reshape(-1).tolist()
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 -> (...) int32 with one integer per colour (r << 16 | g << 8 | b)."""
+    rgb = rgb.astype(np.int32, copy=False)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def index_to_rgb(mask: np.ndarray, colors: np.ndarray, void_color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """Colourise a class-index mask with one table lookup (values beyond the table draw as void)."""
+    table = np.tile(np.asarray(void_color, dtype=np.uint8), (256, 1))
+    table[: len(colors)] = colors
+    return table[mask]
+
+
+def rgb_to_index(
+    rgb: np.ndarray, colors: np.ndarray, void_color: tuple[int, int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map an RGB mask to class indices with one sorted lookup over packed colours.
+
+    Returns ``(mask, unknown)`` where ``mask`` is uint8 (255 for the void colour and for
+    unknown colours) and ``unknown`` is a bool array marking pixels whose colour is in
+    neither the table nor the void colour, so callers can refuse or report them.
+    """
+    keys = pack_rgb(np.asarray(colors, dtype=np.uint8))
+    values = np.arange(len(keys), dtype=np.uint8)
+    if void_color is not None:
+        keys = np.append(keys, pack_rgb(np.asarray(void_color, dtype=np.uint8)))
+        values = np.append(values, np.uint8(VOID))
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    packed = pack_rgb(rgb[..., :3])
+    pos = np.searchsorted(keys, packed)
+    pos = np.minimum(pos, len(keys) - 1)
+    known = keys[pos] == packed
+    mask = np.where(known, values[pos], np.uint8(VOID)).astype(np.uint8)
+    return mask, ~known
+
+
+def builtin_table(name: str) -> tuple[tuple[str, ...], np.ndarray, tuple[int, int, int]]:
+    """(class names, colours (n, 3) uint8, void colour) of a built-in dataset: 'voc' or 'camvid'."""
+    if name == "voc":
+        return VOC_CLASSES, VOC_COLORS, VOC_VOID_COLOR
+    if name == "camvid":
+        return CAMVID_CLASSES, CAMVID_COLORS, CAMVID_VOID_COLOR
+    raise KeyError(name)
