@@ -1,0 +1,153 @@
+"""Confusion matrix -> IoU, mIoU, pixel accuracy, mean class accuracy, frequency-weighted IoU.
+
+Pure NumPy, so ``segtrain.metrics`` can score two label arrays without TensorFlow.
+
+Semantics (the same as mmsegmentation's ``IoUMetric``), chosen so a number means one thing:
+
+* one confusion matrix is summed over the whole split, and every metric comes from it
+  (never an average of per-image or per-batch IoUs);
+* pixels whose ground truth is the void value (255) are left out entirely;
+* a class absent from both the ground truth and the predictions has IoU and accuracy NaN
+  (shown as ``n/a``) and is left out of the means;
+* a class that is predicted but absent from the ground truth has IoU 0 (and accuracy NaN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from segtrain.errors import SegtrainError
+
+VOID = 255
+
+
+def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = VOID) -> np.ndarray:
+    """(C, C) int64 counts, rows = ground truth, columns = prediction, void pixels excluded.
+
+    One ``bincount`` of ``num_classes * gt + pred`` over the valid pixels, no per-class loop.
+    A ground-truth or predicted value outside ``0..num_classes-1`` (other than void ground
+    truth) would land in another cell, so it is refused.
+    """
+    gt = np.asarray(gt)
+    pred = np.asarray(pred)
+    if gt.shape != pred.shape:
+        raise SegtrainError(f"ground truth has shape {gt.shape} but prediction has {pred.shape}; they must match")
+    valid = gt != ignore_index
+    g = gt[valid]
+    p = pred[valid]
+    if g.size:
+        for name, values in (("ground truth", g), ("prediction", p)):
+            low, high = values.min(), values.max()
+            if low < 0 or high >= num_classes:
+                bad = high if high >= num_classes else low
+                raise SegtrainError(
+                    f"{name} contains label {bad} but num_classes is {num_classes} "
+                    f"(void is {ignore_index}); fix data.num_classes or the labels"
+                )
+    # uint8 labels: the index fits uint16 (< 255 * 256), which keeps the temporaries small.
+    dtype = np.uint16 if g.dtype == np.uint8 and p.dtype == np.uint8 else np.intp
+    index = g.astype(dtype) * dtype(num_classes) + p.astype(dtype)
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes).astype(np.int64)
+
+
+class ConfusionMatrix:
+    """Streaming accumulator: ``update`` per batch or image, ``result`` once for the split."""
+
+    def __init__(self, num_classes: int, ignore_index: int = VOID):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, gt: np.ndarray, pred: np.ndarray) -> ConfusionMatrix:
+        """Add one image or a batch (any shape, gt and pred alike)."""
+        self.matrix += confusion_matrix(gt, pred, self.num_classes, self.ignore_index)
+        return self
+
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        """Add another accumulator's counts (e.g. from another worker or shard)."""
+        if other.num_classes != self.num_classes:
+            raise SegtrainError(f"cannot merge confusion matrices of {other.num_classes} and {self.num_classes} classes")
+        self.matrix += other.matrix
+        return self
+
+    def reset(self) -> None:
+        self.matrix[:] = 0
+
+    def result(self) -> np.ndarray:
+        return self.matrix.copy()
+
+    def metrics(self, class_names: Sequence[str] | None = None) -> dict:
+        return compute_metrics(self.matrix, class_names)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, NaN where den is 0 (without a divide-by-zero warning)."""
+    out = np.full(num.shape, np.nan, dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float:
+    present = values[~np.isnan(values)]
+    return float(present.mean()) if present.size else float("nan")
+
+
+def compute_metrics(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
+    """The report of a split-wide confusion matrix (rows = ground truth); see the module docstring.
+
+    Returns ``miou, pixel_accuracy, mean_accuracy, fwiou`` (floats in 0..1, NaN when there
+    are no valid pixels), ``per_class_iou, per_class_accuracy`` (lists, NaN where undefined),
+    ``per_class_pixels`` (ground-truth pixel counts), ``num_pixels`` and ``class_names``.
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise SegtrainError(f"confusion matrix must be square, got shape {cm.shape}")
+    num_classes = cm.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise SegtrainError(f"{len(names)} class names given for a {num_classes}-class confusion matrix")
+    tp = np.diag(cm).astype(np.float64)
+    gt_pixels = cm.sum(axis=1).astype(np.float64)
+    pred_pixels = cm.sum(axis=0).astype(np.float64)
+    total = gt_pixels.sum()
+    iou = _ratio(tp, gt_pixels + pred_pixels - tp)
+    acc = _ratio(tp, gt_pixels)
+    freq = gt_pixels / total if total else np.zeros(num_classes)
+    seen = gt_pixels > 0
+    return {
+        "miou": _nanmean(iou),
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "mean_accuracy": _nanmean(acc),
+        "fwiou": float((freq[seen] * iou[seen]).sum()) if total else float("nan"),
+        "per_class_iou": iou.tolist(),
+        "per_class_accuracy": acc.tolist(),
+        "per_class_pixels": gt_pixels.astype(np.int64).tolist(),
+        "num_pixels": int(total),
+        "class_names": names,
+    }
+
+
+def _pct(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{100 * value:.2f}"
+
+
+def format_table(metrics: dict, class_names: Sequence[str] | None = None) -> str:
+    """Per-class IoU / accuracy / pixel share, then the summary line, as fixed-width text (percent)."""
+    names = list(class_names) if class_names is not None else metrics["class_names"]
+    total = max(metrics["num_pixels"], 1)
+    width = max(len("class"), *(len(n) for n in names))
+    lines = [f"{'class':<{width}}  {'IoU':>7}  {'Acc':>7}  {'pixels%':>7}", "-" * (width + 27)]
+    for name, iou, acc, pixels in zip(
+        names, metrics["per_class_iou"], metrics["per_class_accuracy"], metrics["per_class_pixels"]
+    ):
+        lines.append(f"{name:<{width}}  {_pct(iou):>7}  {_pct(acc):>7}  {100 * pixels / total:>7.2f}")
+    lines.append("-" * (width + 27))
+    lines.append(
+        f"mIoU {_pct(metrics['miou'])}  pixel acc {_pct(metrics['pixel_accuracy'])}  "
+        f"mean acc {_pct(metrics['mean_accuracy'])}  fwIoU {_pct(metrics['fwiou'])}  "
+        f"({metrics['num_pixels']} valid pixels)"
+    )
+    lines.append("n/a: IoU of a class in neither ground truth nor prediction; Acc of a class absent from the ground truth")
+    return "\n".join(lines)
