@@ -1,0 +1,181 @@
+"""Image and mask decoding: files -> RGB uint8 images and uint8 class-index masks.
+
+A palette ('P') PNG stores class indices, so its mask is ``np.asarray(Image.open(path))``
+and nothing else: never convert it to RGB or grey first. ``tf.io.decode_png(channels=1)``
+and ``cv2.imread`` expand the palette into colours (VOC class 18 reads as grey 112), which
+looks plausible and trains garbage. 'L' masks are their values; RGB(A) masks go through
+the dataset's colour table and an unknown colour is an error, never a silent class 0.
+After decoding, the dataset's void value becomes 255, ``data.label_map`` is applied, and
+any value that is neither a class nor 255 is an error naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from segtrain.config import DataConfig
+from segtrain.data.palette import VOID, builtin_table, rgb_to_index, voc_colormap
+from segtrain.errors import SegtrainError
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey stripe
+
+
+def class_names(data_cfg: DataConfig) -> list[str]:
+    """Class names in index order: the built-in table named by ``data.classes`` or the listed names."""
+    if isinstance(data_cfg.classes, list):
+        return list(data_cfg.classes)
+    try:
+        names = builtin_table(data_cfg.classes)[0]
+    except KeyError:
+        raise SegtrainError(
+            f"data.classes: unknown built-in class table {data_cfg.classes!r}; use voc, camvid or a list of names"
+        ) from None
+    if len(names) != data_cfg.num_classes:
+        raise SegtrainError(
+            f"data.num_classes is {data_cfg.num_classes} but data.classes={data_cfg.classes} has "
+            f"{len(names)} classes; set num_classes to {len(names)} or list your own classes"
+        )
+    return list(names)
+
+
+def class_colors(data_cfg: DataConfig) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(colours (num_classes, 3) uint8, void colour): ``data.colors`` if set, else the built-in or VOC colour map."""
+    if isinstance(data_cfg.classes, str):
+        _, colors, void = builtin_table(data_cfg.classes) if data_cfg.classes in ("voc", "camvid") else (None, None, None)
+    else:
+        colors, void = voc_colormap(data_cfg.num_classes), tuple(int(v) for v in voc_colormap()[VOID])
+    if data_cfg.colors is not None:
+        if len(data_cfg.colors) != data_cfg.num_classes or any(len(c) != 3 for c in data_cfg.colors):
+            raise SegtrainError(
+                f"data.colors: expected {data_cfg.num_classes} [r, g, b] colours, one per class, got {data_cfg.colors}"
+            )
+        colors = np.asarray(data_cfg.colors, dtype=np.uint8)
+    if colors is None:
+        class_names(data_cfg)  # raises the helpful error for an unknown table name
+    if data_cfg.void_color is not None:
+        void = tuple(int(v) for v in data_cfg.void_color)
+    return np.asarray(colors, dtype=np.uint8), void
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode a file; corrupt, truncated or oversized files become ``SegtrainError``."""
+    try:
+        im = Image.open(path)  # reads the header only; Pillow itself refuses over 2x the limit
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and im.width * im.height > limit:  # refuse before decoding, not after
+            raise Image.DecompressionBombError(f"{im.width}x{im.height} pixels")
+        im.load()
+        return im
+    except FileNotFoundError:
+        raise SegtrainError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as err:
+        raise SegtrainError(
+            f"{path}: refused as a possible decompression bomb ({err}); "
+            f"raise PIL.Image.MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS}) if the file is genuine"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise SegtrainError(f"{path}: cannot decode image ({' '.join(str(err).split())}); the file is corrupt or truncated") from None
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale a high-bit-depth grey array to 0..255 by its type's range (16-bit PNGs, float TIFFs)."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind == "f":
+        scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
+        return np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(array.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)  # 16-bit values
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Any image file -> RGB uint8 (H, W, 3), whatever its mode (L, P, RGBA, CMYK, 16-bit, float)."""
+    path = Path(path)
+    im = _open(path)
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        grey = _to_uint8(np.asarray(im))
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _lookup_table(data_cfg: DataConfig) -> np.ndarray:
+    """raw value -> class: identity, the dataset's void value -> 255, then ``data.label_map`` on top."""
+    table = np.arange(256, dtype=np.uint8)
+    table[data_cfg.ignore_index] = VOID
+    for raw, value in data_cfg.label_map.items():
+        if not (0 <= raw <= 255 and (0 <= value < data_cfg.num_classes or value == VOID)):
+            raise SegtrainError(
+                f"data.label_map: entry {raw}: {value} must map a value 0..255 to a class 0..{data_cfg.num_classes - 1} or 255"
+            )
+        table[raw] = value
+    return table
+
+
+def _describe_counts(values: np.ndarray, counts: np.ndarray, limit: int = 8) -> str:
+    order = np.argsort(-counts, kind="stable")[:limit]
+    text = ", ".join(f"{values[i]} ({counts[i]} px)" for i in order)
+    return text + (f", ... {len(values) - limit} more" if len(values) > limit else "")
+
+
+def _rgb_mask(path: Path, rgb: np.ndarray, data_cfg: DataConfig) -> np.ndarray:
+    colors, void = class_colors(data_cfg)
+    mask, unknown = rgb_to_index(rgb, colors, void)
+    if unknown.any():
+        packed = rgb[unknown][:, :3].astype(np.int64)
+        packed = (packed[:, 0] << 16) | (packed[:, 1] << 8) | packed[:, 2]
+        values, counts = np.unique(packed, return_counts=True)
+        names = np.array([f"({v >> 16},{(v >> 8) & 255},{v & 255})" for v in values])
+        raise SegtrainError(
+            f"{path}: RGB mask has {len(values)} colour(s) not in the dataset's colour table: "
+            f"{_describe_counts(names, counts)}; fix the mask, set data.colors/data.void_color, "
+            f"or convert it with `segtrain convert-labels`"
+        )
+    return mask
+
+
+def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
+    """A mask file -> uint8 (H, W) class indices with 255 = void, checked against ``data.num_classes``."""
+    path = Path(path)
+    im = _open(path)
+    if im.mode in ("P", "PA"):
+        raw = np.asarray(im.getchannel(0) if im.mode == "PA" else im)  # palette indices, never colours
+    elif im.mode in ("L", "LA", "1"):
+        raw = np.asarray(im.getchannel(0) if im.mode == "LA" else im).astype(np.uint8)
+    elif im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        raw = np.asarray(im)
+        if raw.max(initial=0) > 255 or raw.min(initial=0) < 0:
+            raise SegtrainError(
+                f"{path}: 16-bit mask has values outside 0..255 (max {raw.max()}); class masks must be 8-bit indices"
+            )
+        raw = raw.astype(np.uint8)
+    elif im.mode in ("RGB", "RGBA"):
+        raw = _rgb_mask(path, np.asarray(im), data_cfg)
+    else:
+        raise SegtrainError(f"{path}: mask mode {im.mode!r} not supported; save masks as palette, grey or RGB PNGs")
+    mask = _lookup_table(data_cfg)[raw]
+    counts = np.bincount(mask.ravel(), minlength=256)
+    bad = np.flatnonzero(counts[data_cfg.num_classes : VOID])
+    if bad.size:
+        values = bad + data_cfg.num_classes
+        raise SegtrainError(
+            f"{path}: mask values {_describe_counts(values, counts[values])} are neither a class "
+            f"(0..{data_cfg.num_classes - 1}) nor void 255; check data.num_classes, data.ignore_index and data.label_map"
+        )
+    return mask
+
+
+def read_pair(image_path: str | Path, mask_path: str | Path, data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Decode an image and its mask and check that they have the same size."""
+    image, mask = read_image(image_path), read_mask(mask_path, data_cfg)
+    if image.shape[:2] != mask.shape:
+        raise SegtrainError(
+            f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
+            f"{mask.shape[1]}x{mask.shape[0]} (width x height); image and mask must have the same size"
+        )
+    return image, mask
