@@ -1,0 +1,397 @@
+"""`segtrain train`: the training loop, one custom loop for every case.
+
+One ``tf.function`` step run through ``strategy.run`` serves single-device, mirrored and
+multi-worker training alike (Keras 3 ``model.fit`` fails under
+MultiWorkerMirroredStrategy, keras-team/keras#20585). Each replica returns its weighted CE
+sum divided by the weight sum of the *global* batch, so N replicas see exactly the loss
+of one device; the optimizer sums gradients over replicas.
+
+Run folder (``output_dir``): ``config.yaml`` (resolved), ``class_weights.json`` (when
+computed), ``checkpoints/`` (see ``segtrain.checkpoints``), ``log.csv``, ``tensorboard/``,
+``curves.png``. Resume restores weights, optimizer slots and step (hence the schedule),
+epoch and batch position (the data layer replays the same batches), loss accumulators,
+best mIoU and history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from segtrain.checkpoints import CheckpointStore, write_json  # noqa: E402
+from segtrain.config import Config, TrainConfig, load_config, save_config  # noqa: E402
+from segtrain.distribute import is_chief, launch_local_workers, make_strategy  # noqa: E402
+from segtrain.errors import SegtrainError  # noqa: E402
+from segtrain.losses import masked_cross_entropy_terms, median_frequency_weights  # noqa: E402
+from segtrain.metrics import ConfusionMatrix  # noqa: E402
+from segtrain.run_log import RunLog  # noqa: E402
+from segtrain.schedules import build_schedule  # noqa: E402
+
+VOID = 255
+ModelFn = Callable[[Config, tuple], keras.Model]
+DatasetFn = Callable[..., tf.data.Dataset]
+
+
+def build_optimizer(train: TrainConfig, learning_rate) -> keras.optimizers.Optimizer:
+    """``train.optimizer`` -> a Keras optimizer (loss-scaled under mixed_float16)."""
+    cfg = train.optimizer
+    common = {"learning_rate": learning_rate, "clipnorm": cfg.clipnorm}
+    decay = cfg.weight_decay or None
+    if cfg.name == "sgd":
+        opt = keras.optimizers.SGD(momentum=cfg.momentum, weight_decay=decay, **common)
+    elif cfg.name == "adam":
+        opt = keras.optimizers.Adam(weight_decay=decay, **common)
+    else:
+        opt = keras.optimizers.AdamW(weight_decay=cfg.weight_decay, **common)
+    if train.mixed_precision == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+def class_weights_for(config: Config, run_dir: Path, write: bool) -> list[float] | None:
+    """``train.class_weights`` -> per-class weights; median frequency is cached in the run folder."""
+    spec = config.train.class_weights
+    if isinstance(spec, list):
+        return [float(w) for w in spec]
+    if spec == "none":
+        return None
+    cache = run_dir / "class_weights.json"
+    key = {"root": config.data.root, "split": config.data.train_split, "num_classes": config.data.num_classes}
+    if cache.is_file():
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            return cached["weights"]
+    from segtrain.data.pipeline import iter_masks
+
+    weights = median_frequency_weights(iter_masks(config.data, config.data.train_split), config.data.num_classes)
+    if write:
+        write_json(cache, {"key": key, "method": "median_frequency", "weights": weights.tolist()})
+    return weights.tolist()
+
+
+def _default_model(config: Config, input_shape: tuple) -> keras.Model:
+    from segtrain.models import build_model_from_config
+
+    return build_model_from_config(config, input_shape)
+
+
+def _default_dataset(config: Config, split: str, training: bool, *, epoch: int = 0, skip_batches: int = 0):
+    from segtrain.data.pipeline import build_dataset
+
+    return build_dataset(config, split, training, epoch=epoch, skip_batches=skip_batches)
+
+
+def _input_shape(config: Config) -> tuple:
+    data = config.data
+    hw = data.crop or data.resize or [None, None]
+    return (hw[0], hw[1], 3)
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to checkpoint and stop at the next step boundary; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class TrainingInterrupted(Exception):
+    """Raised by ``Trainer.fit`` after Ctrl-C, once a resumable checkpoint is on disk."""
+
+
+class Trainer:
+    """Builds everything from a ``Config`` and runs the loop.
+
+    Args:
+        config: the run's config; ``output_dir`` is the run folder.
+        model_fn: ``(config, input_shape) -> keras.Model`` (default: the model zoo).
+        dataset_fn: ``(config, split, training, *, epoch, skip_batches) -> tf.data.Dataset`` of
+            ``(image float32, mask uint8)`` batches (default: ``segtrain.data.pipeline.build_dataset``).
+            For exact resume it must return the same batches for the same (epoch, skip_batches).
+        callbacks: Keras callbacks; get ``on_epoch_begin/end`` and ``on_train_batch_end``.
+        strategy: a tf.distribute strategy (default: from ``train.distribute``).
+        verbose: 0 silent, 1 progress bar and epoch summaries.
+    """
+
+    def __init__(self, config: Config, *, model_fn: ModelFn | None = None, dataset_fn: DatasetFn | None = None,
+                 callbacks: list | None = None, strategy: tf.distribute.Strategy | None = None, verbose: int = 1):
+        self.config = config
+        self.model_fn = model_fn or _default_model
+        self.dataset_fn = dataset_fn or _default_dataset
+        self.callbacks = list(callbacks or [])
+        self._strategy = strategy
+        self.verbose = verbose
+        self.run_dir = Path(config.output_dir)
+        self.store = CheckpointStore(self.run_dir)
+        self.model: keras.Model | None = None
+        self.optimizer = None
+
+    # ---- setup -------------------------------------------------------------------------
+    def _setup(self, resume: bool) -> None:
+        cfg = self.config
+        # Collective ops must be configured before TensorFlow runs anything else.
+        self.strategy = self._strategy or make_strategy(cfg.train.distribute)
+        self.chief = is_chief()
+        if cfg.train.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(cfg.train.seed)
+        policy = "float32" if cfg.train.mixed_precision == "none" else cfg.train.mixed_precision
+        keras.mixed_precision.set_global_policy(policy)
+        if cfg.data.sample:
+            from segtrain.data.synthetic import ensure_sample_dataset
+
+            ensure_sample_dataset(cfg.data.root)
+        if self.chief:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                for old in [self.store.dir / "state.json", *self.store.dir.glob("resume-*.npz")]:
+                    old.unlink(missing_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.total_steps = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.class_weights = class_weights_for(cfg, self.run_dir, self.chief)
+        with self.strategy.scope():
+            self.model = self.model_fn(cfg, _input_shape(cfg))
+            schedule = build_schedule(cfg.train.schedule, cfg.train.optimizer.learning_rate, self.total_steps)
+            self.optimizer = build_optimizer(cfg.train, schedule)
+            self.optimizer.build(self.model.trainable_variables)
+        self._train_step = self._make_train_step()
+        self._predict = tf.function(
+            lambda images: tf.cast(tf.argmax(self.model(images, training=False), axis=-1), tf.uint8),
+            reduce_retracing=True,
+        )
+        self.log = RunLog(self.run_dir, enabled=self.chief)
+
+    def _steps_per_epoch(self) -> int:
+        ds = self.dataset_fn(self.config, self.config.data.train_split, True, epoch=0, skip_batches=0)
+        n = int(ds.cardinality())
+        if n <= 0:
+            raise SegtrainError(
+                f"{self.config.source}: the training split yields no complete batch of train.batch_size="
+                f"{self.config.train.batch_size}; lower train.batch_size or add samples"
+            )
+        return n
+
+    def _make_train_step(self):
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        weights = self.class_weights
+        replicas = strategy.num_replicas_in_sync
+
+        def replica_step(images, masks):
+            ctx = tf.distribute.get_replica_context()
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                total, count = masked_cross_entropy_terms(masks, logits, weights, VOID)
+                count = tf.stop_gradient(ctx.all_reduce(tf.distribute.ReduceOp.SUM, count))
+                loss = total / tf.maximum(count, 1e-12)
+                if model.losses:
+                    loss += tf.add_n([tf.cast(x, tf.float32) for x in model.losses]) / replicas
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        @tf.function(jit_compile=self.config.train.jit_compile or None)
+        def step(batch):
+            per_replica = strategy.run(replica_step, args=batch)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        return step
+
+    # ---- loop --------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        """Train (or continue with ``resume``) to the end; returns the final metrics."""
+        previous_policy = keras.mixed_precision.global_policy()
+        try:
+            self._setup(resume)
+            return self._loop(resume)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+            if getattr(self, "log", None):
+                self.log.close()
+
+    def _fresh_state(self) -> dict:
+        return {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "best_miou": None,
+                "best_epoch": None, "history": [], "done": False}
+
+    def _loop(self, resume: bool) -> dict:
+        state = self.store.restore(self.model, self.optimizer) if resume else self._fresh_state()
+        cbs = keras.callbacks.CallbackList(self.callbacks, model=self.model)
+        cbs.on_train_begin()
+        with _StopFlag() as stop:
+            while not state["done"]:
+                epoch = state["epoch"]
+                cbs.on_epoch_begin(epoch)
+                started = time.perf_counter()
+                self._run_epoch(state, stop, cbs)
+                if stop.requested:
+                    self._save(state)
+                    raise TrainingInterrupted(
+                        f"interrupted at step {state['step']}; checkpoint saved in {self.store.dir}, "
+                        "continue with --resume"
+                    )
+                row = self._end_epoch(state, time.perf_counter() - started)
+                cbs.on_epoch_end(epoch, row)
+        cbs.on_train_end()
+        return self._final_metrics(state)
+
+    def _run_epoch(self, state: dict, stop: _StopFlag, cbs) -> None:
+        cfg, epoch = self.config, state["epoch"]
+        steps_here = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+        show = self.verbose and self.chief
+        if show:
+            print(f"Epoch {epoch + 1}/{self.epochs}")
+        bar = keras.utils.Progbar(steps_here, verbose=1 if show else 0, stateful_metrics=["lr"])
+        ds = self.dataset_fn(cfg, cfg.data.train_split, True, epoch=epoch, skip_batches=state["batch"])
+        ds = ds.take(steps_here - state["batch"])
+        every = cfg.train.checkpoint_every_steps
+        for batch in self.strategy.experimental_distribute_dataset(ds):
+            loss = float(self._train_step(batch))
+            if not math.isfinite(loss):
+                kept = f"the last good checkpoint is {self.store.last}" if self.store.last.is_file() else "no checkpoint was written yet"
+                raise SegtrainError(
+                    f"train step {state['step'] + 1}: loss is {loss}; training stopped ({kept}). Lower "
+                    "train.optimizer.learning_rate, add train.schedule.warmup_steps or check the labels"
+                )
+            state["step"] += 1
+            state["batch"] += 1
+            state["loss_sum"] += loss
+            bar.update(state["batch"], [("loss", loss), ("lr", self._lr())])
+            cbs.on_train_batch_end(state["batch"] - 1, {"loss": loss})
+            if stop.requested:
+                return
+            if every and state["step"] % every == 0 and state["batch"] < steps_here:
+                self._save(state)
+
+    def _lr(self) -> float:
+        lr = self.optimizer.learning_rate
+        return float(lr(self.optimizer.iterations) if callable(lr) else lr)
+
+    def _end_epoch(self, state: dict, seconds: float) -> dict:
+        epoch = state["epoch"]
+        row = {"epoch": epoch + 1, "step": state["step"], "loss": state["loss_sum"] / max(state["batch"], 1),
+               "lr": self._lr(), "seconds": round(seconds, 2)}
+        last = state["step"] >= self.total_steps
+        if (epoch + 1) % self.config.train.val_every == 0 or last:
+            metrics = self.validate()
+            names = metrics["class_names"]
+            row.update(val_miou=metrics["miou"], val_pixel_accuracy=metrics["pixel_accuracy"],
+                       val_mean_accuracy=metrics["mean_accuracy"],
+                       val_per_class_iou={n: _num(v) for n, v in zip(names, metrics["per_class_iou"])})
+            if not math.isnan(metrics["miou"]) and (state["best_miou"] is None or metrics["miou"] > state["best_miou"]):
+                state["best_miou"], state["best_epoch"] = metrics["miou"], epoch + 1
+                if self.chief:
+                    self.store.save_best(self.model)
+        state["history"].append(row)
+        state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, done=last)
+        self._save(state)
+        self.log.epoch_end(state["history"])
+        if self.verbose and self.chief:
+            print(_summary(row))
+        return row
+
+    def _save(self, state: dict) -> None:
+        if self.chief:
+            self.store.save(self.model, self.optimizer, state)
+
+    def validate(self) -> dict:
+        """Streaming confusion matrix over the validation split -> ``segtrain.metrics`` report."""
+        from segtrain.data.decode import class_names
+
+        cfg = self.config
+        cm = ConfusionMatrix(cfg.data.num_classes, VOID)
+        for images, masks in self.dataset_fn(cfg, cfg.data.val_split, False, epoch=0, skip_batches=0):
+            cm.update(masks.numpy(), self._predict(images).numpy())
+        try:
+            names = class_names(cfg.data)
+        except SegtrainError:
+            names = None
+        return cm.metrics(names)
+
+    def _final_metrics(self, state: dict) -> dict:
+        last = next((r for r in reversed(state["history"]) if "val_miou" in r), {})
+        out = {"loss": state["history"][-1]["loss"] if state["history"] else None,
+               "miou": last.get("val_miou"), "pixel_accuracy": last.get("val_pixel_accuracy"),
+               "mean_accuracy": last.get("val_mean_accuracy"), "per_class_iou": last.get("val_per_class_iou"),
+               "best_miou": state["best_miou"], "best_epoch": state["best_epoch"],
+               "epochs": state["epoch"], "steps": state["step"], "run_dir": str(self.run_dir)}
+        if self.verbose and self.chief and out["miou"] is not None:
+            print(f"mIoU: {out['miou']:.3f}")
+        return out
+
+
+def _num(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _summary(row: dict) -> str:
+    text = f"  epoch {row['epoch']}: loss {row['loss']:.4f}  lr {row['lr']:.3g}"
+    if "val_miou" in row:
+        text += (f"  val mIoU {row['val_miou']:.4f}  pixel acc {row['val_pixel_accuracy']:.4f}"
+                 f"  mean acc {row['val_mean_accuracy']:.4f}")
+        ious = "  ".join(f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in row["val_per_class_iou"].items())
+        text += f"\n  per-class IoU: {ious}"
+    return text + f"  ({row['seconds']:.1f} s)"
+
+
+def train(config: Config, resume: bool = False, **kwargs) -> dict:
+    """Python entry point: ``train(load_config("configs/x.yaml"))`` -> final metrics dict."""
+    return Trainer(config, **kwargs).fit(resume=resume)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="start N local multi-worker processes on 127.0.0.1 (sets TF_CONFIG for each)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.workers:
+        argv = ["--config", args.config, *(x for o in args.overrides for x in ("--set", o))]
+        return launch_local_workers(args.workers, argv + (["--resume"] if args.resume else []))
+    config = load_config(args.config, args.overrides)
+    try:
+        train(config, resume=args.resume)
+    except TrainingInterrupted as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 130
+    except tf.errors.OpError as err:
+        from segtrain.data.pipeline import data_error
+
+        user = data_error(err)
+        if user is None:
+            raise
+        raise user from None
+    return 0
