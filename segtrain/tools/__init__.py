@@ -1,0 +1,1 @@
+"""Stand-alone utilities around the training framework (label conversion)."""

@@ -1,0 +1,602 @@
+"""`segtrain convert-labels`: label PNGs between RGB colour, palette and raw index forms.
+
+Converting labels is where they get silently corrupted (JPEG-shifted colours, a void
+colour forgotten, a class off by one), so every colour or value the table cannot
+represent is reported, never guessed; every output is written atomically, so an
+interrupted run leaves only complete PNGs and can simply be run again.
+
+Also runnable as ``python -m segtrain.tools.convert_labels``; ``convert_labels`` and
+``Converter`` are the Python API. Imports only numpy and Pillow (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segtrain.data import palette as pal
+from segtrain.errors import SegtrainError
+
+MODES = ("rgb-to-index", "palette-to-raw", "index-to-palette", "index-to-rgb", "remap")
+UNKNOWN_POLICIES = ("error", "void")
+INPUT_SUFFIXES = (".png", ".bmp", ".gif", ".tif", ".tiff", ".jpg", ".jpeg")
+TMP_SUFFIX = ".segtrain-tmp"
+DEFAULT_COMPRESS_LEVEL = 6  # Pillow's default for PNG
+_FIRST_FILES = 3  # files named per unknown colour / value in reports
+_MAX_LISTED = 20  # unknown colours / values named in one message
+
+
+# --------------------------------------------------------------------------- colour tables
+
+
+@dataclass(frozen=True)
+class ColorTable:
+    """Class names and colours (index = position), plus the colour drawn for void (255)."""
+
+    names: tuple[str, ...]
+    colors: np.ndarray  # (n, 3) uint8
+    void_color: tuple[int, int, int] | None
+    source: str  # 'voc', 'camvid' or the file it came from, for messages
+
+
+def _parse_color(value: object, where: str) -> tuple[int, int, int]:
+    if isinstance(value, str) and value.startswith("#") and len(value) == 7:
+        try:
+            return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        except ValueError:
+            pass
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+    ):
+        return tuple(value)  # type: ignore[return-value]
+    raise SegtrainError(f"{where}: colour {value!r} is not [r, g, b] with integers 0..255 or '#rrggbb'")
+
+
+def load_color_table(spec: str | os.PathLike) -> ColorTable:
+    """A built-in table ('voc', 'camvid') or a YAML/JSON file (see docs/convert_labels.md).
+
+    File format: ``classes:`` a mapping class name -> colour in index order, and an
+    optional ``void:`` colour, the colour that stands for 255.
+    """
+    if str(spec) in ("voc", "camvid"):
+        names, colors, void = pal.builtin_table(str(spec))
+        return ColorTable(tuple(names), np.asarray(colors, np.uint8), tuple(void), str(spec))
+    path = Path(spec)
+    if not path.is_file():
+        raise SegtrainError(f"--palette {spec}: not 'voc', 'camvid' or an existing YAML/JSON colour-table file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            raw = json.loads(text)
+        else:
+            import yaml  # only colour-table files need it
+
+            raw = yaml.safe_load(text)
+    except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
+        raise SegtrainError(f"{path}: cannot parse colour table ({type(err).__name__}: {err}); fix the syntax") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("classes"), dict) or not raw["classes"]:
+        raise SegtrainError(f"{path}: a colour table needs 'classes:' mapping class name -> [r, g, b] (and optional 'void:')")
+    extra = sorted(set(raw) - {"classes", "void"})
+    if extra:
+        raise SegtrainError(f"{path}: unknown key(s) {extra}; a colour table has only 'classes' and 'void'")
+    names = tuple(str(n) for n in raw["classes"])
+    colors = [_parse_color(c, f"{path}: classes.{n}") for n, c in raw["classes"].items()]
+    void = None if raw.get("void") is None else _parse_color(raw["void"], f"{path}: void")
+    if len(colors) > pal.VOID:
+        raise SegtrainError(f"{path}: {len(colors)} classes, but at most {pal.VOID} fit uint8 masks with void 255")
+    seen: dict[tuple[int, int, int], str] = {}
+    for name, color in zip(names, colors):
+        if color in seen:
+            raise SegtrainError(f"{path}: classes {seen[color]!r} and {name!r} share colour {color}; give each class its own colour")
+        seen[color] = name
+    if void in seen:
+        raise SegtrainError(f"{path}: void colour {void} is also the colour of class {seen[void]!r}; change one of them")
+    return ColorTable(names, np.asarray(colors, np.uint8).reshape(-1, 3), void, str(path))
+
+
+# --------------------------------------------------------------------------- value maps
+
+
+def parse_value_map(items: Iterable[str]) -> dict[int, int]:
+    """['11:255', '0:3'] -> {11: 255, 0: 3}; values are uint8 labels."""
+    mapping: dict[int, int] = {}
+    for item in items:
+        parts = str(item).split(":")
+        try:
+            src, dst = (int(p) for p in parts)
+            if not (0 <= src <= 255 and 0 <= dst <= 255):
+                raise ValueError
+        except ValueError:
+            raise SegtrainError(f"--map {item}: expected SRC:DST with integers 0..255, e.g. --map 11:255") from None
+        if src in mapping and mapping[src] != dst:
+            raise SegtrainError(f"--map {item}: value {src} is already mapped to {mapping[src]}; give each value once")
+        mapping[src] = dst
+    return mapping
+
+
+def value_lut(value_map: dict[int, int] | None = None, reduce_zero_label: bool = False) -> np.ndarray:
+    """The 256-entry label table: reduce-zero-label (0->255, v->v-1, 255 stays) then --map overrides.
+
+    Both are defined on the values as found (the input values, or for rgb-to-index the
+    class indices the colours look up to), so ``--map`` entries always win.
+    """
+    lut = np.arange(256, dtype=np.uint8)
+    if reduce_zero_label:
+        lut[0] = pal.VOID
+        lut[1:255] = np.arange(0, 254, dtype=np.uint8)
+    for src, dst in (value_map or {}).items():
+        lut[src] = dst
+    return lut
+
+
+# --------------------------------------------------------------------------- per-image conversion
+
+
+@dataclass
+class FileResult:
+    """What happened to one file; ``unknown`` maps colour key (r<<16|g<<8|b) or value -> pixels."""
+
+    src: Path
+    dst: Path
+    written: bool = False
+    unknown: dict[int, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Converter:
+    """One conversion (mode, table, value map, unknown policy) applied image by image.
+
+    ``convert_image`` is pure (PIL image in, PIL image out); ``convert_file`` adds the
+    atomic write. Picklable: the 16 MiB colour lookup is built lazily in each process.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        palette: str | os.PathLike | ColorTable = "voc",
+        *,
+        raw: bool = False,
+        unknown: str = "error",
+        value_map: dict[int, int] | None = None,
+        reduce_zero_label: bool = False,
+        compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    ):
+        if mode not in MODES:
+            raise SegtrainError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
+        if unknown not in UNKNOWN_POLICIES:
+            raise SegtrainError(f"--unknown {unknown}: choose 'error' or 'void'")
+        if raw and mode in ("index-to-palette", "index-to-rgb"):
+            raise SegtrainError(f"--raw does not apply to {mode}, which writes a {mode.split('-')[-1]} PNG; drop --raw or use remap --raw")
+        if not 0 <= compress_level <= 9:
+            raise SegtrainError(f"--compress-level {compress_level}: choose 0 (fastest) .. 9 (smallest)")
+        self.mode = mode
+        self.table = palette if isinstance(palette, ColorTable) else load_color_table(palette)
+        self.raw = raw or mode == "palette-to-raw"
+        self.unknown = unknown
+        self.lut = value_lut(value_map, reduce_zero_label)
+        self.compress_level = compress_level
+        self._lookup: pal.RgbLookup | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_lookup": None}
+
+    def _palette(self) -> list[int]:
+        return pal.pil_palette(self.table.colors, self.table.void_color)
+
+    def _valid_values(self) -> np.ndarray:
+        """Which label values the output form can represent (index-to-* modes)."""
+        valid = np.zeros(256, dtype=bool)
+        valid[: len(self.table.colors)] = True
+        # A palette PNG keeps 255 whatever its colour; RGB can show void only with a void colour.
+        valid[pal.VOID] = self.mode == "index-to-palette" or self.table.void_color is not None
+        return valid
+
+    def convert_image(self, image: Image.Image, name: str = "image") -> tuple[Image.Image, dict[int, int]]:
+        """Convert one opened label image; returns the output image and its unknown colours/values.
+
+        With ``unknown='error'`` the returned image still has the unknown pixels at 255,
+        the caller decides not to write it.
+        """
+        if self.mode == "rgb-to-index":
+            return self._rgb_to_index(image, name)
+        values = _index_array(image, name, self.mode)
+        if self.mode in ("palette-to-raw", "remap"):
+            out = self.lut[values]
+            if self.raw:
+                return Image.fromarray(out), {}
+            result = Image.fromarray(out)
+            if image.mode == "P":
+                result.putpalette(image.getpalette())
+            return result, {}
+        # index-to-palette / index-to-rgb: look up once per value, count unknowns via a histogram.
+        lut = self.lut
+        bad = ~self._valid_values()[lut]
+        unknown: dict[int, int] = {}
+        if bad.any():
+            hist = np.bincount(values.ravel(), minlength=256)
+            unknown = {int(v): int(hist[v]) for v in np.flatnonzero(bad & (hist > 0))}
+            if unknown:
+                lut = np.where(bad, np.uint8(pal.VOID), lut).astype(np.uint8)
+        out = lut[values]
+        if self.mode == "index-to-rgb":
+            void = self.table.void_color if self.table.void_color is not None else (0, 0, 0)
+            return Image.fromarray(pal.index_to_rgb(out, self.table.colors, void)), unknown
+        result = Image.fromarray(out)
+        result.putpalette(self._palette())
+        return result, unknown
+
+    def _rgb_to_index(self, image: Image.Image, name: str) -> tuple[Image.Image, dict[int, int]]:
+        if image.mode in ("L", "I", "I;16", "1", "LA"):
+            raise SegtrainError(f"{name}: is a single-channel ({image.mode}) image, not an RGB colour mask; use palette-to-raw, remap or index-to-*")
+        if image.mode not in ("RGB", "RGBA"):
+            image = image.convert("RGB")  # palette / other colour images: their colours are the labels here
+        rgb = np.asarray(image)
+        if self._lookup is None:
+            self._lookup = pal.RgbLookup(self.table.colors, self.table.void_color)
+        index, unknown_mask = self._lookup(rgb)
+        out = self.lut[index]
+        unknown: dict[int, int] = {}
+        if unknown_mask.any():
+            colours = rgb[unknown_mask][:, :3]
+            keys, counts = np.unique(pal.pack_rgb(colours), return_counts=True)
+            unknown = dict(zip(keys.tolist(), counts.tolist()))
+            out[unknown_mask] = pal.VOID  # unknown means void, whatever --map says about 255
+        result = Image.fromarray(out)
+        if not self.raw:
+            result.putpalette(self._palette())
+        return result, unknown
+
+    def convert_file(self, src: Path, dst: Path, *, dry_run: bool = False) -> FileResult:
+        """Read ``src``, convert, write ``dst`` atomically unless unknowns forbid it or ``dry_run``."""
+        result = FileResult(Path(src), Path(dst))
+        try:
+            with Image.open(src) as image:
+                image.load()
+                out, result.unknown = self.convert_image(image, str(src))
+        except SegtrainError as err:
+            result.error = str(err)
+            return result
+        except (OSError, SyntaxError, ValueError) as err:  # Pillow's unreadable / truncated file errors
+            result.error = f"{src}: cannot read as an image ({type(err).__name__}: {err}); replace or remove the file"
+            return result
+        if dry_run or (result.unknown and self.unknown == "error"):
+            return result
+        write_png_atomic(out, Path(dst), self.compress_level)
+        result.written = True
+        return result
+
+
+def _index_array(image: Image.Image, name: str, mode: str) -> np.ndarray:
+    """The label values of an index image: palette indices for 'P' (never its colours)."""
+    if image.mode in ("P", "L"):
+        return np.asarray(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 255):
+            raise SegtrainError(f"{name}: label values {values.min()}..{values.max()} do not fit uint8; remap them below 256 first")
+        return values.astype(np.uint8)
+    hint = "use rgb-to-index for colour masks" if image.mode in ("RGB", "RGBA") else "save it as a palette (P) or greyscale (L) PNG"
+    raise SegtrainError(f"{name}: is a {image.mode} image, {mode} needs a palette or single-channel index PNG; {hint}")
+
+
+def write_png_atomic(image: Image.Image, dst: Path, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> None:
+    """Write a PNG next to ``dst`` under a hidden temporary name, then rename it over ``dst``.
+
+    ``os.replace`` is atomic within a folder, so ``dst`` is either the old file or the
+    complete new one, never half written, even if the process is killed. No fsync: this
+    guards against interrupted processes, not against power loss.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}{TMP_SUFFIX}"
+    try:
+        with open(tmp, "wb") as f:
+            image.save(f, format="PNG", compress_level=compress_level)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def plan_files(input_dir: Path, output_dir: Path, *, in_place: bool = False) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: every label image under ``input_dir``, same relative name, '.png'.
+
+    Hidden files and folders are skipped. Refuses anything that would overwrite an input
+    (unless ``in_place``) or feed outputs back in as inputs on the next run.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise SegtrainError(f"INPUT_DIR {input_dir}: not a folder; give the folder holding the label images")
+    src_root, dst_root = input_dir.resolve(), output_dir.resolve()
+    if src_root == dst_root and not in_place:
+        raise SegtrainError(f"OUTPUT_DIR {output_dir} is INPUT_DIR; choose another folder, or pass --in-place to overwrite the labels")
+    if src_root != dst_root and src_root in dst_root.parents:
+        raise SegtrainError(f"OUTPUT_DIR {output_dir} lies inside INPUT_DIR {input_dir}, so a re-run would read the outputs as inputs; choose a folder outside it")
+    sources = sorted(
+        p
+        for p in input_dir.rglob("*")
+        if p.suffix.lower() in INPUT_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(input_dir).parts)
+        and p.is_file()
+    )
+    if not sources:
+        raise SegtrainError(f"INPUT_DIR {input_dir}: no label images ({', '.join(INPUT_SUFFIXES)}) found; check the path")
+    resolved_sources = {p.resolve() for p in sources}
+    pairs: list[tuple[Path, Path]] = []
+    claimed: dict[Path, Path] = {}
+    for src in sources:
+        dst = output_dir / src.relative_to(input_dir).with_suffix(".png")
+        key = dst.resolve()
+        if key in claimed:
+            raise SegtrainError(f"{claimed[key]} and {src} would both be written to {dst}; rename one of them")
+        if not in_place and key in resolved_sources:
+            raise SegtrainError(f"{dst} would overwrite an input file; choose an OUTPUT_DIR outside INPUT_DIR")
+        claimed[key] = src
+        pairs.append((src, dst))
+    return pairs
+
+
+def _remove_stale_temporaries(pairs: Sequence[tuple[Path, Path]]) -> int:
+    """Delete temporaries that a killed earlier run left next to its outputs."""
+    removed = 0
+    for folder in {dst.parent for _, dst in pairs}:
+        if folder.is_dir():
+            for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+# --------------------------------------------------------------------------- running
+
+
+class Progress:
+    """A one-line progress bar on stderr (no tqdm dependency), redrawn at most 10 times a second."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.total, self.label, self.enabled = total, label, enabled
+        self.done, self.start, self._drawn = 0, time.perf_counter(), 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and (now - self._drawn >= 0.1 or self.done == self.total):
+            self._drawn = now
+            elapsed = max(now - self.start, 1e-9)
+            rate = self.done / elapsed
+            eta = (self.total - self.done) / rate if rate > 0 else 0.0
+            filled = int(30 * self.done / max(self.total, 1))
+            bar = "#" * filled + "." * (30 - filled)
+            sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {rate:6.1f} files/s eta {eta:4.0f}s")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+_WORKER: Converter | None = None
+_WORKER_DRY_RUN = False
+
+
+def _init_worker(converter: Converter, dry_run: bool) -> None:
+    global _WORKER, _WORKER_DRY_RUN
+    _WORKER, _WORKER_DRY_RUN = converter, dry_run
+
+
+def _work(pair: tuple[Path, Path]) -> FileResult:
+    assert _WORKER is not None
+    return _WORKER.convert_file(*pair, dry_run=_WORKER_DRY_RUN)
+
+
+def _results(converter: Converter, pairs: list[tuple[Path, Path]], jobs: int, dry_run: bool) -> Iterator[FileResult]:
+    if jobs <= 1 or len(pairs) <= 1:
+        for src, dst in pairs:
+            yield converter.convert_file(src, dst, dry_run=dry_run)
+        return
+    # spawn: safe even when the caller has threads (e.g. TensorFlow) running; workers import
+    # only this module. Killing the parent kills nothing half-written: renames are atomic.
+    context = multiprocessing.get_context("spawn")
+    chunk = max(1, min(16, len(pairs) // (jobs * 8)))
+    with context.Pool(jobs, initializer=_init_worker, initargs=(converter, dry_run)) as pool:
+        yield from pool.imap_unordered(_work, pairs, chunksize=chunk)
+
+
+def describe_key(key: int, colors: bool) -> str:
+    """An unknown key as users see it: '(r,g,b)' for colours, 'value v' for label values."""
+    return f"({key >> 16},{(key >> 8) & 255},{key & 255})" if colors else f"value {key}"
+
+
+@dataclass
+class ConversionReport:
+    """Totals of one run. ``unknown`` maps colour key / value -> (pixels, names of the files)."""
+
+    mode: str
+    table: str
+    pairs: list[tuple[Path, Path]]
+    dry_run: bool = False
+    written: int = 0
+    unknown: dict[int, tuple[int, set[str]]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def files(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def keys_are_colors(self) -> bool:
+        return self.mode == "rgb-to-index"
+
+    @property
+    def unknown_pixels(self) -> int:
+        return sum(pixels for pixels, _ in self.unknown.values())
+
+    @property
+    def files_with_unknown(self) -> int:
+        return len(set().union(*(names for _, names in self.unknown.values())))
+
+    def add(self, result: FileResult, name: str) -> None:
+        self.written += result.written
+        if result.error:
+            self.errors.append(result.error)
+        for key, count in result.unknown.items():
+            pixels, names = self.unknown.get(key, (0, set()))
+            self.unknown[key] = (pixels + count, names | {name})
+
+    def describe_unknown(self) -> str:
+        """'(r,g,b) N px in a.png, b.png (+k more files); ...', most pixels first."""
+        items = sorted(self.unknown.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        parts = []
+        for key, (pixels, names) in items[:_MAX_LISTED]:
+            first = sorted(names)[:_FIRST_FILES]
+            more = f" (+{len(names) - len(first)} more files)" if len(names) > len(first) else ""
+            parts.append(f"{describe_key(key, self.keys_are_colors)} {pixels} px in {', '.join(first)}{more}")
+        if len(items) > _MAX_LISTED:
+            parts.append(f"and {len(items) - _MAX_LISTED} more")
+        return "; ".join(parts)
+
+
+def convert_labels(
+    mode: str,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    palette: str | os.PathLike | ColorTable = "voc",
+    raw: bool = False,
+    unknown: str = "error",
+    jobs: int = 1,
+    value_map: dict[int, int] | None = None,
+    reduce_zero_label: bool = False,
+    in_place: bool = False,
+    dry_run: bool = False,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    progress: bool | None = None,
+) -> ConversionReport:
+    """Convert every label image under ``input_dir`` into ``output_dir`` (see docs/convert_labels.md).
+
+    All files are processed before any error is raised, so one run reports every
+    unknown colour/value (with pixel counts and the first files) and every unreadable
+    file; files with unknowns are not written under ``unknown='error'``. Outputs are
+    always rewritten (atomically), so re-running after an interruption completes the job.
+    """
+    converter = Converter(
+        mode, palette, raw=raw, unknown=unknown, value_map=value_map,
+        reduce_zero_label=reduce_zero_label, compress_level=compress_level,
+    )
+    if in_place:
+        if output_dir is not None and Path(output_dir).resolve() != Path(input_dir).resolve():
+            raise SegtrainError(f"--in-place writes into INPUT_DIR {input_dir}; drop OUTPUT_DIR {output_dir} or --in-place")
+        changes_values = bool(value_map) or reduce_zero_label or mode == "remap"
+        if changes_values or mode == "index-to-rgb" or (mode == "rgb-to-index" and raw):
+            raise SegtrainError(
+                "--in-place is allowed only for conversions that give the same result when run again on their own "
+                "output (rgb-to-index to palette, palette-to-raw, index-to-palette, without --map/--reduce-zero-label), "
+                "so an interrupted run can be re-run; write to another OUTPUT_DIR instead"
+            )
+        output_dir = input_dir
+    if output_dir is None:
+        raise SegtrainError("OUTPUT_DIR is missing; give an output folder (or --in-place for safe conversions)")
+    jobs = (os.cpu_count() or 1) if jobs == 0 else jobs
+    if jobs < 0:
+        raise SegtrainError(f"--jobs {jobs}: give a positive number of processes (0 = one per CPU)")
+    pairs = plan_files(Path(input_dir), Path(output_dir), in_place=in_place)
+    if not dry_run:
+        _remove_stale_temporaries(pairs)
+    report = ConversionReport(mode, converter.table.source, pairs, dry_run=dry_run)
+    bar = Progress(len(pairs), mode, sys.stderr.isatty() if progress is None else progress)
+    start = time.perf_counter()
+    root = Path(input_dir)
+    try:
+        for result in _results(converter, pairs, jobs, dry_run):
+            report.add(result, result.src.relative_to(root).as_posix())
+            bar.update()
+    finally:
+        bar.close()
+    report.seconds = time.perf_counter() - start
+    if report.errors:
+        shown = "; ".join(sorted(report.errors)[:_FIRST_FILES])
+        more = f" (+{len(report.errors) - _FIRST_FILES} more)" if len(report.errors) > _FIRST_FILES else ""
+        raise SegtrainError(f"{len(report.errors)} of {report.files} files could not be converted: {shown}{more}")
+    if report.unknown and unknown == "error":
+        what = ("colour" if report.keys_are_colors else "value") + ("s" if len(report.unknown) > 1 else "")
+        fix = (
+            "add them to a colour-table file (--palette FILE), fix the masks, or pass --unknown void to map them to 255"
+            if report.keys_are_colors
+            else "map them with --map VALUE:TARGET (e.g. --map 11:255), or pass --unknown void to map them to 255"
+        )
+        raise SegtrainError(
+            f"{len(report.unknown)} {what} not in the {report.table} table ({report.files_with_unknown} of "
+            f"{report.files} files{'' if dry_run else ', those not written'}): {report.describe_unknown()}; {fix}"
+        )
+    return report
+
+
+def summary(report: ConversionReport) -> str:
+    """One human line (plus the voided colours/values, if any) describing a finished run."""
+    verb = "would write" if report.dry_run else "wrote"
+    line = f"{report.mode}: {verb} {report.files if report.dry_run else report.written} of {report.files} files in {report.seconds:.1f} s"
+    if report.unknown:
+        what = ("colour" if report.keys_are_colors else "value") + ("s" if len(report.unknown) > 1 else "")
+        line += (
+            f"; mapped {report.unknown_pixels} pixels of {len(report.unknown)} unknown {what} in "
+            f"{report.files_with_unknown} files to void 255: {report.describe_unknown()}"
+        )
+    return line
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mode", choices=MODES, metavar="MODE", help=f"one of: {', '.join(MODES)}")
+    parser.add_argument("input_dir", metavar="INPUT_DIR", help="folder of label images, searched recursively")
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", nargs="?", help="output folder (same relative names, .png); omit with --in-place")
+    parser.add_argument("--palette", default="voc", help="colour table: voc (default), camvid, or a YAML/JSON file")
+    parser.add_argument("--raw", action="store_true", help="write single-channel index PNGs instead of palette PNGs")
+    parser.add_argument("--unknown", choices=UNKNOWN_POLICIES, default="error", help="colour/value not in the table: error (default) or map to void 255")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (0 = one per CPU)")
+    parser.add_argument("--map", dest="value_map", nargs="+", action="extend", default=[], metavar="SRC:DST", help="remap label values, e.g. --map 11:255")
+    parser.add_argument("--reduce-zero-label", action="store_true", help="0 -> 255 and v -> v-1 (ADE20K style), before --map overrides")
+    parser.add_argument("--in-place", action="store_true", help="overwrite the inputs (only for conversions that are safe to re-run)")
+    parser.add_argument("--dry-run", action="store_true", help="read and check everything, print what would be written, write nothing")
+    parser.add_argument("--compress-level", type=int, default=DEFAULT_COMPRESS_LEVEL, help="PNG zlib level 0..9 (default 6)")
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always draw the progress bar")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it (default: only on a terminal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = convert_labels(
+        args.mode, args.input_dir, args.output_dir,
+        palette=args.palette, raw=args.raw, unknown=args.unknown, jobs=args.jobs,
+        value_map=parse_value_map(args.value_map), reduce_zero_label=args.reduce_zero_label,
+        in_place=args.in_place, dry_run=args.dry_run, compress_level=args.compress_level,
+        progress=args.progress,
+    )
+    if args.dry_run:
+        for src, dst in report.pairs:
+            print(f"{src} -> {dst}")
+    print(summary(report), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    from segtrain.cli import main
+
+    sys.exit(main(["convert-labels", *sys.argv[1:]]))
