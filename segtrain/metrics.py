@@ -23,33 +23,48 @@ from segtrain.errors import SegtrainError
 VOID = 255
 
 
+def _as_labels(values: np.ndarray, name: str) -> np.ndarray:
+    """uint8 view of a label array; wider integer types are accepted when they fit 0..255."""
+    values = np.asarray(values)
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype.kind not in "iub":
+        raise SegtrainError(f"{name} must hold integer class indices, got dtype {values.dtype}")
+    if values.size and (values.min() < 0 or values.max() > 255):
+        bad = values.min() if values.min() < 0 else values.max()
+        raise SegtrainError(f"{name} contains label {bad}; labels are class indices 0..254 and 255 for void")
+    return values.astype(np.uint8)
+
+
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = VOID) -> np.ndarray:
     """(C, C) int64 counts, rows = ground truth, columns = prediction, void pixels excluded.
 
-    One ``bincount`` of ``num_classes * gt + pred`` over the valid pixels, no per-class loop.
-    A ground-truth or predicted value outside ``0..num_classes-1`` (other than void ground
-    truth) would land in another cell, so it is refused.
+    One ``bincount`` and no per-class loop. The key is ``256 * gt + pred`` (the labels are
+    uint8, so this is ``num_classes * gt + pred`` with the stride widened to 256) over all
+    pixels: that skips the copy a boolean void mask would cost, the void row is simply
+    dropped afterwards, and every count that falls outside the ``C x C`` block is a label
+    out of range, which is refused instead of being folded into another cell.
     """
-    gt = np.asarray(gt)
-    pred = np.asarray(pred)
+    gt = _as_labels(gt, "ground truth")
+    pred = _as_labels(pred, "prediction")
     if gt.shape != pred.shape:
         raise SegtrainError(f"ground truth has shape {gt.shape} but prediction has {pred.shape}; they must match")
-    valid = gt != ignore_index
-    g = gt[valid]
-    p = pred[valid]
-    if g.size:
-        for name, values in (("ground truth", g), ("prediction", p)):
-            low, high = values.min(), values.max()
-            if low < 0 or high >= num_classes:
-                bad = high if high >= num_classes else low
-                raise SegtrainError(
-                    f"{name} contains label {bad} but num_classes is {num_classes} "
-                    f"(void is {ignore_index}); fix data.num_classes or the labels"
-                )
-    # uint8 labels: the index fits uint16 (< 255 * 256), which keeps the temporaries small.
-    dtype = np.uint16 if g.dtype == np.uint8 and p.dtype == np.uint8 else np.intp
-    index = g.astype(dtype) * dtype(num_classes) + p.astype(dtype)
-    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes).astype(np.int64)
+    key = (gt.astype(np.uint16) << 8) | pred
+    table = np.bincount(key.reshape(-1), minlength=256 * 256).reshape(256, 256)
+    table[ignore_index] = 0
+    if table[num_classes:].any():
+        bad = int(np.nonzero(table[num_classes:].any(axis=1))[0][0]) + num_classes
+        raise SegtrainError(
+            f"ground truth contains label {bad} but num_classes is {num_classes} "
+            f"(void is {ignore_index}); fix data.num_classes or the labels"
+        )
+    if table[:, num_classes:].any():
+        bad = int(np.nonzero(table[:, num_classes:].any(axis=0))[0][0]) + num_classes
+        raise SegtrainError(
+            f"prediction contains label {bad} on a non-void pixel but num_classes is {num_classes}; "
+            "predictions must be class indices 0..num_classes-1"
+        )
+    return table[:num_classes, :num_classes].astype(np.int64)
 
 
 class ConfusionMatrix:

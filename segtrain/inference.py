@@ -1,0 +1,356 @@
+"""Prediction for one image at any size: whole image or sliding window, flip / multi-scale TTA.
+
+Checkpoints take raw pixels (the normalisation is the model's first layer) and return
+logits at the input's size, so an image goes in as it was decoded. Test-time augmentation
+averages *softmax probabilities* over the flips and scales (mmsegmentation's convention);
+a probability map is resized back to the image size before averaging.
+
+Sliding windows: windows of ``window`` pixels start every ``stride`` pixels, the last one
+flush with the image edge. Each window's logits are trusted only away from its inner
+edges: a margin of ``(window - stride) // 2`` pixels on sides that are not the image
+border is left out, and where trusted regions overlap they are averaged. For a fully
+convolutional model whose receptive field reaches at most that margin, the result equals
+whole-image inference. Windows go through the model ``batch_size`` at a time, so memory is
+bounded by the batch plus two image-sized accumulators, whatever the image size.
+
+Keras is imported on first use, so ``segtrain evaluate --pred-dir`` stays TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segtrain.errors import SegtrainError
+
+WindowSize = int | tuple[int, int] | None
+
+
+# ---------------------------------------------------------------- checkpoint and forward pass
+def load_checkpoint(path: str | Path):
+    """A ``.keras`` checkpoint loaded with plain ``keras.models.load_model`` (no compile)."""
+    import keras
+
+    import segtrain.models  # noqa: F401  (registers the zoo's custom layers)
+
+    path = Path(path)
+    if not path.is_file():
+        raise SegtrainError(f"{path}: checkpoint not found; pass a .keras file written by `segtrain train`")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (ValueError, OSError, TypeError, KeyError) as err:
+        message = " ".join(str(err).split())[:300]
+        raise SegtrainError(f"{path}: cannot load checkpoint ({message}); is it a .keras file from segtrain?") from None
+
+
+def num_outputs(model) -> int:
+    """Number of classes a model predicts (channels of its logits)."""
+    return int(model.output_shape[-1])
+
+
+def _fixed_size(model) -> tuple[int, int] | None:
+    """The (height, width) a model was built for, or None when it accepts any size."""
+    height, width = model.input_shape[1:3]
+    return (int(height), int(width)) if height is not None and width is not None else None
+
+
+def _forward(model, batch: np.ndarray) -> np.ndarray:
+    import keras
+
+    logits = keras.ops.convert_to_numpy(model(batch.astype(np.float32), training=False)).astype(np.float32)
+    if logits.shape[1:3] != batch.shape[1:3]:
+        raise SegtrainError(
+            f"model output is {logits.shape[1]}x{logits.shape[2]} for a {batch.shape[1]}x{batch.shape[2]} input; "
+            "segtrain expects logits at the input's size"
+        )
+    return logits
+
+
+def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an (H, W, C) float array (half-pixel centres, no antialiasing)."""
+    import keras
+
+    if array.shape[:2] == tuple(size):
+        return array
+    out = keras.ops.image.resize(array.astype(np.float32), size, interpolation="bilinear")
+    return keras.ops.convert_to_numpy(out)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------- sliding window
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _starts(size: int, window: int, stride: int) -> list[int]:
+    """Window starts along one axis: every ``stride``, the last window flush with the end."""
+    if size <= window:
+        return [0]
+    return list(range(0, size - window, stride)) + [size - window]
+
+
+def _trust(start: int, window: int, size: int, margin: int) -> np.ndarray:
+    """1 where a window's output is trusted: not within ``margin`` of an inner (non-image) edge."""
+    weight = np.ones(window, dtype=np.float32)
+    if start > 0:
+        weight[:margin] = 0
+    if start + window < size:
+        weight[window - margin :] = 0
+    return weight
+
+
+def _sliding_logits(model, image: np.ndarray, window: tuple[int, int], stride: tuple[int, int], batch_size: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    pad_h, pad_w = max(window[0] - height, 0), max(window[1] - width, 0)
+    if pad_h or pad_w:  # only fixed-size models get here with a small image: pad, crop back
+        padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        return _sliding_logits(model, padded, window, stride, batch_size)[:height, :width]
+    margins = [(w - s) // 2 for w, s in zip(window, stride)]
+    total = None
+    count = np.zeros((height, width, 1), dtype=np.float32)
+    boxes = [(y, x) for y in _starts(height, window[0], stride[0]) for x in _starts(width, window[1], stride[1])]
+    for first in range(0, len(boxes), batch_size):
+        chunk = boxes[first : first + batch_size]
+        crops = np.stack([image[y : y + window[0], x : x + window[1]] for y, x in chunk])
+        logits = _forward(model, crops)
+        if total is None:
+            total = np.zeros((height, width, logits.shape[-1]), dtype=np.float32)
+        for (y, x), out in zip(chunk, logits):
+            weight = np.outer(_trust(y, window[0], height, margins[0]), _trust(x, window[1], width, margins[1]))[..., None]
+            total[y : y + window[0], x : x + window[1]] += out * weight
+            count[y : y + window[0], x : x + window[1]] += weight
+    return total / count
+
+
+def predict_logits(
+    model, image: np.ndarray, *, window: WindowSize = None, stride: WindowSize = None, batch_size: int = 4
+) -> np.ndarray:
+    """(H, W, C) float32 logits of one raw-pixel (H, W, 3) image, whole or by sliding windows.
+
+    A model built for a fixed input size is always run by windows of that size.
+    ``stride`` defaults to two thirds of the window (512 -> 341).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise SegtrainError(f"expected one (height, width, channels) image, got shape {image.shape}")
+    fixed = _fixed_size(model)
+    if window is None and fixed is None:
+        return _forward(model, image[None])[0]
+    win = _pair(window) if window is not None else fixed
+    if fixed is not None and win != fixed:
+        raise SegtrainError(f"--window {win[0]}x{win[1]}: this model only accepts {fixed[0]}x{fixed[1]} inputs; use that window")
+    step = _pair(stride) if stride is not None else (max(win[0] * 2 // 3, 1), max(win[1] * 2 // 3, 1))
+    if not (0 < step[0] <= win[0] and 0 < step[1] <= win[1]):
+        raise SegtrainError(f"--stride {step[0]}x{step[1]}: must be between 1 and the window size {win[0]}x{win[1]}")
+    if fixed is None:  # an any-size model never needs a window larger than the image
+        win = (min(win[0], image.shape[0]), min(win[1], image.shape[1]))
+        step = (min(step[0], win[0]), min(step[1], win[1]))
+    return _sliding_logits(model, image, win, step, batch_size)
+
+
+def predict_probs(
+    model,
+    image: np.ndarray,
+    *,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    window: WindowSize = None,
+    stride: WindowSize = None,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """(H, W, C) softmax probabilities averaged over scales and (optionally) horizontal flips."""
+    image = np.asarray(image, dtype=np.float32)
+    height, width = image.shape[:2]
+    total, passes = None, 0
+    for scale in scales:
+        size = (max(int(round(height * scale)), 1), max(int(round(width * scale)), 1))
+        scaled = _resize(image, size)
+        for flipped in (False, True) if flip else (False,):
+            view = scaled[:, ::-1] if flipped else scaled
+            logits = predict_logits(model, np.ascontiguousarray(view), window=window, stride=stride, batch_size=batch_size)
+            probs = _resize(softmax(logits[:, ::-1] if flipped else logits), (height, width))
+            total = probs if total is None else total + probs
+            passes += 1
+    return total / passes
+
+
+def predict_mask(
+    model,
+    image: np.ndarray,
+    *,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    window: WindowSize = None,
+    stride: WindowSize = None,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """(H, W) uint8 class indices: argmax of the (test-time augmented) prediction."""
+    if not flip and tuple(scales) == (1.0,):
+        scores = predict_logits(model, image, window=window, stride=stride, batch_size=batch_size)
+    else:
+        scores = predict_probs(model, image, flip=flip, scales=scales, window=window, stride=stride, batch_size=batch_size)
+    return np.argmax(scores, axis=-1).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- shared CLI pieces
+def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
+    """The test-time options shared by `segtrain evaluate` and `segtrain predict`."""
+    parser.add_argument("--tta", choices=["none", "flip"], default="none", help="flip: also predict the mirrored image and average")
+    parser.add_argument("--scales", default="1.0", help="comma-separated image scales to average, e.g. 0.75,1.0,1.25")
+    parser.add_argument("--window", help="sliding-window size in pixels, N or HxW (default: whole image)")
+    parser.add_argument("--stride", help="sliding-window step, N or HxW (default: 2/3 of the window)")
+    parser.add_argument("--window-batch", type=int, default=4, help="windows per forward pass (bounds memory)")
+
+
+def _size_arg(text: str | None, flag: str) -> WindowSize:
+    if text is None:
+        return None
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise SegtrainError(f"{flag} {text!r}: expected a positive size N or HxW, e.g. 512 or 512x1024")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+def tta_options(args: argparse.Namespace) -> dict:
+    """Parsed test-time options as keyword arguments of ``predict_mask``."""
+    try:
+        scales = tuple(float(s) for s in args.scales.split(","))
+    except ValueError:
+        scales = ()
+    if not scales or min(scales) <= 0:
+        raise SegtrainError(f"--scales {args.scales!r}: expected positive numbers separated by commas, e.g. 0.75,1.0,1.25")
+    if args.window_batch < 1:
+        raise SegtrainError("--window-batch must be at least 1")
+    return {
+        "flip": args.tta == "flip",
+        "scales": scales,
+        "window": _size_arg(args.window, "--window"),
+        "stride": _size_arg(args.stride, "--stride"),
+        "batch_size": args.window_batch,
+    }
+
+
+def progress(items: Sequence, label: str) -> Iterator:
+    """Yield ``items`` while drawing a one-line progress bar on stderr (a line per 10 % when not a tty)."""
+    total, tty, start, last = len(items), sys.stderr.isatty(), time.perf_counter(), -1.0
+    for done, item in enumerate(items, start=1):
+        yield item
+        now = time.perf_counter()
+        if tty and (now - last > 0.2 or done == total):
+            filled = 30 * done // max(total, 1)
+            rate = done / max(now - start, 1e-9)
+            sys.stderr.write(f"\r{label} {done}/{total} [{'#' * filled}{'.' * (30 - filled)}] {rate:.1f} img/s")
+            last = now
+        elif not tty and (done == total or done * 10 // total != (done - 1) * 10 // total):
+            sys.stderr.write(f"{label} {done}/{total}\n")
+    if tty and total:
+        sys.stderr.write("\n")
+
+
+# ---------------------------------------------------------------- `segtrain predict`
+def write_palette_png(mask: np.ndarray, path: Path, palette: list[int]) -> None:
+    """A mode 'P' PNG whose pixel values are the class indices and whose palette draws them."""
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="L")
+    image.putpalette(palette)  # turns the 'L' image into 'P' without touching the values
+    image.save(path)
+
+
+def _input_images(path: Path) -> list[Path]:
+    from segtrain.data.sources import IMAGE_EXTENSIONS
+
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise SegtrainError(f"{path}: --input is neither an image file nor a folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise SegtrainError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the --input folder")
+    stems: dict[str, Path] = {}
+    for file in files:
+        if file.stem in stems:
+            raise SegtrainError(f"{file}: same name as {stems[file.stem].name}; predictions are named by stem, rename one")
+        stems[file.stem] = file
+    return files
+
+
+def _colors(config) -> tuple[np.ndarray, tuple[int, int, int]]:
+    if config is None:
+        from segtrain.data.palette import VOC_VOID_COLOR, voc_colormap
+
+        return voc_colormap(255), VOC_VOID_COLOR
+    from segtrain.data.decode import class_colors
+
+    return class_colors(config.data)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    parser.add_argument("--input", help="an image file or a folder of images (default with --split: the split's images)")
+    parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png)")
+    parser.add_argument("--config", help="experiment YAML: its class colours, and ground truth with --split")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--split", help="with --config: the split whose ground truth gives image | truth | prediction strips")
+    parser.add_argument("--overlay", action="store_true", help="also write image + colour overlays to OUTPUT/overlays/")
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
+    add_tta_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from segtrain.config import load_config
+    from segtrain.data.decode import read_image, read_mask
+    from segtrain.data.palette import index_to_rgb, pil_palette
+
+    if args.split and not args.config:
+        raise SegtrainError("--split needs --config (the dataset whose ground truth to show)")
+    if not args.input and not args.split:
+        raise SegtrainError("give --input FILE_OR_DIR, or --config with --split to predict a dataset split")
+    config = load_config(args.config, args.overrides) if args.config else None
+    options = tta_options(args)
+    truth: dict[str, Path] = {}
+    if args.split:
+        from segtrain.data.sources import list_samples
+
+        samples = list_samples(config.data, args.split)
+        truth = {s.image.stem: s.mask for s in samples}
+    images = _input_images(Path(args.input)) if args.input else [s.image for s in samples]
+    model = load_checkpoint(args.checkpoint)
+    if config is not None and num_outputs(model) != config.data.num_classes:
+        raise SegtrainError(
+            f"{args.checkpoint}: model predicts {num_outputs(model)} classes but data.num_classes is "
+            f"{config.data.num_classes} in {args.config}"
+        )
+    colors, void = _colors(config)
+    palette = pil_palette(colors, void)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in progress(images, "predict"):
+        image = read_image(path)
+        mask = predict_mask(model, image, **options)
+        write_palette_png(mask, out / f"{path.stem}.png", palette)
+        drawn = index_to_rgb(mask, colors, void)
+        if args.overlay:
+            (out / "overlays").mkdir(exist_ok=True)
+            blend = (1 - args.alpha) * image + args.alpha * drawn
+            Image.fromarray(np.clip(blend, 0, 255).astype(np.uint8)).save(out / "overlays" / f"{path.stem}.jpg", quality=90)
+        if path.stem in truth:
+            gt = read_mask(truth[path.stem], config.data)
+            if gt.shape != mask.shape:
+                raise SegtrainError(f"{truth[path.stem]}: mask is {gt.shape[1]}x{gt.shape[0]} but image {path} is {mask.shape[1]}x{mask.shape[0]}")
+            (out / "strips").mkdir(exist_ok=True)
+            strip = np.concatenate([image, index_to_rgb(gt, colors, void), drawn], axis=1)
+            Image.fromarray(strip).save(out / "strips" / f"{path.stem}.jpg", quality=90)
+    print(f"wrote {len(images)} prediction(s) to {out}")
+    return 0

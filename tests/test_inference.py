@@ -1,0 +1,125 @@
+"""segtrain.inference: sliding window vs whole image, flip TTA, multi-scale, palette PNG output."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from segtrain.cli import main as cli_main
+from segtrain.config import from_dict
+from segtrain.data.decode import read_mask
+from segtrain.data.palette import VOC_COLORS
+from segtrain.errors import SegtrainError
+from segtrain.inference import load_checkpoint, predict_logits, predict_mask, predict_probs, softmax
+
+NUM_CLASSES = 3
+
+
+def tiny_fcn(seed=0, symmetric=False, input_size=(None, None)):
+    """Two 3x3 convolutions: receptive-field radius 2 pixels, any input size."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((*input_size, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="tanh")(x)
+    outputs = keras.layers.Conv2D(NUM_CLASSES, 3, padding="same")(x)
+    model = keras.Model(inputs, outputs)
+    if symmetric:  # kernels mirrored left-right: model(flip(x)) == flip(model(x)) exactly
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Conv2D):
+                kernel, bias = layer.get_weights()
+                layer.set_weights([(kernel + kernel[:, ::-1]) / 2, bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(3).integers(0, 256, (37, 53, 3)).astype(np.float32)
+
+
+def test_sliding_window_equals_whole_image(image):
+    model = tiny_fcn()
+    whole = predict_logits(model, image)
+    assert whole.shape == (37, 53, NUM_CLASSES)
+    # window 16, stride 10: trusted margin (16 - 10) // 2 = 3 >= receptive radius 2
+    slid = predict_logits(model, image, window=16, stride=10, batch_size=3)
+    np.testing.assert_allclose(slid, whole, atol=1e-5)  # float32 summation order only
+    # the margin is what makes it exact: plain averaging (stride = window, margin 0) with
+    # windows cut mid-image differs at the window seams
+    seams = predict_logits(model, image, window=16, stride=16)
+    assert np.abs(seams - whole).max() > 1e-3
+
+
+def test_window_larger_than_image_and_non_square(image):
+    model = tiny_fcn()
+    whole = predict_logits(model, image)
+    np.testing.assert_allclose(predict_logits(model, image, window=512, stride=341), whole, atol=1e-5)
+    np.testing.assert_allclose(predict_logits(model, image, window=(20, 30), stride=(12, 20)), whole, atol=1e-5)
+    with pytest.raises(SegtrainError, match="--stride"):
+        predict_logits(model, image, window=16, stride=20)
+
+
+def test_fixed_size_model_runs_by_windows(image):
+    fixed = tiny_fcn(input_size=(16, 16))
+    free = tiny_fcn()  # same seed, same weights, any size
+    np.testing.assert_allclose(predict_logits(fixed, image), predict_logits(free, image), atol=1e-5)
+
+
+def test_flip_tta_on_flip_symmetric_model_changes_nothing(image):
+    model = tiny_fcn(symmetric=True)
+    plain = predict_probs(model, image)
+    np.testing.assert_allclose(predict_probs(model, image, flip=True), plain, atol=1e-6)
+    np.testing.assert_allclose(plain, softmax(predict_logits(model, image)), atol=1e-6)
+    # an ordinary model is not mirror-symmetric, so flipping does change its output
+    other = tiny_fcn(seed=1)
+    assert np.abs(predict_probs(other, image, flip=True) - predict_probs(other, image)).max() > 1e-3
+
+
+def test_flip_tta_is_mean_of_plain_and_mirrored(image):
+    model = tiny_fcn(seed=1)
+    mirrored = softmax(predict_logits(model, image[:, ::-1].copy()))[:, ::-1]
+    want = (softmax(predict_logits(model, image)) + mirrored) / 2
+    np.testing.assert_allclose(predict_probs(model, image, flip=True), want, atol=1e-6)
+
+
+def test_multi_scale_shapes_and_probabilities(image):
+    model = tiny_fcn()
+    probs = predict_probs(model, image, scales=(0.5, 1.0, 1.5), flip=True)
+    assert probs.shape == (37, 53, NUM_CLASSES)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+    mask = predict_mask(model, image, scales=(0.75, 1.25))
+    assert mask.shape == (37, 53) and mask.dtype == np.uint8 and mask.max() < NUM_CLASSES
+    np.testing.assert_array_equal(predict_mask(model, image), np.argmax(predict_logits(model, image), -1))
+
+
+def test_predict_cli_writes_palette_pngs_that_decode_back(tmp_path, image):
+    model = tiny_fcn()
+    ckpt = tmp_path / "tiny.keras"
+    model.save(ckpt)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    images = {"a": image.astype(np.uint8), "b": image[:30, :41].astype(np.uint8)}
+    for stem, array in images.items():
+        Image.fromarray(array).save(inputs / f"{stem}.png")
+    out = tmp_path / "out"
+    rc = cli_main(["predict", "--checkpoint", str(ckpt), "--input", str(inputs), "--output", str(out), "--overlay"])
+    assert rc == 0
+    data_cfg = from_dict({"data": {"format": "folders", "root": str(tmp_path), "num_classes": NUM_CLASSES, "classes": ["x", "y", "z"]}}).data
+    reloaded = load_checkpoint(ckpt)
+    for stem, array in images.items():
+        png = Image.open(out / f"{stem}.png")
+        assert png.mode == "P"
+        np.testing.assert_array_equal(np.asarray(png.getpalette()[: 3 * NUM_CLASSES]).reshape(-1, 3), VOC_COLORS[:NUM_CLASSES])
+        decoded = read_mask(out / f"{stem}.png", data_cfg)
+        np.testing.assert_array_equal(decoded, predict_mask(reloaded, array))
+        assert (out / "overlays" / f"{stem}.jpg").is_file()
+
+
+def test_predict_cli_errors(tmp_path):
+    rc = cli_main(["predict", "--checkpoint", str(tmp_path / "missing.keras"), "--input", str(tmp_path), "--output", str(tmp_path / "o")])
+    assert rc == 1
+    with pytest.raises(SegtrainError, match="missing.keras: checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.keras")
