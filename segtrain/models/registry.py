@@ -1,0 +1,92 @@
+"""Model name -> builder, plus the input stem and output crop every zoo model shares.
+
+Configs name models (``model.name: segnet_basic``); this table maps the name to code, so
+no config value is ever imported or evaluated. Every builder has the signature
+``builder(num_classes, input_shape, decoder, norm, *, width, mean, std, ...)`` and
+returns a ``keras.Model`` whose inputs are raw pixel values and whose outputs are logits
+of the input's spatial size.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import keras
+
+from segtrain.errors import SegtrainError
+from segtrain.models.layers import CropToMatch, PadToMultiple
+
+DECODERS = ("unpool", "resize_conv", "transposed", "bilinear")
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+IMAGENET = "imagenet"  # default for mean/std: ImageNet for 3-channel 2-D inputs, else none
+
+_BUILDERS: dict[str, Callable[..., keras.Model]] = {}
+
+
+def register_model(name: str):
+    """Decorator: make ``builder`` available to configs as ``model.name: <name>``."""
+
+    def wrap(builder):
+        _BUILDERS[name] = builder
+        return builder
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def get_builder(name: str) -> Callable[..., keras.Model]:
+    if name not in _BUILDERS:
+        raise SegtrainError(f"model.name: unknown model {name!r}; use one of {', '.join(list_models())}")
+    return _BUILDERS[name]
+
+
+def check_decoder(decoder: str, allowed: Sequence[str], model: str) -> None:
+    if decoder not in allowed:
+        why = "is not applicable to" if decoder in DECODERS else "is not a decoder of"
+        raise SegtrainError(f"model.decoder: {decoder!r} {why} {model}; use one of {', '.join(allowed)}")
+
+
+def _stat(value, channels: int, key: str) -> list[float]:
+    values = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    if len(values) == 1:
+        values *= channels
+    if len(values) != channels:
+        raise SegtrainError(
+            f"{key} has {len(values)} values but the input has {channels} channels; "
+            f"give {channels} values (or one) or null for no normalisation"
+        )
+    return values
+
+
+def stem(input_shape: Sequence, mean, std, multiple: int):
+    """Raw-pixel input -> (keras.Input, normalised tensor zero-padded to ``multiple``)."""
+    input_shape = tuple(input_shape)
+    if not 2 <= len(input_shape) <= 4 or input_shape[-1] is None:
+        raise SegtrainError(
+            f"input_shape {input_shape}: expected (length, C), (height, width, C) or "
+            "(depth, height, width, C) with a known channel count C"
+        )
+    channels, rank = int(input_shape[-1]), len(input_shape) - 1
+    imagenet_ok = channels == 3 and rank == 2
+    mean = (IMAGENET_MEAN if imagenet_ok else None) if mean == IMAGENET else mean
+    std = (IMAGENET_STD if imagenet_ok else None) if std == IMAGENET else std
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    if mean is not None or std is not None:
+        mean = _stat(0.0 if mean is None else mean, channels, "model.mean")
+        std = _stat(1.0 if std is None else std, channels, "model.std")
+        if min(std) <= 0:
+            raise SegtrainError(f"model.std must be positive, got {std}")
+        x = keras.layers.Normalization(mean=mean, variance=[s * s for s in std], name="normalize")(x)
+    if multiple > 1:
+        x = PadToMultiple(multiple, name="pad_to_stride")(x)
+    return inputs, x
+
+
+def head(inputs, logits, name: str) -> keras.Model:
+    """Crop the padded logits back to the input's size and wrap up the model."""
+    return keras.Model(inputs, CropToMatch(name="crop_to_input")([logits, inputs]), name=name)
