@@ -131,5 +131,5 @@ class RgbLookup:
         mask = np.take(self._table, packed)
         unknown = mask == VOID  # no class colour maps to 255: the void colour or unknown
         if self._void_key is not None and unknown.any():
-            unknown[unknown] = packed[unknown] != self._void_key
+            np.logical_and(unknown, packed != self._void_key, out=unknown)
         return mask, unknown

@@ -186,14 +186,13 @@ class Converter:
         self.raw = raw or mode == "palette-to-raw"
         self.unknown = unknown
         self.lut = value_lut(value_map, reduce_zero_label)
+        self.identity = bool(np.all(self.lut == np.arange(256)))
         self.compress_level = compress_level
+        self.palette = pal.pil_palette(self.table.colors, self.table.void_color)
         self._lookup: pal.RgbLookup | None = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_lookup": None}
-
-    def _palette(self) -> list[int]:
-        return pal.pil_palette(self.table.colors, self.table.void_color)
 
     def _valid_values(self) -> np.ndarray:
         """Which label values the output form can represent (index-to-* modes)."""
@@ -234,7 +233,7 @@ class Converter:
             void = self.table.void_color if self.table.void_color is not None else (0, 0, 0)
             return Image.fromarray(pal.index_to_rgb(out, self.table.colors, void)), unknown
         result = Image.fromarray(out)
-        result.putpalette(self._palette())
+        result.putpalette(self.palette)
         return result, unknown
 
     def _rgb_to_index(self, image: Image.Image, name: str) -> tuple[Image.Image, dict[int, int]]:
@@ -245,8 +244,9 @@ class Converter:
         rgb = np.asarray(image)
         if self._lookup is None:
             self._lookup = pal.RgbLookup(self.table.colors, self.table.void_color)
-        index, unknown_mask = self._lookup(rgb)
-        out = self.lut[index]
+        out, unknown_mask = self._lookup(rgb)
+        if not self.identity:
+            out = np.take(self.lut, out)
         unknown: dict[int, int] = {}
         if unknown_mask.any():
             colours = rgb[unknown_mask][:, :3]
@@ -255,7 +255,7 @@ class Converter:
             out[unknown_mask] = pal.VOID  # unknown means void, whatever --map says about 255
         result = Image.fromarray(out)
         if not self.raw:
-            result.putpalette(self._palette())
+            result.putpalette(self.palette)
         return result, unknown
 
     def convert_file(self, src: Path, dst: Path, *, dry_run: bool = False) -> FileResult:
@@ -326,26 +326,25 @@ def plan_files(input_dir: Path, output_dir: Path, *, in_place: bool = False) -> 
         raise SegtrainError(f"OUTPUT_DIR {output_dir} is INPUT_DIR; choose another folder, or pass --in-place to overwrite the labels")
     if src_root != dst_root and src_root in dst_root.parents:
         raise SegtrainError(f"OUTPUT_DIR {output_dir} lies inside INPUT_DIR {input_dir}, so a re-run would read the outputs as inputs; choose a folder outside it")
-    sources = sorted(
-        p
-        for p in input_dir.rglob("*")
-        if p.suffix.lower() in INPUT_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(input_dir).parts)
-        and p.is_file()
-    )
+    sources = []
+    for folder, dirs, files in os.walk(input_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        sources += [Path(folder, f) for f in files if not f.startswith(".") and os.path.splitext(f)[1].lower() in INPUT_SUFFIXES]
     if not sources:
         raise SegtrainError(f"INPUT_DIR {input_dir}: no label images ({', '.join(INPUT_SUFFIXES)}) found; check the path")
-    resolved_sources = {p.resolve() for p in sources}
+    sources.sort()
+    # Outputs can land on inputs only if the output tree contains the input tree.
+    overlap = dst_root == src_root or dst_root in src_root.parents
+    resolved_sources = {p.resolve() for p in sources} if overlap else set()
     pairs: list[tuple[Path, Path]] = []
     claimed: dict[Path, Path] = {}
     for src in sources:
         dst = output_dir / src.relative_to(input_dir).with_suffix(".png")
-        key = dst.resolve()
-        if key in claimed:
-            raise SegtrainError(f"{claimed[key]} and {src} would both be written to {dst}; rename one of them")
-        if not in_place and key in resolved_sources:
+        if dst in claimed:
+            raise SegtrainError(f"{claimed[dst]} and {src} would both be written to {dst}; rename one of them")
+        if overlap and not in_place and dst.resolve() in resolved_sources:
             raise SegtrainError(f"{dst} would overwrite an input file; choose an OUTPUT_DIR outside INPUT_DIR")
-        claimed[key] = src
+        claimed[dst] = src
         pairs.append((src, dst))
     return pairs
 
@@ -451,10 +450,11 @@ class ConversionReport:
     def files_with_unknown(self) -> int:
         return len(set().union(*(names for _, names in self.unknown.values())))
 
-    def add(self, result: FileResult, name: str) -> None:
+    def add(self, result: FileResult, root: Path) -> None:
         self.written += result.written
         if result.error:
             self.errors.append(result.error)
+        name = result.src.relative_to(root).as_posix() if result.unknown else ""
         for key, count in result.unknown.items():
             pixels, names = self.unknown.get(key, (0, set()))
             self.unknown[key] = (pixels + count, names | {name})
@@ -524,7 +524,7 @@ def convert_labels(
     root = Path(input_dir)
     try:
         for result in _results(converter, pairs, jobs, dry_run):
-            report.add(result, result.src.relative_to(root).as_posix())
+            report.add(result, root)
             bar.update()
     finally:
         bar.close()
