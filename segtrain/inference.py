@@ -243,8 +243,11 @@ def tta_options(args: argparse.Namespace) -> dict:
     }
 
 
-def progress(items: Sequence, label: str) -> Iterator:
+def progress(items: Sequence, label: str, enabled: bool = True) -> Iterator:
     """Yield ``items`` while drawing a one-line progress bar on stderr (a line per 10 % when not a tty)."""
+    if not enabled:
+        yield from items
+        return
     total, tty, start, last = len(items), sys.stderr.isatty(), time.perf_counter(), -1.0
     for done, item in enumerate(items, start=1):
         yield item
