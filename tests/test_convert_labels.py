@@ -151,7 +151,7 @@ def _unknown_colour_inputs(root: Path) -> dict[str, np.ndarray]:
 
 
 def test_unknown_colour_error_names_colour_count_and_file(tmp_path, capsys):
-    expected = _unknown_colour_inputs(tmp_path / "in")
+    _unknown_colour_inputs(tmp_path / "in")
     with pytest.raises(SegtrainError) as err:
         convert_labels("rgb-to-index", tmp_path / "in", tmp_path / "out", palette="camvid", raw=True)
     message = str(err.value)
@@ -213,6 +213,13 @@ def test_colour_table_files(tmp_path):
     _write_rgb(tmp_path / "in" / "x.png", rgb)
     convert_labels("rgb-to-index", tmp_path / "in", tmp_path / "out", palette=yaml_file, raw=True)
     assert _load(tmp_path / "out" / "x.png").tolist() == [[0, 1, 255]]
+
+
+def test_shipped_example_table_equals_builtin_camvid():
+    table = load_color_table(REPO / "configs" / "palettes" / "camvid.yaml")
+    assert table.names == pal.CAMVID_CLASSES
+    assert table.colors.tolist() == [list(c) for c in CAMVID_README_COLOURS[:11]]
+    assert table.void_color == CAMVID_README_COLOURS[11]
 
 
 def test_rgb_lookup_matches_naive_loop_and_rgb_to_index():

@@ -288,7 +288,7 @@ def _index_array(image: Image.Image, name: str, mode: str) -> np.ndarray:
             raise SegtrainError(f"{name}: label values {values.min()}..{values.max()} do not fit uint8; remap them below 256 first")
         return values.astype(np.uint8)
     hint = "use rgb-to-index for colour masks" if image.mode in ("RGB", "RGBA") else "save it as a palette (P) or greyscale (L) PNG"
-    raise SegtrainError(f"{name}: is a {image.mode} image, {mode} needs a palette or single-channel index PNG; {hint}")
+    raise SegtrainError(f"{name}: has image mode {image.mode}, but {mode} needs a palette (P) or single-channel (L) index PNG; {hint}")
 
 
 def write_png_atomic(image: Image.Image, dst: Path, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> None:
@@ -530,9 +530,9 @@ def convert_labels(
         bar.close()
     report.seconds = time.perf_counter() - start
     if report.errors:
-        shown = "; ".join(sorted(report.errors)[:_FIRST_FILES])
-        more = f" (+{len(report.errors) - _FIRST_FILES} more)" if len(report.errors) > _FIRST_FILES else ""
-        raise SegtrainError(f"{len(report.errors)} of {report.files} files could not be converted: {shown}{more}")
+        errors = sorted(report.errors)
+        more = f" (+{len(errors) - 1} more like it)" if len(errors) > 1 else ""
+        raise SegtrainError(f"{len(errors)} of {report.files} files could not be converted, the first: {errors[0]}{more}")
     if report.unknown and unknown == "error":
         what = ("colour" if report.keys_are_colors else "value") + ("s" if len(report.unknown) > 1 else "")
         fix = (
