@@ -3,9 +3,10 @@
 100 random CamVid-sized (360x480) uint8 label maps, 12 classes, ~5 % void (255) ground
 truth; each tool accumulates one matrix over all 100 maps, void excluded. The whole pass is
 repeated ``--repeats`` times; the median time is reported in megapixels per second, and
-the three matrices are checked to agree.
+the three matrices are checked to agree. Tools run interleaved within each
+repeat so that load from other processes affects them alike.
 
-    python benchmarks/bench_confusion.py [--repeats 3]
+    python benchmarks/bench_confusion.py [--repeats 3]   (after `pip install -e .`, or with PYTHONPATH=.)
 """
 
 from __future__ import annotations
@@ -63,15 +64,15 @@ def main() -> None:
     args = parser.parse_args()
     gt, pred = make_labels()
     megapixels = gt.size / 1e6
-    results, matrices = {}, {}
-    for name, fn in (("segtrain", run_segtrain), ("sklearn", run_sklearn), ("keras MeanIoU", run_keras)):
-        matrices[name] = fn(gt[:2], pred[:2])  # warm-up (imports, tracing)
-        times = []
-        for _ in range(args.repeats):
+    tools = {"segtrain": run_segtrain, "sklearn": run_sklearn, "keras MeanIoU": run_keras}
+    matrices = {name: fn(gt[:2], pred[:2]) for name, fn in tools.items()}  # warm-up (imports, tracing)
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    for _ in range(args.repeats):  # interleaved, so load from other processes hits every tool alike
+        for name, fn in tools.items():
             start = time.perf_counter()
             matrices[name] = fn(gt, pred)
-            times.append(time.perf_counter() - start)
-        results[name] = float(np.median(times))
+            times[name].append(time.perf_counter() - start)
+    results = {name: float(np.median(t)) for name, t in times.items()}
     reference = matrices["segtrain"]
     for name, cm in matrices.items():
         assert np.array_equal(cm, reference), f"{name} disagrees with segtrain"
