@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
@@ -21,6 +22,7 @@ from segtrain.data.palette import VOID, builtin_table, rgb_to_index, voc_colorma
 from segtrain.errors import SegtrainError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey stripe
+_IDENTITY = np.arange(256, dtype=np.uint8)
 
 
 def class_names(data_cfg: DataConfig) -> list[str]:
@@ -143,23 +145,26 @@ def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
     """A mask file -> uint8 (H, W) class indices with 255 = void, checked against ``data.num_classes``."""
     path = Path(path)
     im = _open(path)
-    if im.mode in ("P", "PA"):
-        raw = np.asarray(im.getchannel(0) if im.mode == "PA" else im)  # palette indices, never colours
-    elif im.mode in ("L", "LA", "1"):
-        raw = np.asarray(im.getchannel(0) if im.mode == "LA" else im).astype(np.uint8)
-    elif im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+    if im.mode in ("PA", "LA"):
+        im = im.getchannel(0)
+    if im.mode in ("P", "L"):
+        raw = np.asarray(im)  # for 'P' the palette indices, never the colours
+        raw_counts = np.asarray(im.histogram(), dtype=np.int64)  # Pillow counts in C: cheaper than bincount
+    elif im.mode in ("1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
         raw = np.asarray(im)
         if raw.max(initial=0) > 255 or raw.min(initial=0) < 0:
             raise SegtrainError(
                 f"{path}: 16-bit mask has values outside 0..255 (max {raw.max()}); class masks must be 8-bit indices"
             )
         raw = raw.astype(np.uint8)
+        raw_counts = np.bincount(raw.ravel(), minlength=256)
     elif im.mode in ("RGB", "RGBA"):
         raw = _rgb_mask(path, np.asarray(im), data_cfg)
+        raw_counts = np.bincount(raw.ravel(), minlength=256)
     else:
         raise SegtrainError(f"{path}: mask mode {im.mode!r} not supported; save masks as palette, grey or RGB PNGs")
-    mask = _lookup_table(data_cfg)[raw]
-    counts = np.bincount(mask.ravel(), minlength=256)
+    table = _lookup_table(data_cfg)
+    counts = np.bincount(table, weights=raw_counts, minlength=256).astype(np.int64)  # histogram after mapping
     bad = np.flatnonzero(counts[data_cfg.num_classes : VOID])
     if bad.size:
         values = bad + data_cfg.num_classes
@@ -167,7 +172,9 @@ def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
             f"{path}: mask values {_describe_counts(values, counts[values])} are neither a class "
             f"(0..{data_cfg.num_classes - 1}) nor void 255; check data.num_classes, data.ignore_index and data.label_map"
         )
-    return mask
+    if np.array_equal(table, _IDENTITY):
+        return np.array(raw, dtype=np.uint8)
+    return cv2.LUT(np.ascontiguousarray(raw), table)
 
 
 def read_pair(image_path: str | Path, mask_path: str | Path, data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -126,6 +126,7 @@ def build_dataset(
     skip_batches: int = 0,
     batch_size: int | None = None,
     repeat: bool = False,
+    samples: list[Sample] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(image float32 0..255, mask uint8)`` for a split (``train``/``val`` or a split name).
 
@@ -134,9 +135,10 @@ def build_dataset(
     ``repeat`` continues with epochs ``epoch+1, ...``. Validation: file order, deterministic
     resize/pad only, batches of 1 by default (larger batches are padded with image 0 /
     mask 255 when sizes differ). ``skip_batches`` skips whole batches before decoding.
+    ``samples`` replaces the split's list (a subset, or files from elsewhere).
     """
     data_cfg = config.data
-    samples = list_samples(data_cfg, split)
+    samples = list_samples(data_cfg, split) if samples is None else list(samples)
     batch_size = batch_size or (config.train.batch_size if training else 1)
     if training and len(samples) < batch_size:
         raise SegtrainError(

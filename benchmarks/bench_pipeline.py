@@ -1,0 +1,122 @@
+"""Training-pipeline throughput on CamVid vs raw decoding and a naive tutorial loader.
+
+Measured in one process, each a few times (median reported):
+  pipeline  segtrain build_dataset: Pillow decode + albumentations (320x320 crop, flip) + batch + prefetch
+  raw x1    Pillow decode of image + mask only, one core (the floor cost of reading the files)
+  raw x2    the same on two worker processes
+  naive     the Keras-tutorial loader: Python generator, cv2.imread, per-class loop building one-hot masks
+
+Target: pipeline >= 0.8x raw x2.  Usage:
+  python benchmarks/bench_pipeline.py [--root /work/shared/data/camvid] [--images 160] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout without installing
+
+from segtrain.config import from_dict
+from segtrain.data.sources import list_samples
+
+BATCH, CROP, NUM_CLASSES = 8, 320, 11
+
+
+def raw_decode(pair: tuple[str, str]) -> int:
+    image = np.asarray(Image.open(pair[0]).convert("RGB"))
+    mask = np.asarray(Image.open(pair[1]))
+    return image.shape[0] + mask.shape[0]
+
+
+def time_raw(pairs, workers: int) -> float:
+    if workers == 1:
+        start = time.perf_counter()
+        for pair in pairs:
+            raw_decode(pair)
+        return len(pairs) / (time.perf_counter() - start)
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(raw_decode, pairs[:workers]))  # start the workers outside the timing
+        start = time.perf_counter()
+        list(pool.map(raw_decode, pairs, chunksize=4))
+        return len(pairs) / (time.perf_counter() - start)
+
+
+def naive_generator(pairs, batch_size: int):
+    """What many Keras tutorials do: cv2 in a Python loop, one-hot masks built class by class."""
+    while True:
+        for i in range(0, len(pairs) - batch_size + 1, batch_size):
+            images, labels = [], []
+            for image_path, mask_path in pairs[i : i + batch_size]:
+                image = cv2.resize(cv2.imread(image_path), (CROP, CROP)).astype(np.float32) / 255.0
+                mask = cv2.resize(cv2.imread(mask_path)[:, :, 0], (CROP, CROP), interpolation=cv2.INTER_NEAREST)
+                one_hot = np.zeros((CROP, CROP, NUM_CLASSES), dtype=np.float32)
+                for c in range(NUM_CLASSES):
+                    one_hot[:, :, c] = (mask == c).astype(np.float32)
+                images.append(image)
+                labels.append(one_hot)
+            yield np.array(images), np.array(labels)
+
+
+def time_naive(pairs) -> float:
+    gen = naive_generator(pairs, BATCH)
+    steps = len(pairs) // BATCH
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(gen)
+    return steps * BATCH / (time.perf_counter() - start)
+
+
+def time_pipeline(config, samples, epoch: int) -> float:
+    from segtrain.data.pipeline import build_dataset
+
+    start = time.perf_counter()
+    count = 0
+    for images, _ in build_dataset(config, "train", True, epoch=epoch, samples=samples):
+        count += int(images.shape[0])
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="/work/shared/data/camvid")
+    parser.add_argument("--images", type=int, default=160, help="first N training pairs (keeps the run short)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    data = {"format": "camvid", "root": args.root, "classes": "camvid", "num_classes": NUM_CLASSES,
+            "ignore_index": 11, "crop": [CROP, CROP], "hflip": True}
+    config = from_dict({"data": data, "train": {"batch_size": BATCH, "seed": 0}})
+    samples = list_samples(config.data, "train")[: args.images]
+    pairs = [(str(s.image), str(s.mask)) for s in samples]
+
+    time_pipeline(config, samples, epoch=99)  # warm-up: TensorFlow start-up and graph tracing
+    results = {"pipeline": [], "raw x1": [], "raw x2": [], "naive": []}
+    for r in range(args.repeats):  # round-robin, so a burst of load on the machine hits all alike
+        results["pipeline"].append(time_pipeline(config, samples, epoch=r))
+        results["raw x1"].append(time_raw(pairs, 1))
+        results["raw x2"].append(time_raw(pairs, 2))
+        results["naive"].append(time_naive(pairs))
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"CamVid train, first {len(pairs)} pairs (480x360), batch {BATCH}, crop {CROP}x{CROP}, "
+          f"{os.cpu_count()} CPUs, median of {args.repeats}")
+    for name, value in med.items():
+        runs = ", ".join(f"{v:.1f}" for v in results[name])
+        print(f"  {name:<9} {value:8.1f} samples/s   ({runs})")
+    print(f"  ratio pipeline / raw x2 = {med['pipeline'] / med['raw x2']:.2f}  (target >= 0.8)")
+    print(f"  ratio pipeline / raw x1 = {med['pipeline'] / med['raw x1']:.2f}")
+    print(f"  ratio pipeline / naive  = {med['pipeline'] / med['naive']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
