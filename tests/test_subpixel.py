@@ -110,3 +110,36 @@ def test_phase_kernel_window_is_small(k, s, taps):
     # every kernel tap lands exactly once in every phase
     per_phase = np.asarray(v).reshape(taps * taps, 2, s * s, 3).sum(axis=0)
     np.testing.assert_array_equal(per_phase, k * k)
+
+
+@pytest.mark.parametrize("rank,factor,k", [(1, 3, 4), (2, (2, 3), 3), (3, 2, 3)])
+def test_resize_conv_layer_subpixel_equals_naive_and_reloads(tmp_path, rank, factor, k):
+    import keras
+
+    from segtrain.models.layers import ResizeConv
+
+    size = (5, 3, 3)[:rank]
+    inp = keras.Input((*size, 2))
+    fast = ResizeConv(3, factor=factor, kernel_size=k, bias_initializer="random_normal", name="up")
+    model = keras.Model(inp, fast(inp))
+    slow = ResizeConv(3, factor=factor, kernel_size=k, method="naive")
+    slow(inp)
+    slow.set_weights(fast.get_weights())
+    assert fast.get_config()["method"] == "subpixel" and slow.get_config()["method"] == "naive"
+
+    x = np.random.default_rng(rank).standard_normal((2, *size, 2)).astype(np.float32)
+    y = np.asarray(model(x))
+    np.testing.assert_allclose(y, np.asarray(slow(x)), atol=1e-5)
+
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("up").method == "subpixel"
+    np.testing.assert_allclose(np.asarray(loaded(x)), y, atol=1e-6)
+
+
+def test_resize_conv_rejects_unknown_method():
+    from segtrain.models.layers import ResizeConv
+
+    with pytest.raises(ValueError, match="method"):
+        ResizeConv(3, method="fast")

@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from segtrain.errors import SegtrainError
+from segtrain.models.subpixel import resize_conv_subpixel
 
 NORMS = ("batch", "layer", "group", "instance", "none")
 _PKG = "segtrain"
@@ -227,12 +228,18 @@ class ResizeConv(_KernelLayer):
     """
 
     def __init__(self, filters: int, factor=2, kernel_size=3, interpolation: str = "nearest",
-                 use_bias: bool = True, kernel_initializer="glorot_uniform", **kwargs):
+                 use_bias: bool = True, kernel_initializer="glorot_uniform", method: str = "subpixel",
+                 **kwargs):
         if interpolation not in ("nearest", "bilinear"):
             raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
+        if method not in ("subpixel", "naive"):
+            raise ValueError(f"method must be 'subpixel' or 'naive', got {method!r}")
         super().__init__(filters, kernel_size, use_bias, kernel_initializer, **kwargs)
         self.factor = factor
         self.interpolation = interpolation
+        # "subpixel": the exact low-resolution phase form (segtrain/models/subpixel.py) for
+        # nearest resizing; bilinear always takes the naive path (see docs/subpixel.md).
+        self.method = method
 
     def build(self, input_shape):
         self._add_kernel(_rank_of(input_shape, self), input_shape[-1])
@@ -243,6 +250,9 @@ class ResizeConv(_KernelLayer):
         return self._add_bias(ops.conv(up, self.kernel, strides=1, padding="same"))
 
     def call(self, x):
+        if self.method == "subpixel" and self.interpolation == "nearest":
+            factors = _per_axis(self.factor, len(x.shape) - 2, "factor")
+            return self._add_bias(resize_conv_subpixel(x, self.kernel, factors))
         return self._naive(x)
 
     def compute_output_shape(self, input_shape):
@@ -251,7 +261,8 @@ class ResizeConv(_KernelLayer):
         return (input_shape[0],) + spatial + (self.filters,)
 
     def get_config(self):
-        return {**super().get_config(), "factor": self.factor, "interpolation": self.interpolation}
+        return {**super().get_config(), "factor": self.factor, "interpolation": self.interpolation,
+                "method": self.method}
 
 
 @keras.saving.register_keras_serializable(package=_PKG)

@@ -99,6 +99,7 @@ def phase_kernels(kernel, factors: int | Sequence[int]):
         It is a linear function of ``kernel`` (a fixed 0/1 matrix product), so
         gradients flow to ``kernel``.
     """
+    kernel = ops.convert_to_tensor(kernel)  # a variable yields its (autocast) value
     shape = tuple(int(d) for d in kernel.shape)
     plans, factors = _plans(shape, factors)
     rank = len(plans)
