@@ -152,7 +152,7 @@ def build_dataset(
         image, mask = tf.numpy_function(loader, [index, seed], [tf.uint8, tf.uint8], stateful=False)
         image.set_shape([h, w, 3])
         mask.set_shape([h, w])
-        return image, mask
+        return tf.cast(image, tf.float32), mask  # cast here, in the parallel map, not on whole batches
 
     parallel = data_cfg.num_parallel_calls or tf.data.AUTOTUNE
     ds = _index_stream(len(samples), batch_size, config.train.seed, training, epoch, skip_batches, repeat)
@@ -160,9 +160,8 @@ def build_dataset(
     if h is not None:
         ds = ds.batch(batch_size, drop_remainder=training)
     else:
-        pad = (tf.constant(0, tf.uint8), tf.constant(VOID, tf.uint8))
+        pad = (tf.constant(0, tf.float32), tf.constant(VOID, tf.uint8))
         ds = ds.padded_batch(batch_size, padding_values=pad, drop_remainder=training)
-    ds = ds.map(lambda image, mask: (tf.cast(image, tf.float32), mask), num_parallel_calls=parallel, deterministic=True)
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
