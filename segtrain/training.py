@@ -96,9 +96,8 @@ def _default_dataset(config: Config, split: str, training: bool, *, epoch: int =
 
 
 def _input_shape(config: Config) -> tuple:
-    data = config.data
-    hw = data.crop or data.resize or [None, None]
-    return (hw[0], hw[1], 3)
+    """Spatial size left open: training crops and (padded) validation images differ in size."""
+    return (None, None, 3)
 
 
 class _StopFlag:
@@ -165,10 +164,6 @@ class Trainer:
         keras.utils.set_random_seed(cfg.train.seed)
         policy = "float32" if cfg.train.mixed_precision == "none" else cfg.train.mixed_precision
         keras.mixed_precision.set_global_policy(policy)
-        if cfg.data.sample:
-            from segtrain.data.synthetic import ensure_sample_dataset
-
-            ensure_sample_dataset(cfg.data.root)
         if self.chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:

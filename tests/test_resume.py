@@ -1,0 +1,112 @@
+"""Exact resume: a run SIGKILLed mid-epoch and resumed ends where the uninterrupted run ends.
+
+Real data layer (the built-in sample dataset, augmented), real zoo model (narrow SegNet-Basic
+with BatchNorm), op determinism on CPU; subprocesses so the kill is a real SIGKILL.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS_PER_EPOCH, EPOCHS = 7, 2  # 60 sample images, batch 8
+
+SCRIPT = textwrap.dedent('''
+    import json, os, sys, time
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import keras
+
+    import segtrain.models  # noqa: F401  (registers the zoo's layers for load_model)
+    from segtrain.config import load_config
+    from segtrain.training import Trainer
+
+    class Slow(keras.callbacks.Callback):  # leaves the test time to kill us mid-run
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.2)
+
+    config = load_config(sys.argv[1], ["output_dir=" + sys.argv[2]])
+    result = Trainer(config, callbacks=[Slow()], verbose=0).fit(resume=sys.argv[3] == "1")
+    with open(os.path.join(sys.argv[2], "result.json"), "w") as fh:
+        json.dump(result, fh)
+''')
+
+
+def write_config(tmp_path: Path) -> Path:
+    path = tmp_path / "resume.yaml"
+    path.write_text(textwrap.dedent(f"""
+        _base_: {REPO / "configs" / "quickstart.yaml"}
+        data:
+          crop: [32, 32]
+        model:
+          width: 4
+          norm: batch
+        train:
+          epochs: {EPOCHS}
+          batch_size: 8
+          deterministic: true
+          checkpoint_every_steps: 2
+    """))
+    return path
+
+
+def start(tmp_path: Path, config: Path, out: Path, resume: bool) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    return subprocess.Popen([sys.executable, str(tmp_path / "run.py"), str(config), str(out), "1" if resume else "0"],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_state(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "checkpoints" / "state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+    import keras
+
+    import segtrain.models  # noqa: F401  (registers the zoo's layers for load_model)
+
+    (tmp_path / "run.py").write_text(SCRIPT)
+    config = write_config(tmp_path)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    a = start(tmp_path, config, straight, resume=False)
+    b = start(tmp_path, config, killed, resume=False)
+    deadline = time.time() + 240
+    while (read_state(killed) or {}).get("step", 0) < 4:  # a mid-epoch checkpoint exists
+        assert b.poll() is None, b.stdout.read()
+        assert time.time() < deadline, "the run never reached step 4"
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 0.6))  # an arbitrary moment: mid-step, mid-save, ...
+    b.send_signal(signal.SIGKILL)
+    b.wait()
+    state = read_state(killed)
+    assert b.returncode == -signal.SIGKILL
+    assert not state["done"] and 4 <= state["step"] < STEPS_PER_EPOCH * EPOCHS
+
+    resumed = start(tmp_path, config, killed, resume=True)
+    out_a, _ = a.communicate(timeout=300)
+    out_b, _ = resumed.communicate(timeout=300)
+    assert a.returncode == 0, out_a
+    assert resumed.returncode == 0, out_b
+
+    ra = json.loads((straight / "result.json").read_text())
+    rb = json.loads((killed / "result.json").read_text())
+    assert ra["steps"] == rb["steps"] == STEPS_PER_EPOCH * EPOCHS
+    assert abs(ra["miou"] - rb["miou"]) <= 1e-6 and abs(ra["loss"] - rb["loss"]) <= 1e-6
+    ha = read_state(straight)["history"]
+    hb = read_state(killed)["history"]
+    np.testing.assert_allclose([r["loss"] for r in ha], [r["loss"] for r in hb], rtol=0, atol=1e-6)
+    wa = keras.models.load_model(straight / "checkpoints" / "last.keras").get_weights()
+    wb = keras.models.load_model(killed / "checkpoints" / "last.keras").get_weights()
+    assert len(wa) == len(wb)
+    for x, y in zip(wa, wb):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
