@@ -48,7 +48,7 @@ def test_training_batches_have_the_contract_types(root):
     assert ds.element_spec[0].shape.as_list() == [4, 32, 32, 3] and ds.element_spec[0].dtype == tf.float32
     assert ds.element_spec[1].shape.as_list() == [4, 32, 32] and ds.element_spec[1].dtype == tf.uint8
     batches = collect(ds)
-    assert len(batches) == 60 // 4 == steps_per_epoch(config)
+    assert len(batches) == 60 // 4 == steps_per_epoch(config) == int(ds.cardinality())
     images = np.concatenate([b[0] for b in batches])
     masks = np.concatenate([b[1] for b in batches])
     assert images.min() >= 0 and images.max() <= 255 and images.max() > 1  # raw pixels, not normalised

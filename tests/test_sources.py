@@ -170,3 +170,16 @@ def test_sample_dataset_write_is_atomic_and_generated_on_use(tmp_path, monkeypat
     monkeypatch.undo()
     cfg = DataConfig(format="voc", root=str(tmp_path / "sample"), num_classes=4, sample=True, classes=list(synthetic.SAMPLE_CLASSES))
     assert len(list_samples(cfg, "val")) == synthetic.NUM_VAL
+
+
+def test_isbi_membrane_folders_with_label_map():
+    """ISBI labels use 255 as a class (cell interior): label_map {255: 1} turns it into class 1, not void."""
+    root = Path("/work/shared/data/isbi_membrane")
+    cfg = DataConfig(format="folders", root=str(root), num_classes=2, classes=["membrane", "cell"],
+                     image_dir="image", mask_dir="label", label_map={255: 1})
+    samples = list_samples(cfg, "train")
+    assert len(samples) == 30 and samples[0].image == root / "train" / "image" / "0.png"
+    for sample in samples[:2]:
+        raw = np.asarray(Image.open(sample.mask))
+        np.testing.assert_array_equal(read_mask(sample.mask, cfg), (raw == 255).astype(np.uint8))
+        assert read_image(sample.image).shape == raw.shape + (3,)
