@@ -13,10 +13,10 @@ likely to use (onnxruntime and OpenCV DNN for ONNX, TensorFlow for SavedModel) a
 if the logits differ by more than ``atol`` (relative to the largest logit where that
 exceeds 1) or the per-pixel argmax agrees on fewer than ``min_agreement`` of the pixels.
 
-ONNX conversion goes through tf2onnx on a ``tf.function`` with a fixed input signature
-(Keras's own ``model.export(format="onnx")`` refuses functional models that were never
-called), followed by a few graph rewrites that keep the file portable; see
-``_make_portable``.
+ONNX conversion freezes a ``tf.function`` with a fixed input signature and converts the
+GraphDef with tf2onnx (Keras's own ``model.export(format="onnx")`` refuses functional
+models that were never called), followed by a few graph rewrites that keep the file
+portable; see ``_make_portable``.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def _make_portable(proto):
 
 
 class _Graph:
-    """Minimal mutable view of an ONNX graph: node list, producers, ranks, fresh names."""
+    """Minimal mutable view of an ONNX graph: node list, consumers, ranks, fresh names."""
 
     def __init__(self, proto):
         self.proto = proto
@@ -253,22 +253,8 @@ class _Graph:
         self.graph.initializer.append(numpy_helper.from_array(array, name))
         return name
 
-    def producer(self, name: str):
-        return next((n for n in self.nodes if name in n.output), None)
-
     def consumers(self, name: str) -> list:
         return [n for n in self.nodes if name in n.input]
-
-    def const_value(self, name: str):
-        from onnx import numpy_helper
-
-        for init in self.graph.initializer:
-            if init.name == name:
-                return numpy_helper.to_array(init)
-        node = self.producer(name)
-        if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
 
     def replace(self, old: list, new: list) -> None:
         at = min(self.nodes.index(n) for n in old)
