@@ -45,8 +45,9 @@ def class_names(data_cfg: DataConfig) -> list[str]:
 
 def class_colors(data_cfg: DataConfig) -> tuple[np.ndarray, tuple[int, int, int]]:
     """(colours (num_classes, 3) uint8, void colour): ``data.colors`` if set, else the built-in or VOC colour map."""
+    class_names(data_cfg)  # an unknown table name or a class-count mismatch is reported there
     if isinstance(data_cfg.classes, str):
-        _, colors, void = builtin_table(data_cfg.classes) if data_cfg.classes in ("voc", "camvid") else (None, None, None)
+        _, colors, void = builtin_table(data_cfg.classes)
     else:
         colors, void = voc_colormap(data_cfg.num_classes), tuple(int(v) for v in voc_colormap()[VOID])
     if data_cfg.colors is not None:
@@ -54,9 +55,7 @@ def class_colors(data_cfg: DataConfig) -> tuple[np.ndarray, tuple[int, int, int]
             raise SegtrainError(
                 f"data.colors: expected {data_cfg.num_classes} [r, g, b] colours, one per class, got {data_cfg.colors}"
             )
-        colors = np.asarray(data_cfg.colors, dtype=np.uint8)
-    if colors is None:
-        class_names(data_cfg)  # raises the helpful error for an unknown table name
+        colors = data_cfg.colors
     if data_cfg.void_color is not None:
         void = tuple(int(v) for v in data_cfg.void_color)
     return np.asarray(colors, dtype=np.uint8), void
