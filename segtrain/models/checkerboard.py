@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from segtrain.errors import SegtrainError
+from segtrain.models import build_model
 from segtrain.models.layers import (
     BilinearUpsample,
     ConvNormAct,
@@ -119,8 +120,6 @@ def block_score(kind: str, rank: int = 2, factor: int = 2, kernel_size: int = 3,
 def model_score(name: str, decoder: str, rank: int = 2, size: int = 192, width: int = 4, trials: int = 2,
                 seed: int = 0, probe: str = "constant") -> float:
     """The same score for a whole zoo model's logits (norm none), at its total stride."""
-    from segtrain.models import build_model  # late import: the registry imports this package
-
     scores = []
     for t in range(trials):
         keras.utils.set_random_seed(seed + t)

@@ -72,8 +72,10 @@ def stem(input_shape: Sequence, mean, std, multiple: int):
         )
     channels, rank = int(input_shape[-1]), len(input_shape) - 1
     imagenet_ok = channels == 3 and rank == 2
-    mean = (IMAGENET_MEAN if imagenet_ok else None) if mean == IMAGENET else mean
-    std = (IMAGENET_STD if imagenet_ok else None) if std == IMAGENET else std
+    if isinstance(mean, str) and mean == IMAGENET:
+        mean = IMAGENET_MEAN if imagenet_ok else None
+    if isinstance(std, str) and std == IMAGENET:
+        std = IMAGENET_STD if imagenet_ok else None
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     if mean is not None or std is not None:
