@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,7 +15,7 @@ import tensorflow as tf
 from segtrain.config import from_dict
 from segtrain.errors import SegtrainError
 from segtrain.schedules import WarmupSchedule
-from segtrain.training import Trainer
+from segtrain.training import Trainer, TrainingInterrupted
 
 N, SIZE = 16, 16
 
@@ -99,6 +100,37 @@ def test_weighted_run_uses_explicit_class_weights(tmp_path):
     assert trainer.class_weights == [0.0, 1.0]
     pred = trainer.model.predict(images, verbose=0).argmax(-1)
     assert (pred[masks != 255] == 1).mean() > 0.9
+
+
+class CtrlC(keras.callbacks.Callback):
+    """Delivers a real SIGINT to this process after the given global batch."""
+
+    def __init__(self, at_step):
+        super().__init__()
+        self.seen, self.at_step = 0, at_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
+    images, masks = make_data()
+    data = in_memory(images, masks)
+    straight = Trainer(make_config(tmp_path / "a", epochs=2), model_fn=tiny_model, dataset_fn=data, verbose=0)
+    expected = straight.fit()
+
+    config = make_config(tmp_path / "b", epochs=2)
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        Trainer(config, model_fn=tiny_model, dataset_fn=data, callbacks=[CtrlC(6)], verbose=0).fit()
+    state = json.loads((tmp_path / "b" / "run" / "checkpoints" / "state.json").read_text())
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 6)  # mid-epoch, after the 6th step
+    resumed = Trainer(config, model_fn=tiny_model, dataset_fn=data, verbose=0)
+    got = resumed.fit(resume=True)
+    assert got["steps"] == expected["steps"] and got["miou"] == pytest.approx(expected["miou"], abs=1e-6)
+    for a, b in zip(straight.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["constant", "poly", "cosine", "step"])
