@@ -48,7 +48,6 @@ class DataConfig:
     resize: Union[list[int], None] = None  # [h, w] fixed resize for train and val
     val_pad_to: int = 1  # pad validation images to a multiple of this (void-filled masks)
     num_parallel_calls: int = 0  # 0 = tf.data.AUTOTUNE
-    shuffle_buffer: int = 0  # 0 = shuffle the whole file list each epoch
 
 
 @dataclass
@@ -207,12 +206,16 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        errors = []
+        # A list or mapping can match only one option: let that option name the inner key.
+        shaped = [a for a in args if typing.get_origin(a) in (list, dict)]
+        for option in shaped:
+            if isinstance(value, (list, tuple) if typing.get_origin(option) is list else dict):
+                return _coerce(value, option, key, source)
         for option in args:
             try:
                 return _coerce(value, option, key, source)
-            except SegtrainError as err:
-                errors.append(err)
+            except SegtrainError:
+                pass
         allowed = " or ".join(_type_name(a) for a in args)
         raise SegtrainError(f"{source}: key '{key}': expected {allowed}, got {value!r}")
     if origin is Literal:
@@ -271,6 +274,7 @@ def from_dict(raw: dict, source: str = "<dict>") -> Config:
     """Validate a plain dict (already merged) into a ``Config``."""
     config = _build(Config, raw, "", source)
     config.source = source
+    config.output_dir = str(Path(os.path.expanduser(config.output_dir)).resolve())
     _check_values(config)
     return config
 
@@ -306,8 +310,18 @@ def _check_values(config: Config) -> None:
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
     """Load ``path`` with its ``_base_`` chain, apply ``--set`` overrides, validate."""
-    raw = apply_overrides(load_raw(path), overrides or [])
-    return from_dict(raw, source=str(path))
+    raw = load_raw(path)
+    merged = apply_overrides(raw, overrides or [])
+    try:
+        return from_dict(merged, source=str(path))
+    except SegtrainError:
+        try:
+            from_dict(raw, source=str(path))
+        except SegtrainError:
+            raise  # the file itself is wrong: blame the file
+        # The file is fine on its own, so an override broke it: say which.
+        from_dict(merged, source=f"{path} with --set {' '.join(overrides or [])}")
+        raise
 
 
 def to_dict(config: Config) -> dict:

@@ -68,7 +68,7 @@ def test_wrong_type_names_key_and_file(bases):
         load_config(path)
     with pytest.raises(SegtrainError, match=r"key 'data\.format': must be one of voc, camvid, folders"):
         load_config(bases / "_base_" / "data.yaml", ["data.format=coco"])
-    with pytest.raises(SegtrainError, match=r"data\.yaml: key 'data\.crop'"):
+    with pytest.raises(SegtrainError, match=r"data\.yaml with --set data\.crop=\[64, big\]: key 'data\.crop\[1\]'"):
         load_config(bases / "_base_" / "data.yaml", ["data.crop=[64, big]"])
 
 
