@@ -143,7 +143,11 @@ def test_savedmodel_reloads_and_matches(tmp_path):
     loaded = tf.saved_model.load(str(path))  # keep a reference: it owns the variables
     out = loaded.serve(tf.constant(x.transpose(0, 3, 1, 2)))["logits"].numpy()
     _assert_matches(out.transpose(0, 2, 3, 1), model.predict(x, verbose=0))
-    assert check_parity(model, path, "savedmodel", nchw=True, count=1).ok
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (20, 40, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    report = check_parity(model, path, "savedmodel", nchw=True, images=[tmp_path], count=1)  # a folder of images
+    assert report.ok and report.images == 2 and report.results[0].pixels == 2 * 32 * 32
 
 
 def test_pointwise_conv_after_padding_runs_in_opencv(tmp_path):
