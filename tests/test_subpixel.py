@@ -143,3 +143,19 @@ def test_resize_conv_rejects_unknown_method():
 
     with pytest.raises(ValueError, match="method"):
         ResizeConv(3, method="fast")
+
+
+def test_subpixel_exports_to_onnx_and_opencv(tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("cv2")
+    import keras
+
+    from segtrain.export import check_parity, export_model
+    from segtrain.models.layers import ResizeConv
+
+    inp = keras.Input((6, 5, 2))
+    model = keras.Model(inp, ResizeConv(3, factor=2, kernel_size=7, bias_initializer="random_normal")(inp))
+    path = export_model(model, "onnx", tmp_path / "m.onnx")
+    report = check_parity(model, path, "onnx", atol=1e-3)
+    assert {r.runtime for r in report.results} == {"onnxruntime", "opencv-dnn"}
+    assert report.ok, report.results

@@ -136,10 +136,7 @@ def resize_conv_subpixel(x, kernel, factors: int | Sequence[int]):
     v = phase_kernels(kernel, factors)
 
     pads = [[0, 0]] + [[p.pad_left, p.pad_right] for p in plans] + [[0, 0]]
-    if any(p.pad_left or p.pad_right for p in plans):
-        x_in = ops.pad(x, pads)
-    else:
-        x_in = x
+    x_in = ops.pad(x, pads) if any(p.pad_left or p.pad_right for p in plans) else x
     z = ops.conv(x_in, v, strides=1, padding="valid")  # (B, N+e, ..., S*Cout)
 
     in_shape = ops.shape(x)
@@ -159,14 +156,4 @@ def resize_conv_subpixel(x, kernel, factors: int | Sequence[int]):
     return ops.slice(z, start, size)
 
 
-def resize_conv_naive(x, kernel, factors: int | Sequence[int]):
-    """Reference form: nearest upsampling (repeat per axis) then 'same' conv (no bias)."""
-    rank = len(kernel.shape) - 2
-    factors = _normalize_factors(factors, rank)
-    for d, s in enumerate(factors):
-        if s > 1:
-            x = ops.repeat(x, s, axis=1 + d)
-    return ops.conv(x, kernel, strides=1, padding="same")
-
-
-__all__ = ["phase_kernels", "resize_conv_naive", "resize_conv_subpixel"]
+__all__ = ["phase_kernels", "resize_conv_subpixel"]
