@@ -20,6 +20,7 @@ import math
 from typing import Sequence
 
 import keras
+import ml_dtypes
 import numpy as np
 from keras import ops
 
@@ -340,7 +341,8 @@ class MaxPoolWithIndices(keras.layers.Layer):
         pool = _per_axis(self.pool_size, rank, "pool_size")
         spatial = _spatial_shape(x, rank)
         pads = [[0, 0]] + [[0, (-n) % p] for n, p in zip(spatial, pool)] + [[0, 0]]
-        lowest = float(np.finfo(keras.backend.standardize_dtype(x.dtype)).min)
+        # ml_dtypes.finfo also knows bfloat16 (mixed_bfloat16), which np.finfo does not.
+        lowest = float(ml_dtypes.finfo(keras.backend.standardize_dtype(x.dtype)).min)
         x = ops.pad(x, pads, constant_values=lowest)
         shape = list(ops.shape(x))
         split = [shape[0]]
