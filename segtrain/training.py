@@ -217,8 +217,9 @@ class Trainer:
 
         @tf.function(jit_compile=self.config.train.jit_compile or None)
         def step(batch):
+            lr = tf.identity(optimizer.learning_rate)  # the rate this step uses, read in-graph
             per_replica = strategy.run(replica_step, args=batch)
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None), lr
 
         return step
 
@@ -248,14 +249,14 @@ class Trainer:
                 cbs.on_epoch_begin(epoch)
                 started = time.perf_counter()
                 self._run_epoch(state, stop, cbs)
-                if stop.requested:
+                if not stop.requested:
+                    cbs.on_epoch_end(epoch, self._end_epoch(state, time.perf_counter() - started))
+                if stop.requested and not state["done"]:
                     self._save(state)
                     raise TrainingInterrupted(
                         f"interrupted at step {state['step']}; checkpoint saved in {self.store.dir}, "
                         "continue with --resume"
                     )
-                row = self._end_epoch(state, time.perf_counter() - started)
-                cbs.on_epoch_end(epoch, row)
         cbs.on_train_end()
         return self._final_metrics(state)
 
@@ -270,7 +271,8 @@ class Trainer:
         ds = ds.take(steps_here - state["batch"])
         every = cfg.train.checkpoint_every_steps
         for batch in self.strategy.experimental_distribute_dataset(ds):
-            loss = float(self._train_step(batch))
+            loss, lr = self._train_step(batch)
+            loss = float(loss)
             if not math.isfinite(loss):
                 kept = f"the last good checkpoint is {self.store.last}" if self.store.last.is_file() else "no checkpoint was written yet"
                 raise SegtrainError(
@@ -280,7 +282,7 @@ class Trainer:
             state["step"] += 1
             state["batch"] += 1
             state["loss_sum"] += loss
-            bar.update(state["batch"], [("loss", loss), ("lr", self._lr())])
+            bar.update(state["batch"], [("loss", loss), ("lr", float(lr))])
             cbs.on_train_batch_end(state["batch"] - 1, {"loss": loss})
             if stop.requested:
                 return

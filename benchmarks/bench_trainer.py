@@ -1,0 +1,142 @@
+"""Trainer overhead and input starvation, project vs baseline in one process.
+
+(a) overhead: median step time of segtrain's loop (``Trainer``) vs a plain Keras
+    ``model.fit`` on the same model, loss, optimizer, batch and in-memory data.
+(b) starvation: median step time of the same ``Trainer`` fed by the real pipeline
+    (``build_dataset`` on ../shared/data/camvid: decode PNGs, augment, batch) vs fed by
+    in-memory tensors of the same shape.
+
+Step time = interval between consecutive ``on_train_batch_end`` calls (the same Keras
+callback hook in both loops), first WARMUP steps dropped. Ratios <= 1.05 are the target.
+
+    python benchmarks/bench_trainer.py [--steps 30] [--size 256] [--batch 4] [--width 16] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from segtrain.config import from_dict  # noqa: E402
+from segtrain.data.pipeline import build_dataset  # noqa: E402
+from segtrain.losses import MaskedCrossEntropy  # noqa: E402
+from segtrain.models import build_model  # noqa: E402
+from segtrain.training import Trainer  # noqa: E402
+
+WARMUP = 5
+CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+
+
+class StepClock(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.stamps: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.stamps.append(time.perf_counter())
+
+    def median(self) -> float:
+        return statistics.median(np.diff(self.stamps[WARMUP:]))
+
+
+def make_config(args, out: str):
+    return from_dict({
+        "data": {"format": "camvid", "root": str(args.camvid), "classes": "camvid", "num_classes": 11,
+                 "ignore_index": 11, "crop": [args.size, args.size], "hflip": True},
+        "model": {"name": "segnet_basic", "width": args.width, "norm": "batch"},
+        "train": {"epochs": 1, "batch_size": args.batch, "optimizer": {"name": "sgd", "learning_rate": 0.01}},
+        "output_dir": out,
+    })
+
+
+def in_memory(args):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (args.steps * args.batch, args.size, args.size, 3)).astype(np.float32)
+    masks = rng.integers(0, 11, images.shape[:3]).astype(np.uint8)
+    return images, masks
+
+
+def model_fn(args):
+    def build(config, input_shape):
+        keras.utils.set_random_seed(0)
+        return build_model("segnet_basic", 11, input_shape, norm="batch", width=args.width)
+    return build
+
+
+def segtrain_loop(args, train_ds_fn) -> float:
+    """Median step time of ``Trainer`` with ``train_ds_fn(config, epoch, skip)`` as its training data."""
+    images, masks = in_memory(args)
+    val = tf.data.Dataset.from_tensor_slices((images[:1], masks[:1])).batch(1)
+
+    def dataset_fn(config, split, training, *, epoch=0, skip_batches=0):
+        return train_ds_fn(config, epoch, skip_batches) if training else val
+
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as out:
+        Trainer(make_config(args, out), model_fn=model_fn(args), dataset_fn=dataset_fn, callbacks=[clock],
+                verbose=0).fit()
+    return clock.median()
+
+
+def memory_ds(args):
+    images, masks = in_memory(args)
+    return lambda config, epoch, skip: tf.data.Dataset.from_tensor_slices((images, masks)).batch(
+        args.batch, drop_remainder=True).skip(skip).prefetch(2)
+
+
+def pipeline_ds(args):
+    def make(config, epoch, skip):
+        return build_dataset(config, "train", True, epoch=epoch, skip_batches=skip).take(args.steps)
+    return make
+
+
+def keras_fit(args) -> float:
+    images, masks = in_memory(args)
+    model = model_fn(args)(None, (None, None, 3))
+    # jit_compile=False: Keras's default "auto" would XLA-compile, segtrain's default does not.
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=MaskedCrossEntropy(), jit_compile=False)
+    ds = tf.data.Dataset.from_tensor_slices((images, masks)).batch(args.batch, drop_remainder=True).prefetch(2)
+    clock = StepClock()
+    model.fit(ds, epochs=1, verbose=0, callbacks=[clock])
+    return clock.median()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--camvid", type=Path, default=CAMVID)
+    args = parser.parse_args()
+    print(f"SegNet-Basic width {args.width}, batch {args.batch} x {args.size}x{args.size}, "
+          f"{args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} rounds, "
+          f"{os.cpu_count()} CPUs, TF {tf.__version__}, Keras {keras.__version__}")
+    times = {"keras_fit": [], "segtrain_memory": [], "segtrain_pipeline": []}
+    for _ in range(args.rounds):  # interleaved so drifting machine load hits all alike
+        times["keras_fit"].append(keras_fit(args))
+        times["segtrain_memory"].append(segtrain_loop(args, memory_ds(args)))
+        times["segtrain_pipeline"].append(segtrain_loop(args, pipeline_ds(args)))
+        print("round:", ", ".join(f"{k} {1000 * v[-1]:.1f} ms" for k, v in times.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k, v in med.items():
+        print(f"{k:18s} median step {1000 * v:8.1f} ms   (rounds: {', '.join(f'{1000 * t:.1f}' for t in times[k])})")
+    print(f"(a) overhead   segtrain loop / keras fit          = {med['segtrain_memory'] / med['keras_fit']:.3f}  (target <= 1.05)")
+    print(f"(b) starvation camvid pipeline / in-memory tensors = {med['segtrain_pipeline'] / med['segtrain_memory']:.3f}  (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
