@@ -55,7 +55,7 @@ class ModelConfig:
     """Which zoo model to build; the registry maps the name to a builder."""
 
     name: str = "segnet_basic"
-    decoder: str = "unpool"  # unpool | resize_conv | transposed | bilinear
+    decoder: Union[str, None] = None  # unpool | resize_conv | transposed | bilinear; null = the model's default
     norm: str = "batch"  # batch | layer | group | instance | none
     width: int = 64  # base channel count where the model has one
     context: str = "basic"  # dilated_context: basic | large
