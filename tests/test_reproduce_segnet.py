@@ -1,0 +1,81 @@
+"""Smoke test of benchmarks/reproduce_segnet_camvid.py, so the reproduction script cannot silently rot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from segtrain.errors import SegtrainError
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_segnet_camvid.py"
+DECODERS = ("unpool", "transposed", "resize_conv", "bilinear")
+# The SegNet paper's Table 1 figures, typed in here independently of the script.
+PAPER_ROWS = {"max-unpooling": (82.7, 62.0, 47.7), "learned deconvolution": (81.7, 62.4, 47.3),
+              "Bilinear upsampling": (77.9, 61.1, 43.3)}
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("reproduce_segnet_camvid", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(table: str) -> dict[str, list[str]]:
+    """First cell -> the other cells, for every markdown table row."""
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| ") and not line.startswith("| decoder"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_smoke_budget_writes_the_table(script, tmp_path):
+    out = tmp_path / "table.md"
+    argv = ["--root", str(tmp_path / "sample"), "--budget", "smoke", "--work-dir", str(tmp_path / "work"),
+            "--out", str(out)]
+    assert script.main(argv) == 0
+    table = out.read_text(encoding="utf-8")
+    rows = _rows(table)
+    for decoder in DECODERS:
+        cells = rows[f"segtrain {decoder}"]
+        values = [float(c) for c in cells[:3]]
+        assert all(0.0 <= v <= 100.0 for v in values), (decoder, values)
+        # the row shows the evaluation of the best checkpoint, in %, not some other number
+        report = json.loads((tmp_path / "work" / decoder / "eval_val" / "metrics.json").read_text())
+        expected = [100 * report["pixel_accuracy"], 100 * report["mean_accuracy"], 100 * report["miou"]]
+        assert values == pytest.approx(expected, abs=0.051)
+        assert report["source"].endswith("best.keras")
+        assert report["options"]["scales"] == [0.5]  # 32x32 training size vs 64x64 native labels
+        assert int(cells[3].replace(",", "")) > 0
+        assert "smoke / val (20 images)" in cells[5]
+    for name, figures in PAPER_ROWS.items():
+        (cells,) = [v for k, v in rows.items() if name in k]
+        assert tuple(float(c) for c in cells[:3]) == figures
+    assert "no paper row" in rows["paper: resize_conv"][0]
+    assert re.search(r"Command: `python benchmarks/reproduce_segnet_camvid.py --root \S+ --budget smoke", table)
+    assert "3 steps at 32x32" in table
+
+
+def test_cpu_budget_keeps_the_paper_recipe(script, tmp_path):
+    config = script.build_config("unpool", script.BUDGETS["cpu"], str(tmp_path), tmp_path / "work", [])
+    train = config.train
+    assert (train.batch_size, train.optimizer.name, train.optimizer.learning_rate, train.optimizer.momentum) == (12, "sgd", 0.1, 0.9)
+    assert train.class_weights == "median_frequency" and config.model.width == 64
+    assert config.data.resize == [90, 120] and config.data.ignore_index == 11
+    assert config.output_dir == str(tmp_path / "work" / "unpool")
+    full = script.build_config("bilinear", script.BUDGETS["full"], str(tmp_path), tmp_path, ["train.epochs=2"])
+    assert full.data.resize is None and full.train.mixed_precision == "mixed_float16" and full.train.epochs == 2
+
+
+def test_unknown_decoder_is_a_user_error(script, tmp_path):
+    with pytest.raises(SegtrainError, match="--decoders"):
+        script.main(["--root", str(tmp_path), "--decoders", "unpool,deconv"])
