@@ -189,7 +189,10 @@ class Trainer:
     def _steps_per_epoch(self) -> int:
         ds = self.dataset_fn(self.config, self.config.data.train_split, True, epoch=0, skip_batches=0)
         n = int(ds.cardinality())
-        if n <= 0:
+        if n < 0:
+            raise SegtrainError("Trainer(dataset_fn=...): the training dataset must have a known, finite "
+                                "number of batches (no repeat(), no filter())")
+        if n == 0:
             raise SegtrainError(
                 f"{self.config.source}: the training split yields no complete batch of train.batch_size="
                 f"{self.config.train.batch_size}; lower train.batch_size or add samples"

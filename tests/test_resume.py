@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent('''
 
     class Slow(keras.callbacks.Callback):  # leaves the test time to kill us mid-run
         def on_train_batch_end(self, batch, logs=None):
-            time.sleep(0.2)
+            time.sleep(0.15)
 
     config = load_config(sys.argv[1], ["output_dir=" + sys.argv[2]])
     result = Trainer(config, callbacks=[Slow()], verbose=0).fit(resume=sys.argv[3] == "1")
