@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from segtrain.data import palette as pal  # noqa: E402
 from segtrain.tools.convert_labels import convert_labels  # noqa: E402
 
-CAMVID_ANNOT = Path("/work/shared/data/camvid/trainannot")
+CAMVID_ANNOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid" / "trainannot"
 
 
 def _median_time(fn, repeats: int) -> float:

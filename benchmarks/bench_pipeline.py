@@ -8,7 +8,7 @@ Measured in one process, each a few times (median reported):
   naive     the Keras-tutorial loader: Python generator, cv2.imread, per-class loop building one-hot masks
 
 Target: pipeline >= 0.8x raw x2.  Usage:
-  python benchmarks/bench_pipeline.py [--root /work/shared/data/camvid] [--images 160] [--repeats 3]
+  python benchmarks/bench_pipeline.py [--root ../shared/data/camvid] [--images 160] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -92,7 +93,7 @@ def time_pipeline(batches, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="/work/shared/data/camvid")
+    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"))
     parser.add_argument("--images", type=int, default=160, help="first N training pairs (keeps the run short)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

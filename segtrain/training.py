@@ -29,7 +29,6 @@ from typing import Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from segtrain.checkpoints import CheckpointStore, write_json  # noqa: E402

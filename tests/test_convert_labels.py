@@ -26,10 +26,10 @@ from segtrain.tools.convert_labels import (
     value_lut,
 )
 
+from conftest import SHARED_DATA
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path("/work/shared/data")
-if not DATA.is_dir():
-    DATA = REPO.parent / "shared" / "data"
+DATA = SHARED_DATA
 CAMVID_ANNOT = DATA / "camvid" / "trainannot"
 VOC_LABELS = DATA / "voc" / "SegmentationClass"
 needs_camvid = pytest.mark.skipif(not CAMVID_ANNOT.is_dir(), reason="shared CamVid data not present")

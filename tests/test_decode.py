@@ -14,8 +14,9 @@ from segtrain.config import DataConfig
 from segtrain.data.decode import class_colors, class_names, read_image, read_mask, read_pair
 from segtrain.data.palette import CAMVID_COLORS, voc_colormap
 from segtrain.errors import SegtrainError
+from conftest import SHARED_DATA
 
-VOC = Path("/work/shared/data/voc")
+VOC = SHARED_DATA / "voc"
 
 
 def voc_cfg(**kw) -> DataConfig:

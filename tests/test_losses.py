@@ -14,9 +14,10 @@ from PIL import Image
 
 from segtrain.config import load_config
 from segtrain.losses import MaskedCrossEntropy, masked_cross_entropy_terms, median_frequency_weights
+from conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
-CAMVID = Path("/work/shared/data/camvid")
+CAMVID = SHARED_DATA / "camvid"
 if not CAMVID.is_dir():
     CAMVID = REPO.parent / "shared" / "data" / "camvid"
 

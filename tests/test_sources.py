@@ -13,9 +13,10 @@ from segtrain.data import synthetic
 from segtrain.data.decode import read_image, read_mask
 from segtrain.data.sources import list_samples, scan_samples
 from segtrain.errors import SegtrainError
+from conftest import SHARED_DATA
 
-CAMVID = Path("/work/shared/data/camvid")
-VOC = Path("/work/shared/data/voc")
+CAMVID = SHARED_DATA / "camvid"
+VOC = SHARED_DATA / "voc"
 
 
 def camvid_cfg(root=CAMVID) -> DataConfig:
@@ -174,7 +175,7 @@ def test_sample_dataset_write_is_atomic_and_generated_on_use(tmp_path, monkeypat
 
 def test_isbi_membrane_folders_with_label_map():
     """ISBI labels use 255 as a class (cell interior): label_map {255: 1} turns it into class 1, not void."""
-    root = Path("/work/shared/data/isbi_membrane")
+    root = SHARED_DATA / "isbi_membrane"
     cfg = DataConfig(format="folders", root=str(root), num_classes=2, classes=["membrane", "cell"],
                      image_dir="image", mask_dir="label", label_map={255: 1})
     samples = list_samples(cfg, "train")

@@ -8,7 +8,7 @@ from typing import Sequence
 import keras
 
 from segtrain.models import dilated, segnet  # noqa: F401  (register the builders)
-from segtrain.models.registry import DECODERS, IMAGENET, get_builder, list_models
+from segtrain.models.registry import DECODERS, get_builder, list_models
 
 __all__ = ["build_model", "build_model_from_config", "list_models", "DECODERS"]
 
