@@ -48,6 +48,7 @@ class DataConfig:
     resize: Union[list[int], None] = None  # [h, w] fixed resize for train and val
     val_pad_to: int = 1  # pad validation images to a multiple of this (void-filled masks)
     num_parallel_calls: int = 0  # 0 = tf.data.AUTOTUNE
+    cache: bool = False  # keep decoded (image, mask) pairs in memory after their first read
 
 
 @dataclass

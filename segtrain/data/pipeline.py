@@ -1,7 +1,8 @@
 """tf.data pipeline: (index, seed) stream -> parallel decode + augment -> batches -> prefetch.
 
 What flows through TensorFlow before decoding is only a sample index and a seed, so the
-dataset is streamed from disk and never held in memory. Decoding and augmentation run in
+dataset is streamed from disk and never held in memory (unless ``data.cache`` asks to keep
+the decoded pairs, for datasets that fit in RAM: decoding is then paid once, not per epoch). Decoding and augmentation run in
 Python (Pillow decodes palette PNGs correctly, albumentations augments) through
 ``tf.numpy_function`` with ``num_parallel_calls``; Pillow and OpenCV release the GIL while
 they work, so several samples decode at once, and ``deterministic=True`` keeps the order.
@@ -46,12 +47,35 @@ def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
     )
 
 
+# data.cache: decoded (image, mask) pairs kept for the life of the process, shared by the
+# datasets of every epoch (the trainer builds one per epoch). Keyed by the files and the
+# decoding settings, so two configs never see each other's labels.
+_DECODED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_DECODED_LOCK = threading.Lock()
+
+
 class _Loader:
     """Decode + augment one sample by index; callable from many tf.data threads at once."""
 
     def __init__(self, samples: list[Sample], data_cfg: DataConfig, training: bool):
         self.samples, self.data_cfg, self.training = samples, data_cfg, training
         self._local = threading.local()  # albumentations transforms are re-seeded per call: one per thread
+        decoding = (data_cfg.format, data_cfg.classes, data_cfg.colors, data_cfg.void_color,
+                    data_cfg.num_classes, data_cfg.ignore_index, sorted(data_cfg.label_map.items()))
+        self._cache_key = repr(decoding) if data_cfg.cache else None
+
+    def _decode(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache_key is None:
+            return read_pair(sample.image, sample.mask, self.data_cfg)
+        key = (str(sample.image), str(sample.mask), self._cache_key)
+        pair = _DECODED.get(key)
+        if pair is None:
+            pair = read_pair(sample.image, sample.mask, self.data_cfg)
+            for array in pair:
+                array.setflags(write=False)  # augmentation must copy, never edit the cached pair
+            with _DECODED_LOCK:
+                _DECODED[key] = pair
+        return pair
 
     def _transform(self):
         transform = getattr(self._local, "transform", None)
@@ -63,7 +87,7 @@ class _Loader:
     def __call__(self, index: np.int64, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
         sample = self.samples[int(index)]
         try:
-            image, mask = read_pair(sample.image, sample.mask, self.data_cfg)
+            image, mask = self._decode(sample)
         except SegtrainError as err:
             raise ValueError(_ERROR_TAG + str(err)) from None  # tf keeps the message; see data_error()
         return augment(self._transform(), image, mask, seed=int(seed) if self.training else None)
