@@ -210,8 +210,6 @@ def _rename(proto, old: str, name: str) -> None:
 def _make_portable(proto):
     """Rewrite the few patterns that onnxruntime or OpenCV DNN cannot run as tf2onnx leaves them.
 
-    - Keras's float ``argmax`` tests the sign bit with Bitcast + BitwiseAnd (no ONNX op):
-      replaced by the exact ``x < 0 or 1/x < 0`` (true for -0.0 too).
     - A 1x1 Conv with fused zero padding computes garbage in OpenCV 5: the padding is
       split back out into a Pad node.
     - ReduceMean & co. over non-adjacent axes (GroupNormalization's [1, 2, 4]) compute
@@ -221,7 +219,6 @@ def _make_portable(proto):
 
     proto = onnx.shape_inference.infer_shapes(proto)
     graph = _Graph(proto)
-    _rewrite_signbit(graph)
     _unfuse_pointwise_pads(graph)
     _adjacent_reductions(graph)
     graph.commit()
@@ -268,29 +265,6 @@ class _Graph:
         kept = [t for t in self.graph.initializer if t.name in used]
         del self.graph.initializer[:]
         self.graph.initializer.extend(kept)
-
-
-def _rewrite_signbit(g: _Graph) -> None:
-    from onnx import helper
-
-    for bitcast in [n for n in g.nodes if n.op_type == "Bitcast"]:
-        ands = g.consumers(bitcast.output[0])
-        if len(ands) != 1 or ands[0].op_type != "BitwiseAnd":
-            continue
-        chain = [bitcast, ands[0]]
-        while len(nxt := g.consumers(chain[-1].output[0])) == 1 and nxt[0].op_type == "Cast":
-            chain.append(nxt[0])  # tf2onnx may cast the masked bits before comparing
-        if len(nxt) != 1 or nxt[0].op_type != "Less":
-            continue
-        x, out, base = bitcast.input[0], nxt[0].output[0], bitcast.name
-        zero = g.const(base + "/zero", np.zeros((), np.float32))
-        neg, recip, neg_recip = g.fresh(base + "/neg"), g.fresh(base + "/recip"), g.fresh(base + "/neg_recip")
-        g.replace([*chain, nxt[0]], [
-            helper.make_node("Less", [x, zero], [neg], name=neg),
-            helper.make_node("Reciprocal", [x], [recip], name=recip),
-            helper.make_node("Less", [recip, zero], [neg_recip], name=neg_recip),
-            helper.make_node("Or", [neg, neg_recip], [out], name=g.fresh(base + "/signbit")),
-        ])
 
 
 def _attr(node, name: str, default=None):

@@ -75,10 +75,12 @@ ZOO = [
     ("segnet", "unpool", "batch", (32, 32, 3)),
     ("dilated_frontend", "bilinear", "batch", (36, 28, 3)),  # not a multiple of the stride
     ("dilated_context", "transposed", "batch", (32, 32, 3)),
+    ("segnet_basic", "unpool", "batch", (48, 2)),  # 1-D signal
+    ("segnet_basic", "unpool", "batch", (8, 16, 16, 1)),  # 3-D volume
 ]
 
 
-@pytest.mark.parametrize("name,decoder,norm,shape", ZOO, ids=["-".join(c[:3]) for c in ZOO])
+@pytest.mark.parametrize("name,decoder,norm,shape", ZOO, ids=["-".join(c[:3]) + f"-{len(c[3]) - 1}d" for c in ZOO])
 def test_zoo_exports_to_onnx_and_matches_in_both_runtimes(tmp_path, name, decoder, norm, shape):
     model = _tiny(name, decoder, norm, shape)
     path = export_model(model, "onnx", tmp_path / "m.onnx")

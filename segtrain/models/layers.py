@@ -16,6 +16,7 @@ gamma/beta of the full ``(h, w, c)`` shape, tying the weights to one image size.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Sequence
 
@@ -315,9 +316,18 @@ class BilinearUpsample(keras.layers.Layer):
         return {**super().get_config(), "factor": self.factor}
 
 
-def _window_perm(rank: int) -> list[int]:
-    """(B, n1, p1, ..., nr, pr, C) -> (B, n1..nr, C, p1..pr)."""
-    return [0] + [1 + 2 * i for i in range(rank)] + [1 + 2 * rank] + [2 + 2 * i for i in range(rank)]
+def _window_view(x, pool: Sequence[int]):
+    """(B, n1, ..., nr, C) -> (B, n1/p1, p1, ..., nr/pr, pr, C): a reshape, no copy."""
+    shape = list(ops.shape(x))
+    split = [shape[0]]
+    for n, p in zip(shape[1:-1], pool):
+        split += [n // p, p]
+    return ops.reshape(x, split + [shape[-1]])
+
+
+def _window_offsets(pool: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every position inside a window, in row-major order (the order of the flat indices)."""
+    return list(itertools.product(*(range(p) for p in pool)))
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
@@ -330,6 +340,9 @@ class MaxPoolWithIndices(keras.layers.Layer):
     with the dtype's lowest finite value (never chosen, and no ``inf * 0`` NaNs later), so
     the output size is ``ceil(n / pool)``. Pure ``keras.ops``: unlike
     ``tf.nn.max_pool_with_argmax`` it works in 1-D and 3-D, XLA-compiles and exports.
+    Each window position is a strided view of the input; the maximum and its first position
+    come from elementwise ``maximum`` / ``where`` over those views, with no transpose and no
+    argmax (both slow on CPU, and a float argmax does not convert to ONNX).
     """
 
     def __init__(self, pool_size=2, **kwargs):
@@ -343,14 +356,16 @@ class MaxPoolWithIndices(keras.layers.Layer):
         pads = [[0, 0]] + [[0, (-n) % p] for n, p in zip(spatial, pool)] + [[0, 0]]
         # ml_dtypes.finfo also knows bfloat16 (mixed_bfloat16), which np.finfo does not.
         lowest = float(ml_dtypes.finfo(keras.backend.standardize_dtype(x.dtype)).min)
-        x = ops.pad(x, pads, constant_values=lowest)
-        shape = list(ops.shape(x))
-        split = [shape[0]]
-        for n, p in zip(shape[1:-1], pool):
-            split += [n // p, p]
-        windows = ops.transpose(ops.reshape(x, split + [shape[-1]]), _window_perm(rank))
-        windows = ops.reshape(windows, [shape[0]] + split[1::2] + [shape[-1], math.prod(pool)])
-        return ops.max(windows, axis=-1), ops.cast(ops.argmax(windows, axis=-1), "int32")
+        view = _window_view(ops.pad(x, pads, constant_values=lowest), pool)
+        every = slice(None)
+        parts = [view[(every,) + tuple(i for o in off for i in (every, o)) + (every,)] for off in _window_offsets(pool)]
+        pooled = parts[0]
+        for part in parts[1:]:
+            pooled = ops.maximum(pooled, part)
+        indices = ops.full(ops.shape(pooled), len(parts) - 1, dtype="int32")
+        for flat in range(len(parts) - 2, -1, -1):  # last to first, so the first maximum wins
+            indices = ops.where(ops.equal(parts[flat], pooled), flat, indices)
+        return pooled, indices
 
     def compute_output_shape(self, input_shape):
         pool = _per_axis(self.pool_size, len(input_shape) - 2, "pool_size")
@@ -372,8 +387,8 @@ class MaxUnpool(keras.layers.Layer):
 
     Called on ``[values, indices, reference]``: ``indices`` from ``MaxPoolWithIndices`` and
     ``reference`` the tensor that was pooled (only its spatial shape is used, to crop
-    the padding of odd sizes). Every other position is zero. Built from a one-hot of the
-    indices, a reshape and a transpose.
+    the padding of odd sizes). Every other position is zero. One ``where`` per window
+    position, then the positions are interleaved back by stacking and a reshape.
     """
 
     def __init__(self, pool_size=2, **kwargs):
@@ -384,12 +399,17 @@ class MaxUnpool(keras.layers.Layer):
         x, indices, reference = inputs
         rank = len(x.shape) - 2
         pool = _per_axis(self.pool_size, rank, "pool_size")
+        zero = ops.zeros_like(x)
+        parts = {off: ops.where(ops.equal(indices, flat), x, zero) for flat, off in enumerate(_window_offsets(pool))}
+        # Interleave the last axis first: stacking right after spatial axis a puts p_a beside
+        # n_a/p_a, which ends at (B, n1/p1, p1, ..., nr/pr, pr, C).
+        for axis in range(rank, 0, -1):
+            parts = {
+                prefix: ops.stack([parts[prefix + (o,)] for o in range(pool[axis - 1])], axis=axis + 1)
+                for prefix in _window_offsets(pool[: axis - 1])
+            }
         shape = list(ops.shape(x))
-        y = ops.one_hot(indices, math.prod(pool), dtype=x.dtype) * ops.expand_dims(x, -1)
-        y = ops.reshape(y, shape + list(pool))
-        inverse = np.argsort(_window_perm(rank)).tolist()
-        y = ops.transpose(y, inverse)
-        y = ops.reshape(y, [shape[0]] + [n * p for n, p in zip(shape[1:-1], pool)] + [shape[-1]])
+        y = ops.reshape(parts[()], [shape[0]] + [n * p for n, p in zip(shape[1:-1], pool)] + [shape[-1]])
         return crop_to(y, _spatial_shape(reference, rank))
 
     def compute_output_shape(self, input_shapes):
