@@ -1,8 +1,7 @@
 """convert-labels speed on CamVid annotations colourised to RGB, project vs baselines in one run.
 
 1. Colour lookup, megapixels/s: segtrain's ``RgbLookup`` (one packed gather) vs the naive
-   per-class loop ``out[np.all(rgb == c, axis=-1)] = i`` (and, for reference, the sorted
-   search ``palette.rgb_to_index``). Target >= 20x the naive loop.
+   per-class loop ``out[np.all(rgb == c, axis=-1)] = i``. Target >= 20x the naive loop.
 2. End to end, files/s: ``convert_labels('rgb-to-index', ..., jobs=1)`` writing palette
    PNGs vs the floor of only decoding each RGB PNG and re-encoding it (same PNG
    compress_level on both sides). Target >= 0.7x. A stricter floor is printed too: decode
@@ -78,10 +77,8 @@ def main() -> None:
 
         t_lookup = _median_time(lambda: [lookup(a) for a in arrays], args.repeats)
         t_naive = _median_time(naive, max(1, args.repeats // 3))
-        t_sorted = _median_time(lambda: [pal.rgb_to_index(a, colours, void) for a in arrays], args.repeats)
         print("\nlookup (median, Mpx/s)")
         print(f"  naive per-class loop   {megapixels / t_naive:8.1f}")
-        print(f"  palette.rgb_to_index   {megapixels / t_sorted:8.1f}   ({t_naive / t_sorted:.1f}x naive)")
         print(f"  palette.RgbLookup      {megapixels / t_lookup:8.1f}   ({t_naive / t_lookup:.1f}x naive; target >= 20x)")
 
         # 2. end to end, files on disk

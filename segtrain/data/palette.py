@@ -6,6 +6,8 @@ what segtrain draws with and what an RGB colour mask is mapped back through.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 VOID = 255
@@ -74,25 +76,21 @@ def index_to_rgb(mask: np.ndarray, colors: np.ndarray, void_color: tuple[int, in
 def rgb_to_index(
     rgb: np.ndarray, colors: np.ndarray, void_color: tuple[int, int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Map an RGB mask to class indices with one sorted lookup over packed colours.
+    """Map an RGB mask to class indices through the colour table.
 
     Returns ``(mask, unknown)`` where ``mask`` is uint8 (255 for the void colour and for
     unknown colours) and ``unknown`` is a bool array marking pixels whose colour is in
-    neither the table nor the void colour, so callers can refuse or report them.
+    neither the table nor the void colour, so callers can refuse or report them. The
+    lookup table of each colour table is built once per process (see ``RgbLookup``).
     """
-    keys = pack_rgb(np.asarray(colors, dtype=np.uint8))
-    values = np.arange(len(keys), dtype=np.uint8)
-    if void_color is not None:
-        keys = np.append(keys, pack_rgb(np.asarray(void_color, dtype=np.uint8)))
-        values = np.append(values, np.uint8(VOID))
-    order = np.argsort(keys, kind="stable")
-    keys, values = keys[order], values[order]
-    packed = pack_rgb(rgb[..., :3])
-    pos = np.searchsorted(keys, packed)
-    pos = np.minimum(pos, len(keys) - 1)
-    known = keys[pos] == packed
-    mask = np.where(known, values[pos], np.uint8(VOID)).astype(np.uint8)
-    return mask, ~known
+    colors = np.ascontiguousarray(colors, dtype=np.uint8).reshape(-1, 3)
+    void = None if void_color is None else tuple(int(v) for v in void_color)
+    return _cached_lookup(colors.tobytes(), void)(rgb)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_lookup(colors: bytes, void_color: tuple[int, int, int] | None) -> "RgbLookup":
+    return RgbLookup(np.frombuffer(colors, dtype=np.uint8).reshape(-1, 3), void_color)
 
 
 def builtin_table(name: str) -> tuple[tuple[str, ...], np.ndarray, tuple[int, int, int]]:
@@ -105,11 +103,11 @@ def builtin_table(name: str) -> tuple[tuple[str, ...], np.ndarray, tuple[int, in
 
 
 class RgbLookup:
-    """``rgb_to_index`` for many images of one colour table: a direct 2**24-entry table.
+    """RGB -> class index for one colour table: a direct 2**24-entry table.
 
     Building it costs ~16 MiB and a few milliseconds once; each image then costs one
-    packing pass and one gather, several times faster than the sorted search, which
-    matters when converting whole datasets. Same results as ``rgb_to_index``.
+    packing pass and one gather (several times faster than a sorted search over the
+    packed colours), which matters when decoding or converting whole datasets.
     """
 
     def __init__(self, colors: np.ndarray, void_color: tuple[int, int, int] | None = None):
@@ -118,12 +116,12 @@ class RgbLookup:
             raise ValueError(f"at most {VOID} classes fit a uint8 mask with void {VOID}, got {len(colors)}")
         self._table = np.full(1 << 24, VOID, dtype=np.uint8)
         self._void_key = None if void_color is None else int(pack_rgb(np.asarray(void_color, dtype=np.uint8)))
-        # Later colours must not override earlier ones, as in rgb_to_index's stable sort.
+        # A colour listed twice keeps its first class.
         keys = pack_rgb(colors)
         self._table[keys[::-1]] = np.arange(len(keys), dtype=np.uint8)[::-1]
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(..., 3+) uint8 -> ``(mask uint8, unknown bool)`` exactly as ``rgb_to_index``."""
+        """(..., 3+) uint8 -> ``(mask uint8, unknown bool)``, as ``rgb_to_index`` documents."""
         rgb = np.asarray(rgb).astype(np.uint8, copy=False)
         packed = np.left_shift(rgb[..., 0], 16, dtype=np.uint32)
         packed |= np.left_shift(rgb[..., 1], 8, dtype=np.uint32)
