@@ -11,7 +11,7 @@ checks, class weights, seeds and the loop all come from segtrain.
         --out benchmarks/results/segnet_camvid_cpu.md
 
 Budgets: ``full`` is the paper's recipe (360x480, batch 12, SGD 0.1/0.9, median-frequency
-weights) for a GPU, with mixed_float16; ``cpu`` is the same recipe at half resolution and
+weights) for a GPU, with mixed_float16; ``cpu`` is the same recipe at quarter resolution and
 few epochs for 2 CPU cores; ``smoke`` is a few steps of a tiny model on the built-in sample
 dataset, for the test suite. The table is the script's output and is never edited by hand.
 """
