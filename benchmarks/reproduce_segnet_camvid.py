@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shlex
@@ -104,25 +103,6 @@ def check_data(config: Config, splits: list[str]) -> None:
         print(f"dataset check: split '{report.split}' {report.num_ok} samples ok", flush=True)
 
 
-def eval_scale(config: Config, split: str) -> float:
-    """Input scale for evaluation: images are fed at the training resolution, labels stay native.
-
-    ``data.resize`` fixes the training size; evaluate() resizes each image by one factor and
-    resizes the probabilities back, so the factor must be the same for height and width.
-    """
-    if config.data.resize is None:
-        return 1.0
-    from segtrain.data.decode import read_image
-    from segtrain.data.sources import list_samples
-
-    height, width = read_image(list_samples(config.data, split)[0].image).shape[:2]
-    sy, sx = config.data.resize[0] / height, config.data.resize[1] / width
-    if not math.isclose(sy, sx, rel_tol=0.02):
-        raise SegtrainError(f"data.resize {config.data.resize} changes the aspect ratio of {height}x{width} images; "
-                            "pick a resize with the same aspect ratio so evaluation can use one scale")
-    return sy
-
-
 def count_params(config: Config) -> int:
     from segtrain.models import build_model_from_config
 
@@ -139,14 +119,14 @@ def run_decoder(decoder: str, config: Config, split: str) -> dict:
     seconds = time.perf_counter() - started
     run_dir = Path(config.output_dir)
     best = run_dir / "checkpoints" / "best.keras"
-    scale = eval_scale(config, split)
-    metrics = evaluate(config, split, checkpoint=best, scales=(scale,), output_dir=run_dir / f"eval_{split}",
+    # evaluate() feeds images at data.resize (the training size) and scores native labels.
+    metrics = evaluate(config, split, checkpoint=best, output_dir=run_dir / f"eval_{split}",
                        verbose=False)
     row = {"decoder": decoder, "global_acc": 100 * metrics["pixel_accuracy"],
            "class_avg_acc": 100 * metrics["mean_accuracy"], "miou": 100 * metrics["miou"],
            "params": count_params(config), "train_seconds": seconds, "best_epoch": summary["best_epoch"],
            "epochs": summary["epochs"], "steps": summary["steps"], "split": metrics["split"],
-           "num_images": metrics["num_images"], "eval_scale": scale}
+           "num_images": metrics["num_images"]}
     (run_dir / "reproduce_row.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     print(f"{decoder}: global {row['global_acc']:.1f}  class-avg {row['class_avg_acc']:.1f}  "
           f"mIoU {row['miou']:.1f}  ({seconds / 60:.1f} min)", flush=True)
@@ -174,7 +154,7 @@ def render_table(rows: list[dict], budget_name: str, config: Config, split: str,
         f"norm {config.model.norm}.",
         f"- Checkpoint: the best validation mIoU (validated every {train.val_every} epoch(s) on split "
         f"'{data.val_split}' at the training resolution), then evaluated on split '{split}' at the labels' native "
-        "resolution (images resized by the training scale, probabilities resized back).",
+        "resolution (images resized to the training size, probabilities resized back).",
         f"- Dataset: `{data.root}`; void (label {data.ignore_index}) ignored; global acc = pixel accuracy, "
         "class-avg acc = mean per-class recall, mIoU over the classes, all from one split-wide confusion matrix.",
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPU(s) visible, Python {platform.python_version()}; "

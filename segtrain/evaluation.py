@@ -98,7 +98,7 @@ def evaluate(
             except SegtrainError as err:
                 raise SegtrainError(f"{pred_path}: {err}") from None
     else:
-        from segtrain.inference import load_checkpoint, num_outputs, predict_mask
+        from segtrain.inference import load_checkpoint, num_outputs
 
         model = load_checkpoint(checkpoint) if model is None else model
         if num_outputs(model) != data_cfg.num_classes:
@@ -109,18 +109,33 @@ def evaluate(
         options = {"flip": flip, "scales": scales, "window": window, "stride": stride, "batch_size": batch_size}
         for sample in progress(samples, label, verbose):
             image, gt = read_pair(sample.image, sample.mask, data_cfg)
-            matrix.update(gt, predict_mask(model, image, **options))
+            matrix.update(gt, predict_at_training_size(model, image, data_cfg.resize, **options))
     metrics = matrix.metrics(names)
     metrics.update(split=split_name(data_cfg, split), num_images=len(samples), confusion_matrix=matrix.result().tolist())
     if verbose:
         print(format_table(metrics, names))
     source = str(checkpoint) if checkpoint is not None else (str(pred_dir) if pred_dir is not None else "model")
-    options = {"flip": flip, "scales": list(scales), "window": window, "stride": stride}
+    options = {"flip": flip, "scales": list(scales), "window": window, "stride": stride, "resize": data_cfg.resize}
     if output_dir is not None or json_path is not None:
         written = write_report(metrics, source, options, output_dir, json_path)
         if verbose:
             print("wrote " + ", ".join(map(str, written)))
     return metrics
+
+
+def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | None, **options) -> np.ndarray:
+    """Class mask at the image's own size, the model seeing the image as it did in training.
+
+    With ``data.resize`` the model was trained on images resized to that size, so it gets
+    the image at that size (``scales`` are then relative to it) and its probabilities are
+    resized back to the labels' size: metrics are always counted on the native labels.
+    """
+    from segtrain.inference import predict_mask, predict_probs, resize_bilinear
+
+    if resize is None or tuple(image.shape[:2]) == tuple(resize):
+        return predict_mask(model, image, **options)
+    probs = predict_probs(model, resize_bilinear(image, tuple(resize)), **options)
+    return np.argmax(resize_bilinear(probs, image.shape[:2]), axis=-1).astype(np.uint8)
 
 
 def _json_safe(value):

@@ -72,7 +72,7 @@ def _forward(model, batch: np.ndarray) -> np.ndarray:
     return logits
 
 
-def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an (H, W, C) float array (half-pixel centres, no antialiasing)."""
     import keras
 
@@ -174,11 +174,11 @@ def predict_probs(
     total, passes = None, 0
     for scale in scales:
         size = (max(int(round(height * scale)), 1), max(int(round(width * scale)), 1))
-        scaled = _resize(image, size)
+        scaled = resize_bilinear(image, size)
         for flipped in (False, True) if flip else (False,):
             view = scaled[:, ::-1] if flipped else scaled
             logits = predict_logits(model, np.ascontiguousarray(view), window=window, stride=stride, batch_size=batch_size)
-            probs = _resize(softmax(logits[:, ::-1] if flipped else logits), (height, width))
+            probs = resize_bilinear(softmax(logits[:, ::-1] if flipped else logits), (height, width))
             total = probs if total is None else total + probs
             passes += 1
     return total / passes

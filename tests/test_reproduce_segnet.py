@@ -54,7 +54,8 @@ def test_smoke_budget_writes_the_table(script, tmp_path):
         expected = [100 * report["pixel_accuracy"], 100 * report["mean_accuracy"], 100 * report["miou"]]
         assert values == pytest.approx(expected, abs=0.051)
         assert report["source"].endswith("best.keras")
-        assert report["options"]["scales"] == [0.5]  # 32x32 training size vs 64x64 native labels
+        assert report["options"]["resize"] == [32, 32]  # fed at the training size; labels stay 64x64
+        assert report["num_pixels"] > 20 * 32 * 32  # counted on the native labels, not the resized ones
         assert int(cells[3].replace(",", "")) > 0
         assert "smoke / val (20 images)" in cells[5]
     for name, figures in PAPER_ROWS.items():
