@@ -18,9 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segtrain.data.palette import VOID
 from segtrain.errors import SegtrainError
-
-VOID = 255
 
 
 def _as_labels(values: np.ndarray, name: str) -> np.ndarray:

@@ -33,6 +33,7 @@ import tensorflow as tf  # noqa: E402
 
 from segtrain.checkpoints import CheckpointStore, write_json  # noqa: E402
 from segtrain.config import Config, TrainConfig, load_config, save_config  # noqa: E402
+from segtrain.data.palette import VOID  # noqa: E402
 from segtrain.distribute import is_chief, launch_local_workers, make_strategy  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.losses import masked_cross_entropy_terms, median_frequency_weights  # noqa: E402
@@ -40,7 +41,6 @@ from segtrain.metrics import ConfusionMatrix  # noqa: E402
 from segtrain.run_log import RunLog  # noqa: E402
 from segtrain.schedules import build_schedule  # noqa: E402
 
-VOID = 255
 ModelFn = Callable[[Config, tuple], keras.Model]
 DatasetFn = Callable[..., tf.data.Dataset]
 
