@@ -22,7 +22,7 @@ from segtrain.config import Config, load_config
 from segtrain.data.decode import class_names, read_mask, read_pair
 from segtrain.data.sources import list_samples, split_name
 from segtrain.errors import SegtrainError
-from segtrain.inference import add_tta_arguments, progress, tta_options
+from segtrain.inference import add_tta_arguments, predict_mask, predict_probs, progress, resize_bilinear, tta_options
 from segtrain.metrics import ConfusionMatrix, format_table
 
 
@@ -130,8 +130,6 @@ def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | N
     the image at that size (``scales`` are then relative to it) and its probabilities are
     resized back to the labels' size: metrics are always counted on the native labels.
     """
-    from segtrain.inference import predict_mask, predict_probs, resize_bilinear
-
     if resize is None or tuple(image.shape[:2]) == tuple(resize):
         return predict_mask(model, image, **options)
     probs = predict_probs(model, resize_bilinear(image, tuple(resize)), **options)
