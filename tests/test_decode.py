@@ -14,9 +14,8 @@ from segtrain.config import DataConfig
 from segtrain.data.decode import class_colors, class_names, read_image, read_mask, read_pair
 from segtrain.data.palette import CAMVID_COLORS, voc_colormap
 from segtrain.errors import SegtrainError
-from conftest import SHARED_DATA
+from conftest import shared_data
 
-VOC = SHARED_DATA / "voc"
 
 
 def voc_cfg(**kw) -> DataConfig:
@@ -61,7 +60,7 @@ def test_real_voc_masks_decode_to_their_class_set():
     """Oracle: the palette index of each pixel, recovered independently from its RGB colour."""
     cmap = {(int(r) << 16) | (int(g) << 8) | int(b): i for i, (r, g, b) in enumerate(voc_colormap(256))}
     seen = set()
-    for path in sorted((VOC / "SegmentationClass").glob("*.png")):
+    for path in sorted(shared_data("voc", "SegmentationClass").glob("*.png")):
         mask = read_mask(path, voc_cfg())
         rgb = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(np.int64)
         colours, inverse = np.unique((rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2], return_inverse=True)

@@ -18,8 +18,6 @@ from conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = SHARED_DATA / "camvid"
-if not CAMVID.is_dir():
-    CAMVID = REPO.parent / "shared" / "data" / "camvid"
 
 
 def reference_loss(labels, logits, weights=None, void=255):

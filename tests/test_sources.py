@@ -13,7 +13,7 @@ from segtrain.data import synthetic
 from segtrain.data.decode import read_image, read_mask
 from segtrain.data.sources import list_samples, scan_samples
 from segtrain.errors import SegtrainError
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, shared_data
 
 CAMVID = SHARED_DATA / "camvid"
 VOC = SHARED_DATA / "voc"
@@ -24,6 +24,7 @@ def camvid_cfg(root=CAMVID) -> DataConfig:
 
 
 def test_camvid_lists_parse_resolve_and_decode():
+    shared_data("camvid")
     cfg = camvid_cfg()
     for split, count in (("train", 367), ("val", 101)):
         samples = list_samples(cfg, split)
@@ -43,6 +44,7 @@ def test_camvid_lists_parse_resolve_and_decode():
 
 
 def test_real_voc_layout():
+    shared_data("voc")
     cfg = DataConfig(format="voc", root=str(VOC), num_classes=21)
     assert [s.name for s in list_samples(cfg, "train")] == ["2011_000003", "2011_000006", "2011_000025", "2011_003066"]
     assert [s.name for s in list_samples(cfg, "val")] == ["2007_000123", "2007_000129", "2007_008260"]
@@ -175,7 +177,7 @@ def test_sample_dataset_write_is_atomic_and_generated_on_use(tmp_path, monkeypat
 
 def test_isbi_membrane_folders_with_label_map():
     """ISBI labels use 255 as a class (cell interior): label_map {255: 1} turns it into class 1, not void."""
-    root = SHARED_DATA / "isbi_membrane"
+    root = shared_data("isbi_membrane")
     cfg = DataConfig(format="folders", root=str(root), num_classes=2, classes=["membrane", "cell"],
                      image_dir="image", mask_dir="label", label_map={255: 1})
     samples = list_samples(cfg, "train")
