@@ -53,6 +53,18 @@ class DataConfig:
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random rescale range
     hflip: bool = True
     color_jitter: float = 0.0  # strength in [0, 1]; 0 disables
+    vflip: bool = False  # vertical flip with p = 0.5
+    rot90: bool = False  # a random multiple of 90 degrees
+    rotate: float = 0.0  # random rotation in [-rotate, rotate] degrees (mask padded with void)
+    shift: float = 0.0  # random shift up to this fraction of the height/width (mask padded with void)
+    brightness: float = 0.0  # random brightness change up to this fraction in [0, 1]
+    contrast: float = 0.0  # random contrast change up to this fraction in [0, 1]
+    gamma: float = 0.0  # random gamma in [1 - gamma, 1 + gamma], gamma in [0, 1)
+    noise: float = 0.0  # Gaussian noise, std up to this fraction of 255
+    blur: float = 0.0  # Gaussian blur on half the samples, sigma up to this many pixels
+    elastic: float = 0.0  # probability of an elastic distortion (alpha 100, sigma 10)
+    grid_distortion: float = 0.0  # probability of a grid distortion (5 steps, limit 0.3)
+    augment: list[dict[str, Any]] = field(default_factory=list)  # albumentations transforms: [{name: ..., p: ..., ...}]
     resize: Union[list[int], None] = None  # [h, w] fixed resize for train and val
     val_pad_to: int = 1  # pad validation images to a multiple of this (void-filled masks)
     num_parallel_calls: int = 0  # 0 = tf.data.AUTOTUNE
@@ -340,6 +352,15 @@ def _at_least(low: float) -> tuple[Any, str]:
 # ``not (v > 0)`` style predicates also refuse NaN.
 _RANGES: list[tuple[str, Any, str]] = [
     ("data.color_jitter", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("data.rotate", lambda v: 0.0 <= v <= 180.0, "in [0, 180] degrees"),
+    ("data.shift", lambda v: 0.0 <= v <= 1.0, "in [0, 1] (a fraction of the size)"),
+    ("data.brightness", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("data.contrast", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("data.gamma", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("data.noise", lambda v: 0.0 <= v <= 1.0, "in [0, 1] (a fraction of 255)"),
+    ("data.blur", lambda v: v == 0.0 or 0.1 <= v <= 100.0, "0 (off) or a sigma in [0.1, 100] pixels"),
+    ("data.elastic", lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"),
+    ("data.grid_distortion", lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"),
     ("data.val_pad_to", *_at_least(1)),
     ("data.num_parallel_calls", lambda v: v >= 0, "0 (autotune) or a positive number of threads"),
     ("model.width", *_at_least(1)),
@@ -386,6 +407,15 @@ def _check_values(config: Config) -> None:
             raise SegtrainError(f"{src}: key 'data.{key}' must be [height, width] with positive sizes, got {value}")
     if len(data.scale) != 2 or not 0 < data.scale[0] <= data.scale[1]:
         raise SegtrainError(f"{src}: key 'data.scale' must be [min, max] with 0 < min <= max, got {data.scale}")
+    if data.rot90 and data.crop is None and data.resize is not None and data.resize[0] != data.resize[1]:
+        raise SegtrainError(
+            f"{src}: key 'data.rot90' needs data.crop or a square data.resize: a quarter turn swaps "
+            f"height and width of the {data.resize[0]}x{data.resize[1]} batches"
+        )
+    if data.augment:
+        from segtrain.data.augment import build_extra  # albumentations only when a list is given
+
+        build_extra(data.augment, src)
     weights = config.train.class_weights
     if isinstance(weights, str) and weights not in ("none", "median_frequency"):
         raise SegtrainError(

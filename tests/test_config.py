@@ -164,6 +164,13 @@ def test_output_dir_in_the_file_wins_over_the_default(bases, tmp_path):
     ("model.width=0", "model.width"),
     ("data.num_parallel_calls=-7", "data.num_parallel_calls"),
     ("train.checkpoint_every_steps=-1", "train.checkpoint_every_steps"),
+    ("data.rotate=200", "data.rotate"),
+    ("data.shift=-0.1", "data.shift"),
+    ("data.gamma=1.0", "data.gamma"),
+    ("data.noise=2", "data.noise"),
+    ("data.blur=0.01", "data.blur"),
+    ("data.elastic=1.5", "data.elastic"),
+    ("data.grid_distortion=-1", "data.grid_distortion"),
 ])
 def test_out_of_range_values_are_one_line_errors_naming_the_key(bases, setting, key):
     with pytest.raises(SegtrainError, match=rf"key '{re.escape(key)}' must be") as err:
