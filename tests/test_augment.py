@@ -159,6 +159,20 @@ def test_each_photometric_option_changes_pixels_and_never_the_mask(pair, option)
     assert changed > 0
 
 
+def test_dropout_leaves_the_mask_alone_unless_asked_for_void(pair):
+    image, mask = pair
+    for fill_mask, expect_void in ((None, False), (255, True)):
+        spec = {"name": "CoarseDropout", "num_holes_range": [2, 2], "hole_height_range": [8, 8],
+                "hole_width_range": [8, 8], "fill": 0, "p": 1.0}
+        if fill_mask is not None:
+            spec["fill_mask"] = fill_mask
+        no_void = np.where(mask == 255, 0, mask)
+        _, out_mask = augment(train_transform(cfg(hflip=False, augment=[spec])), image, no_void, seed=0)
+        assert (out_mask == 255).any() == expect_void
+        if not expect_void:
+            np.testing.assert_array_equal(out_mask, no_void)
+
+
 def test_vflip_is_identity_or_exact_mirror(pair):
     image, mask = pair
     outcomes = set()
@@ -177,6 +191,7 @@ def test_vflip_is_identity_or_exact_mirror(pair):
     ("[{name: Rotate, limit: x}]", r"Rotate: limit: Input should be a valid tuple$"),
     ("[{name: Rotate, p: 2}]", r"Rotate: p: Input should be less than or equal to 1$"),
     ("[{name: Rotate, fill_mask: 0}]", r"Rotate: fill_mask must stay 255"),
+    ("[{name: CoarseDropout, fill_mask: 3}]", r"CoarseDropout: fill_mask must stay 255"),
     ("[{name: Affine, mask_interpolation: 1}]", r"Affine: mask_interpolation must stay 0"),
     ("[{p: 0.5}]", r"needs 'name: <albumentations transform>'"),
     ("[{name: Normalize}]", r"Normalize makes float images"),

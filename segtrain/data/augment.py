@@ -123,17 +123,24 @@ def build_extra(specs: list[dict[str, Any]], source: str = "config") -> list[A.B
             close = difflib.get_close_matches(name, classes, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else "; see albumentations' list of transforms"
             raise SegtrainError(f"{key}: {name!r} is not an albumentations transform{hint}")
-        accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+        params = inspect.signature(cls.__init__).parameters
+        accepted = [p for p in params if p not in ("self", "args", "kwargs")]
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
             raise SegtrainError(f"{key}: {name} has no argument {unknown[0]!r}; it takes {', '.join(accepted)}")
-        for arg, forced in (("mask_interpolation", _MASK_INTERP), ("fill_mask", VOID)):
-            if arg in kwargs and kwargs[arg] != forced:
+        # Warps resample masks nearest and fill what they move in with void. Dropout-style
+        # transforms (fill_mask default None) leave the mask alone unless asked for void.
+        forced = {"mask_interpolation": (_MASK_INTERP,), "fill_mask": (VOID,)}
+        if "fill_mask" in params and params["fill_mask"].default is None:
+            forced["fill_mask"] = (None, VOID)
+        for arg, allowed in forced.items():
+            if arg not in accepted:
+                continue
+            if arg in kwargs and kwargs[arg] not in allowed:
                 raise SegtrainError(
-                    f"{key}: {name}: {arg} must stay {forced} (masks are resampled nearest and padded with void 255); remove it"
+                    f"{key}: {name}: {arg} must stay {allowed[-1]} (masks are resampled nearest and padded with void 255); remove it"
                 )
-            if arg in accepted:
-                kwargs[arg] = forced
+            kwargs.setdefault(arg, allowed[0])
         try:
             transforms.append(cls(**kwargs))
         except Exception as err:  # albumentations raises ValueError/TypeError/pydantic errors
