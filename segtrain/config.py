@@ -135,8 +135,8 @@ _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # '1e-3', wh
 
 class _DuplicateKey(yaml.YAMLError):
     def __init__(self, key: Any, line: int, first_line: int):
-        super().__init__(f"line {line}: key {key!r} given twice (first on line {first_line}); keep one")
-        self.line = line
+        self.detail = f"key {key!r} given twice (first on line {first_line}); keep one"
+        super().__init__(f"line {line}: {self.detail}")
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -237,7 +237,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         parsed = _yaml_load(value) if value.strip() else None
     except _DuplicateKey as err:
-        raise SegtrainError(f"--set {text!r}: {str(err).split(': ', 1)[1]}") from None
+        raise SegtrainError(f"--set {text!r}: {err.detail}") from None
     except yaml.YAMLError:
         raise SegtrainError(f"--set {text!r}: value is not valid YAML") from None
     return key.strip().split("."), parsed
