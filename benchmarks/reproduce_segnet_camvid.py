@@ -40,7 +40,7 @@ from segtrain.errors import SegtrainError  # noqa: E402
 
 DECODERS = ("unpool", "transposed", "resize_conv", "bilinear")
 CONFIGS = REPO / "configs" / "camvid"
-SAMPLE_BASE = REPO / "configs" / "_base_" / "sample.yaml"
+SAMPLE_BASE = REPO / "configs" / "_base_" / "datasets" / "sample.yaml"
 
 # SegNet paper, Table 1 (CamVid test, 11 classes, 360x480, median-frequency balancing):
 # global accuracy, class-average accuracy, mIoU in %. resize_conv has no paper row.
@@ -57,7 +57,7 @@ class Budget:
 
     description: str
     overrides: list[str] = field(default_factory=list)
-    sample_data: bool = False  # replace the data section by configs/_base_/sample.yaml
+    sample_data: bool = False  # replace the data section by configs/_base_/datasets/sample.yaml
 
 
 BUDGETS = {

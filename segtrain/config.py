@@ -1,17 +1,25 @@
 """YAML -> typed, validated config.
 
-A config file is plain YAML read with ``yaml.safe_load`` (so ``!!python/...`` tags are
-refused). ``_base_: path`` or ``_base_: [a, b]`` pulls in other files first (paths relative
-to the including file; later files and the including file override earlier ones, dicts
-merge key by key). ``--set a.b=value`` overrides are parsed as YAML scalars/lists and
-applied last. The result is checked against the dataclasses below: an unknown key, a wrong
-type or a missing required key is a ``SegtrainError`` naming the dotted key and the file.
+A config file is plain UTF-8 YAML read with a safe loader (so ``!!python/...`` tags are
+refused) that also refuses a key given twice in one mapping (YAML's default is "last wins").
+``_base_: path`` or ``_base_: [a, b]`` pulls in other files first (paths relative to the
+including file; later files and the including file override earlier ones, dicts merge key
+by key). ``--set a.b=value`` overrides are parsed as YAML scalars/lists and applied last.
+A config that sets no ``output_dir`` (itself or through its bases) trains into
+``runs/<config file stem>`` under the current directory, as mmsegmentation's work_dirs.
+The result is checked against the dataclasses below: an unknown key, a wrong type, a
+missing required key or a value out of its range is a ``SegtrainError`` naming the dotted
+key and the file. PyYAML reads ``1e-3`` (no dot) as a string; a key that expects a float
+takes it as the number it was meant to be.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import operator
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -45,6 +53,18 @@ class DataConfig:
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random rescale range
     hflip: bool = True
     color_jitter: float = 0.0  # strength in [0, 1]; 0 disables
+    vflip: bool = False  # vertical flip with p = 0.5
+    rot90: bool = False  # a random multiple of 90 degrees
+    rotate: float = 0.0  # random rotation in [-rotate, rotate] degrees (mask padded with void)
+    shift: float = 0.0  # random shift up to this fraction of the height/width (mask padded with void)
+    brightness: float = 0.0  # random brightness change up to this fraction in [0, 1]
+    contrast: float = 0.0  # random contrast change up to this fraction in [0, 1]
+    gamma: float = 0.0  # random gamma in [1 - gamma, 1 + gamma], gamma in [0, 1)
+    noise: float = 0.0  # Gaussian noise, std up to this fraction of 255
+    blur: float = 0.0  # Gaussian blur on half the samples, sigma up to this many pixels
+    elastic: float = 0.0  # probability of an elastic distortion (alpha 100, sigma 10)
+    grid_distortion: float = 0.0  # probability of a grid distortion (5 steps, limit 0.3)
+    augment: list[dict[str, Any]] = field(default_factory=list)  # albumentations transforms: [{name: ..., p: ..., ...}]
     resize: Union[list[int], None] = None  # [h, w] fixed resize for train and val
     val_pad_to: int = 1  # pad validation images to a multiple of this (void-filled masks)
     num_parallel_calls: int = 0  # 0 = tf.data.AUTOTUNE
@@ -110,14 +130,54 @@ class Config:
 
 
 _NOT_KEYS = {"source"}
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # '1e-3', which YAML 1.1 leaves a string
 
 
-def _read_yaml(path: Path) -> dict:
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int):
+        self.detail = f"key {key!r} given twice (first on line {first_line}); keep one"
+        super().__init__(f"line {line}: {self.detail}")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping key given twice instead of keeping the last."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in first:
+                        raise _DuplicateKey(key, line, first[key])
+                    first[key] = line
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader reports it
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_load(text_or_stream) -> Any:
+    return yaml.load(text_or_stream, Loader=_StrictLoader)
+
+
+def _read_yaml(path: Path, included_by: Path | None = None, as_written: str = "") -> dict:
     if not path.is_file():
+        if included_by is not None:
+            raise SegtrainError(f"{included_by}: _base_ {as_written!r} not found (looked for {path}); fix the path, it is relative to this file")
         raise SegtrainError(f"{path}: config file not found; check the --config path")
+    raw_bytes = path.read_bytes()
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        text = raw_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw_bytes[: err.start].count(b"\n") + 1
+        raise SegtrainError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw_bytes[err.start]:02x}); save the config as UTF-8"
+        ) from None
+    try:
+        data = _yaml_load(text)
+    except _DuplicateKey as err:
+        raise SegtrainError(f"{path}: {err}") from None
     except yaml.constructor.ConstructorError as err:
         raise SegtrainError(
             f"{path}: line {err.problem_mark.line + 1 if err.problem_mark else '?'}: "
@@ -151,12 +211,12 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
         raw["output_dir"] = str((folder / os.path.expanduser(raw["output_dir"])).resolve())
 
 
-def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+def load_raw(path: str | os.PathLike, _seen: tuple = (), _as_written: str = "") -> dict:
     """Read one YAML file with its ``_base_`` chain merged in; returns a plain dict."""
     path = Path(path).resolve()
     if path in _seen:
         raise SegtrainError(f"{path}: _base_ includes itself (cycle: {' -> '.join(map(str, _seen))})")
-    raw = _read_yaml(path)
+    raw = _read_yaml(path, _seen[-1] if _seen else None, _as_written)
     bases = raw.pop("_base_", [])
     if isinstance(bases, str):
         bases = [bases]
@@ -164,7 +224,7 @@ def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
         raise SegtrainError(f"{path}: key '_base_' must be a path or a list of paths")
     merged: dict = {}
     for base in bases:
-        merged = _merge(merged, load_raw(path.parent / base, _seen + (path,)))
+        merged = _merge(merged, load_raw(path.parent / os.path.expanduser(base), _seen + (path,), base))
     _resolve_paths(raw, path.parent)
     return _merge(merged, raw)
 
@@ -175,7 +235,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise SegtrainError(f"--set {text!r}: expected key=value, e.g. --set train.epochs=3")
     key, value = text.split("=", 1)
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = _yaml_load(value) if value.strip() else None
+    except _DuplicateKey as err:
+        raise SegtrainError(f"--set {text!r}: {err.detail}") from None
     except yaml.YAMLError:
         raise SegtrainError(f"--set {text!r}: value is not valid YAML") from None
     return key.strip().split("."), parsed
@@ -242,6 +304,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         }
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
         raise SegtrainError(f"{source}: key '{key}': expected {_type_name(tp)}, got {value!r}")
     return value
@@ -280,7 +344,54 @@ def from_dict(raw: dict, source: str = "<dict>") -> Config:
     return config
 
 
+def _at_least(low: float) -> tuple[Any, str]:
+    return (lambda v: v >= low), f"at least {low}"
+
+
+# Ranges checked before anything runs: (dotted key, predicate, what the predicate means).
+# ``not (v > 0)`` style predicates also refuse NaN.
+_RANGES: list[tuple[str, Any, str]] = [
+    ("data.color_jitter", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("data.rotate", lambda v: 0.0 <= v <= 180.0, "in [0, 180] degrees"),
+    ("data.shift", lambda v: 0.0 <= v <= 1.0, "in [0, 1] (a fraction of the size)"),
+    ("data.brightness", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("data.contrast", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("data.gamma", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("data.noise", lambda v: 0.0 <= v <= 1.0, "in [0, 1] (a fraction of 255)"),
+    ("data.blur", lambda v: v == 0.0 or 0.1 <= v <= 100.0, "0 (off) or a sigma in [0.1, 100] pixels"),
+    ("data.elastic", lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"),
+    ("data.grid_distortion", lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"),
+    ("data.val_pad_to", *_at_least(1)),
+    ("data.num_parallel_calls", lambda v: v >= 0, "0 (autotune) or a positive number of threads"),
+    ("model.width", *_at_least(1)),
+    ("train.steps", lambda v: v is None or v >= 1, "at least 1 (or null to train by epochs)"),
+    ("train.seed", lambda v: 0 <= v < 2**32, "in 0..2**32-1"),
+    ("train.val_every", *_at_least(1)),
+    ("train.checkpoint_every_steps", lambda v: v >= 0, "0 (epoch ends only) or a positive number of steps"),
+    ("train.optimizer.learning_rate", lambda v: 0 < v < math.inf, "a positive finite number, e.g. 1.0e-3"),
+    ("train.optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.optimizer.weight_decay", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    ("train.optimizer.clipnorm", lambda v: v is None or 0 < v < math.inf, "a positive number or null"),
+    ("train.schedule.warmup_steps", lambda v: v >= 0, "0 or a positive number of steps"),
+    ("train.schedule.step_size", *_at_least(1)),
+    ("train.schedule.power", lambda v: 0 < v < math.inf, "a positive number"),
+    ("train.schedule.gamma", lambda v: 0 < v < math.inf, "a positive number"),
+    ("train.schedule.min_lr", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+]
+
+
+def _check_ranges(config: Config) -> None:
+    for key, ok, meaning in _RANGES:
+        value = operator.attrgetter(key)(config)
+        if not ok(value):
+            raise SegtrainError(f"{config.source}: key '{key}' must be {meaning}, got {value!r}")
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise SegtrainError(f"{config.source}: key 'output_dir': {out} is a file, not a folder; choose another output_dir")
+
+
 def _check_values(config: Config) -> None:
+    _check_ranges(config)
     src, data = config.source, config.data
     if not 1 <= data.num_classes <= 255:
         raise SegtrainError(f"{src}: key 'data.num_classes' must be in 1..255, got {data.num_classes}")
@@ -296,6 +407,15 @@ def _check_values(config: Config) -> None:
             raise SegtrainError(f"{src}: key 'data.{key}' must be [height, width] with positive sizes, got {value}")
     if len(data.scale) != 2 or not 0 < data.scale[0] <= data.scale[1]:
         raise SegtrainError(f"{src}: key 'data.scale' must be [min, max] with 0 < min <= max, got {data.scale}")
+    if data.rot90 and data.crop is None and data.resize is not None and data.resize[0] != data.resize[1]:
+        raise SegtrainError(
+            f"{src}: key 'data.rot90' needs data.crop or a square data.resize: a quarter turn swaps "
+            f"height and width of the {data.resize[0]}x{data.resize[1]} batches"
+        )
+    if data.augment:
+        from segtrain.data.augment import build_extra  # albumentations only when a list is given
+
+        build_extra(data.augment, src)
     weights = config.train.class_weights
     if isinstance(weights, str) and weights not in ("none", "median_frequency"):
         raise SegtrainError(
@@ -309,9 +429,15 @@ def _check_values(config: Config) -> None:
         raise SegtrainError(f"{src}: keys 'train.batch_size' and 'train.epochs' must be at least 1")
 
 
+def default_output_dir(path: str | os.PathLike) -> Path:
+    """``runs/<config file stem>`` under the current directory: where a config without ``output_dir`` trains."""
+    return Path.cwd() / "runs" / Path(path).stem
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
     """Load ``path`` with its ``_base_`` chain, apply ``--set`` overrides, validate."""
     raw = load_raw(path)
+    raw.setdefault("output_dir", str(default_output_dir(path)))
     merged = apply_overrides(raw, overrides or [])
     try:
         return from_dict(merged, source=str(path))

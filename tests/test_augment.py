@@ -82,3 +82,160 @@ def test_validation_is_deterministic_resize_then_pad_to_multiple(pair):
     blocks = np.kron(np.array([[1, 5], [2, 0]], np.uint8), np.ones((10, 10), np.uint8))
     _, small = augment(val_transform(cfg(resize=[2, 2])), np.zeros((20, 20, 3), np.uint8), blocks)
     np.testing.assert_array_equal(small, [[1, 5], [2, 0]])
+
+
+EVERY_OPTION = dict(
+    crop=[24, 24], scale=[0.7, 1.4], hflip=True, vflip=True, rot90=True, rotate=30.0, shift=0.2, color_jitter=0.5,
+    brightness=0.3, contrast=0.3, gamma=0.3, noise=0.1, blur=1.5, elastic=0.5, grid_distortion=0.5,
+    augment=[{"name": "ElasticTransform", "alpha": 60, "sigma": 5, "p": 0.5},
+             {"name": "OpticalDistortion", "p": 0.5}, {"name": "Perspective", "p": 0.5}],
+)
+
+
+def test_200_augmentations_with_every_option_keep_mask_values_in_class_set(pair):
+    image, mask = pair
+    transform = train_transform(cfg(**EVERY_OPTION))
+    seen = set()
+    for seed in range(200):
+        out_image, out_mask = augment(transform, image, mask, seed=seed)
+        assert out_image.shape == (24, 24, 3) and out_image.dtype == np.uint8 and out_mask.shape == (24, 24)
+        values = set(np.unique(out_mask).tolist())
+        assert values <= {0, 1, 2, 5, 255}
+        seen |= values
+    assert seen == {0, 1, 2, 5, 255}
+
+
+def test_every_option_is_reproducible_from_its_seed_alone(pair):
+    image, mask = pair
+    transform = train_transform(cfg(**EVERY_OPTION))
+    first = augment(transform, image, mask, seed=7)
+    for seed in range(3):
+        augment(transform, image, mask, seed=seed)
+    again = augment(train_transform(cfg(**EVERY_OPTION)), image, mask, seed=7)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+GEOMETRIC = [dict(vflip=True), dict(rot90=True), dict(rotate=40.0), dict(shift=0.3), dict(elastic=1.0),
+             dict(grid_distortion=1.0)] + [
+    dict(augment=[{"name": name, **kw}]) for name, kw in [
+        ("VerticalFlip", {}), ("RandomRotate90", {}), ("Rotate", {"limit": 40}), ("Affine", {"rotate": 20, "scale": 0.8}),
+        ("ShiftScaleRotate", {}), ("ElasticTransform", {"alpha": 80, "sigma": 6}), ("GridDistortion", {}),
+    ]]
+PHOTOMETRIC = [dict(brightness=0.4), dict(contrast=0.4), dict(gamma=0.4), dict(noise=0.2), dict(blur=2.0)] + [
+    dict(augment=[{"name": name}]) for name in ("RandomBrightnessContrast", "RandomGamma", "GaussNoise", "GaussianBlur")]
+
+
+def _name(option):
+    return next(iter(option)) if "augment" not in option else option["augment"][0]["name"]
+
+
+@pytest.mark.filterwarnings("ignore:ShiftScaleRotate is a special case of Affine")
+@pytest.mark.parametrize("option", GEOMETRIC, ids=_name)
+def test_each_geometric_option_moves_masks_with_nearest_values_and_void_fill(option):
+    rng = np.random.default_rng(3)
+    image = rng.integers(1, 256, size=(30, 30, 3), dtype=np.uint8)
+    mask = np.kron(rng.choice([1, 2, 5], size=(6, 6)), np.ones((5, 5), np.int64)).astype(np.uint8)  # no 0, no void
+    if "augment" in option:
+        option = {"augment": [{**option["augment"][0], "p": 1.0}]}
+    transform = train_transform(cfg(hflip=False, **option))
+    moved = 0
+    for seed in range(20):
+        out_image, out_mask = augment(transform, image, mask, seed=seed)
+        assert out_mask.shape == mask.shape and set(np.unique(out_mask).tolist()) <= {1, 2, 5, 255}  # void, never 0
+        moved += not np.array_equal(out_mask, mask)
+    assert moved > 0
+
+
+@pytest.mark.parametrize("option", PHOTOMETRIC, ids=_name)
+def test_each_photometric_option_changes_pixels_and_never_the_mask(pair, option):
+    image, mask = pair
+    transform = train_transform(cfg(hflip=False, **option))
+    changed = 0
+    for seed in range(10):
+        out_image, out_mask = augment(transform, image, mask, seed=seed)
+        np.testing.assert_array_equal(out_mask, mask)
+        changed += not np.array_equal(out_image, image)
+    assert changed > 0
+
+
+def test_dropout_leaves_the_mask_alone_unless_asked_for_void(pair):
+    image, mask = pair
+    for fill_mask, expect_void in ((None, False), (255, True)):
+        spec = {"name": "CoarseDropout", "num_holes_range": [2, 2], "hole_height_range": [8, 8],
+                "hole_width_range": [8, 8], "fill": 0, "p": 1.0}
+        if fill_mask is not None:
+            spec["fill_mask"] = fill_mask
+        no_void = np.where(mask == 255, 0, mask)
+        _, out_mask = augment(train_transform(cfg(hflip=False, augment=[spec])), image, no_void, seed=0)
+        assert (out_mask == 255).any() == expect_void
+        if not expect_void:
+            np.testing.assert_array_equal(out_mask, no_void)
+
+
+def test_vflip_is_identity_or_exact_mirror(pair):
+    image, mask = pair
+    outcomes = set()
+    for seed in range(20):
+        out_image, out_mask = augment(train_transform(cfg(hflip=False, vflip=True)), image, mask, seed=seed)
+        flipped = not np.array_equal(out_mask, mask)
+        np.testing.assert_array_equal(out_mask, mask[::-1] if flipped else mask)
+        np.testing.assert_array_equal(out_image, image[::-1] if flipped else image)
+        outcomes.add(flipped)
+    assert outcomes == {True, False}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("[{name: VertcalFlip}]", r"'VertcalFlip' is not an albumentations transform; did you mean VerticalFlip"),
+    ("[{name: Rotate, limitt: 3}]", r"Rotate has no argument 'limitt'; it takes limit, "),
+    ("[{name: Rotate, limit: x}]", r"Rotate: limit: Input should be a valid tuple$"),
+    ("[{name: Rotate, p: 2}]", r"Rotate: p: Input should be less than or equal to 1$"),
+    ("[{name: Rotate, fill_mask: 0}]", r"Rotate: fill_mask must stay 255"),
+    ("[{name: CoarseDropout, fill_mask: 3}]", r"CoarseDropout: fill_mask must stay 255"),
+    ("[{name: Affine, mask_interpolation: 1}]", r"Affine: mask_interpolation must stay 0"),
+    ("[{p: 0.5}]", r"needs 'name: <albumentations transform>'"),
+    ("[{name: Normalize}]", r"Normalize makes float images"),
+    ("[{name: HorizontalFlip}, {name: RandomCrop}]", r"(?<=\[1\]': )RandomCrop: height: Field required$"),
+])
+def test_bad_augment_entries_are_one_line_errors_naming_the_entry(tmp_path, spec, message):
+    from segtrain.config import load_config
+    from segtrain.errors import SegtrainError
+
+    path = tmp_path / "a.yaml"
+    path.write_text("data: {format: voc, root: ., num_classes: 2, classes: [a, b]}\n")
+    with pytest.raises(SegtrainError, match=r"a\.yaml with --set data\.augment=.*: key 'data\.augment\[\d\]': .*" + message) as err:
+        load_config(path, [f"data.augment={spec}"])
+    assert "\n" not in str(err.value)
+    path.write_text(f"data: {{format: voc, root: ., num_classes: 2, classes: [a, b], augment: {spec}}}\n")
+    with pytest.raises(SegtrainError, match=r"a\.yaml: key 'data\.augment\[\d\]'"):
+        load_config(path)
+
+
+def test_rot90_with_non_square_resize_and_no_crop_is_refused(tmp_path):
+    from segtrain.config import load_config
+    from segtrain.errors import SegtrainError
+
+    path = tmp_path / "r.yaml"
+    path.write_text("data: {format: voc, root: ., num_classes: 2, classes: [a, b], rot90: true, resize: [32, 48]}\n")
+    with pytest.raises(SegtrainError, match=r"key 'data\.rot90' needs data\.crop or a square data\.resize"):
+        load_config(path)
+    assert load_config(path, ["data.crop=[16, 24]"]).data.rot90
+
+
+@pytest.mark.slow  # TensorFlow import + two passes over the sample dataset: ~13 s on 2 cores
+def test_exact_resume_holds_with_every_option_through_the_threaded_pipeline(tmp_path):
+    """Per-sample seeds make the tail of an epoch after skip_batches equal to the full epoch's tail."""
+    from segtrain.config import from_dict
+    from segtrain.data.pipeline import build_dataset
+    from segtrain.data.synthetic import SAMPLE_CLASSES, ensure_sample_dataset
+
+    root = ensure_sample_dataset(tmp_path / "sample")
+    data = {"format": "voc", "root": str(root), "num_classes": 4, "classes": list(SAMPLE_CLASSES),
+            "num_parallel_calls": 4, **EVERY_OPTION}
+    config = from_dict({"data": data, "train": {"batch_size": 6, "seed": 11}})
+    full = [(i.numpy(), m.numpy()) for i, m in build_dataset(config, "train", True, epoch=2)]
+    tail = [(i.numpy(), m.numpy()) for i, m in build_dataset(config, "train", True, epoch=2, skip_batches=7)]
+    assert len(full) == 10 and len(tail) == 3
+    for (ia, ma), (ib, mb) in zip(full[7:], tail):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(ma, mb)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from segtrain import cli
 from segtrain.config import from_dict
-from segtrain.data.check import check_dataset
+from segtrain.data.check import check_dataset, check_splits
 from segtrain.data.synthetic import SAMPLE_CLASSES, ensure_sample_dataset
 
 
@@ -67,3 +67,38 @@ def test_every_problem_reported_with_its_file(tmp_path, sample_root, capsys):
 def test_missing_root_is_a_problem_not_a_crash(tmp_path):
     report = check_dataset(make_config(tmp_path / "nowhere"), "train")
     assert not report.ok and "nowhere" in report.problems[0]
+
+
+def write_split(root: Path, split: str, ids) -> None:
+    (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+
+
+def test_ids_shared_between_splits_are_a_problem(tmp_path, sample_root, capsys):
+    root = tmp_path / "leaky"
+    shutil.copytree(sample_root, root)
+    ids = [f"sample_{n:04d}" for n in range(80)]
+    write_split(root, "train", ids[:60] + ids[60:63])  # 3 val ids leaked into train
+    write_split(root, "test", ids[70:80])
+    write_split(root, "trainval", ids[:78])  # holds 8 of the 10 test ids
+    reports = check_splits(make_config(root), ["train", "val"])
+    assert [r.ok for r in reports] == [True, False]
+    (line,) = reports[1].problems
+    assert line.startswith("split 'val': 3 of 20 samples are also in split 'train' (sample_0060, sample_0061, sample_0062)")
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(f"data: {{format: voc, root: {root}, num_classes: 4, classes: [a, b, c, d], train_split: trainval}}\n")
+    assert cli.main(["check-dataset", "--config", str(config_file), "--split", "test"]) == 1
+    out = capsys.readouterr().out
+    assert "split 'test': 8 of 10 samples are also in split 'trainval' (sample_0070, sample_0071, sample_0072, sample_0073, sample_0074, ...)" in out
+    assert "split 'test': 10 of 10 samples are also in split 'val'" in out  # val is 60..79: test 70..79 is inside it
+    write_split(root, "train", ids[:60])
+    assert all(r.ok for r in check_splits(make_config(root), ["train", "val"]))
+
+
+def test_lossy_mask_is_a_check_dataset_problem(tmp_path, sample_root):
+    root = tmp_path / "jpeg"
+    shutil.copytree(sample_root, root)
+    mask = root / "SegmentationClass" / "sample_0065.png"
+    Image.open(mask).convert("L").save(mask, format="JPEG", quality=90)
+    report = check_dataset(make_config(root), "val")
+    (line,) = report.problems
+    assert line.startswith(f"{mask}: mask is stored as JPEG") and report.num_ok == 19

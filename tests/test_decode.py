@@ -114,6 +114,21 @@ def test_size_mismatch_names_both_files(tmp_path):
         read_pair(tmp_path / "img.jpg", tmp_path / "msk.png", voc_cfg())
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_lossy_index_mask_is_refused_whatever_its_name(tmp_path, fmt):
+    rng = np.random.default_rng(1)
+    classes = np.kron(rng.integers(0, 4, size=(10, 10)), np.ones((5, 7), np.int64)).astype(np.uint8)  # 50x70
+    path = tmp_path / "2007_000001.png"
+    Image.fromarray(classes, mode="L").save(path, format=fmt, quality=75)
+    decoded = np.asarray(Image.open(path).convert("L"))  # WebP has no grey mode: it comes back RGB
+    assert (decoded != classes).mean() > 0.01  # the trap: lossy bytes really do move class indices
+    cfg = voc_cfg(num_classes=4, classes=["a", "b", "c", "d"], label_map={v: 3 for v in range(4, 255)})
+    with pytest.raises(SegtrainError, match=rf"2007_000001\.png: mask is stored as (JPEG|WebP), a lossy format.*save masks losslessly as PNG$"):
+        read_mask(path, cfg)
+    Image.fromarray(classes, mode="L").save(path)  # the same mask as a real PNG decodes exactly
+    np.testing.assert_array_equal(read_mask(path, cfg), classes)
+
+
 @pytest.mark.parametrize("kind", ["truncated", "garbage", "missing"])
 def test_corrupt_files_raise_naming_the_file(tmp_path, kind):
     path = write_palette_png(tmp_path / f"{kind}.png", np.zeros((64, 64), np.uint8) + np.arange(64, dtype=np.uint8) % 21)

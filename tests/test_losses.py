@@ -105,7 +105,7 @@ def test_median_frequency_on_camvid_matches_independent_numpy(tmp_path):
     freq = class_px / image_px
     expected = np.median(freq) / freq
 
-    config = load_config(REPO / "configs" / "_base_" / "camvid.yaml",
+    config = load_config(REPO / "configs" / "_base_" / "datasets" / "camvid.yaml",
                          [f"data.root={CAMVID}", f"output_dir={tmp_path}", "train.class_weights=median_frequency"])
     got = class_weights_for(config, tmp_path, write=True)
     np.testing.assert_allclose(got, expected, rtol=1e-6)

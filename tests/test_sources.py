@@ -105,6 +105,23 @@ def test_camvid_relative_and_missing_entries(tmp_path):
         list_samples(camvid_cfg(root), "train")
 
 
+def test_utf8_bom_in_list_files_is_not_part_of_the_first_id(tmp_path):
+    root = make_voc(tmp_path / "voc")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_bytes(b"\xef\xbb\xbfa\r\nb\r\n")
+    cfg = DataConfig(format="voc", root=str(root), num_classes=21)
+    assert [s.image for s in list_samples(cfg, "train")] == [root / "JPEGImages" / "a.jpg", root / "JPEGImages" / "b.jpg"]
+    cv = tmp_path / "cv"
+    for folder in ("train", "trainannot"):
+        (cv / folder).mkdir(parents=True)
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(cv / "train" / "x.png")
+    Image.fromarray(np.zeros((2, 2), np.uint8), mode="L").save(cv / "trainannot" / "x.png")
+    (cv / "train.txt").write_bytes(b"\xef\xbb\xbftrain/x.png trainannot/x.png\n")
+    assert list_samples(camvid_cfg(cv), "train")[0].image == cv / "train" / "x.png"
+    (cv / "train.txt").write_bytes(b"train/x.png trainannot/x.png\ntrain/\xe9.png trainannot/x.png\n")
+    with pytest.raises(SegtrainError, match=r"train\.txt: line 2: not UTF-8 text \(byte 0xe9\)"):
+        list_samples(camvid_cfg(cv), "train")
+
+
 def test_folders_matched_by_stem_any_extension(tmp_path):
     root = tmp_path / "f"
     for split in ("train", "val"):

@@ -5,12 +5,20 @@ and padded with void (255), images with 0. There is no normalisation step here o
 models take raw 0..255 pixels and normalise in their first layer, so checkpoints, export
 and prediction need no knowledge of the data pipeline.
 
-Training order: fixed resize (``data.resize``), random rescale (``data.scale``), pad to the
-crop size and random crop (``data.crop``), horizontal flip, colour jitter. Validation:
-``data.resize`` if set, then pad bottom/right to a multiple of ``data.val_pad_to``.
+Training order: fixed resize (``data.resize``), random rescale (``data.scale``), geometry
+(``rot90``, ``rotate``/``shift``, ``elastic``, ``grid_distortion``), the user's own
+albumentations transforms (``data.augment``), pad to the crop size and random crop
+(``data.crop``), flips (``hflip``, ``vflip``), colour (``color_jitter``, ``brightness``/
+``contrast``, ``gamma``), ``blur``, ``noise``. Validation: ``data.resize`` if set, then pad
+bottom/right to a multiple of ``data.val_pad_to``.
 """
 
 from __future__ import annotations
+
+import difflib
+import inspect
+import re
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -18,8 +26,11 @@ import numpy as np
 
 from segtrain.config import DataConfig
 from segtrain.data.palette import VOID
+from segtrain.errors import SegtrainError
 
 _IMAGE_INTERP, _MASK_INTERP = cv2.INTER_LINEAR, cv2.INTER_NEAREST
+_FLOAT_OUTPUT = ("Normalize", "ToFloat")
+_VOID_BORDER = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=VOID)  # what a transform moves in
 
 
 def _resize(data_cfg: DataConfig) -> list:
@@ -27,6 +38,114 @@ def _resize(data_cfg: DataConfig) -> list:
         return []
     h, w = data_cfg.resize
     return [A.Resize(h, w, interpolation=_IMAGE_INTERP, mask_interpolation=_MASK_INTERP)]
+
+
+def _geometry(data_cfg: DataConfig) -> list:
+    steps = []
+    if data_cfg.rot90:
+        steps.append(A.RandomRotate90(p=1.0))
+    if data_cfg.rotate > 0 or data_cfg.shift > 0:
+        s = data_cfg.shift
+        steps.append(A.Affine(
+            rotate=(-data_cfg.rotate, data_cfg.rotate), translate_percent={"x": (-s, s), "y": (-s, s)},
+            interpolation=_IMAGE_INTERP, mask_interpolation=_MASK_INTERP, p=1.0, **_VOID_BORDER,
+        ))
+    if data_cfg.elastic > 0:
+        steps.append(A.ElasticTransform(
+            alpha=100.0, sigma=10.0, interpolation=_IMAGE_INTERP, mask_interpolation=_MASK_INTERP,
+            p=data_cfg.elastic, **_VOID_BORDER,
+        ))
+    if data_cfg.grid_distortion > 0:
+        steps.append(A.GridDistortion(
+            num_steps=5, distort_limit=0.3, interpolation=_IMAGE_INTERP, mask_interpolation=_MASK_INTERP,
+            p=data_cfg.grid_distortion, **_VOID_BORDER,
+        ))
+    return steps
+
+
+def _photometric(data_cfg: DataConfig) -> list:
+    steps = []
+    if data_cfg.color_jitter > 0:
+        s = data_cfg.color_jitter
+        steps.append(
+            A.ColorJitter(brightness=0.4 * s, contrast=0.4 * s, saturation=0.4 * s, hue=min(0.5, 0.1 * s), p=1.0)
+        )
+    if data_cfg.brightness > 0 or data_cfg.contrast > 0:
+        steps.append(A.RandomBrightnessContrast(
+            brightness_limit=data_cfg.brightness, contrast_limit=data_cfg.contrast, p=1.0
+        ))
+    if data_cfg.gamma > 0:
+        g = data_cfg.gamma
+        steps.append(A.RandomGamma(gamma_limit=(100.0 * (1 - g), 100.0 * (1 + g)), p=1.0))
+    if data_cfg.blur > 0:
+        steps.append(A.GaussianBlur(blur_limit=0, sigma_limit=(0.1, data_cfg.blur), p=0.5))
+    if data_cfg.noise > 0:
+        steps.append(A.GaussNoise(std_range=(0.0, data_cfg.noise), p=1.0))
+    return steps
+
+
+def _transform_classes() -> dict[str, type]:
+    return {
+        name: cls for name, cls in vars(A).items()
+        if inspect.isclass(cls) and issubclass(cls, A.BasicTransform) and not inspect.isabstract(cls)
+    }
+
+
+def _init_error(err: Exception) -> str:
+    """One line from a constructor error; albumentations re-raises pydantic's report as text:
+    ``N validation error(s) for InitSchema`` / ``<field>[.<union branch>]`` / ``  <message> [type=...]``."""
+    lines = str(err).splitlines()
+    if len(lines) >= 3 and re.match(r"\d+ validation errors? for", lines[0]):
+        field_name = lines[1].strip().split(".")[0]
+        message = lines[2].strip().split(" [type=")[0].removeprefix("Value error, ")
+        return f"{field_name}: {message}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def build_extra(specs: list[dict[str, Any]], source: str = "config") -> list[A.BasicTransform]:
+    """``data.augment`` -> albumentations transforms, masks forced to nearest resampling and void fill.
+
+    Each entry is ``{name: <albumentations class>, p: ..., <its arguments>}``; a wrong name, an
+    unknown argument or a bad value is a one-line ``SegtrainError`` naming ``data.augment[i]``.
+    """
+    classes = _transform_classes()
+    transforms = []
+    for i, spec in enumerate(specs):
+        key = f"{source}: key 'data.augment[{i}]'"
+        kwargs = dict(spec)
+        name = kwargs.pop("name", None)
+        if not isinstance(name, str):
+            raise SegtrainError(f"{key}: needs 'name: <albumentations transform>', e.g. {{name: VerticalFlip, p: 0.5}}")
+        cls = classes.get(name)
+        if name in _FLOAT_OUTPUT:
+            raise SegtrainError(f"{key}: {name} makes float images; models take uint8 0..255 pixels and normalise themselves (model.mean/std)")
+        if cls is None:
+            close = difflib.get_close_matches(name, classes, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see albumentations' list of transforms"
+            raise SegtrainError(f"{key}: {name!r} is not an albumentations transform{hint}")
+        params = inspect.signature(cls.__init__).parameters
+        accepted = [p for p in params if p not in ("self", "args", "kwargs")]
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise SegtrainError(f"{key}: {name} has no argument {unknown[0]!r}; it takes {', '.join(accepted)}")
+        # Warps resample masks nearest and fill what they move in with void. Dropout-style
+        # transforms (fill_mask default None) leave the mask alone unless asked for void.
+        forced = {"mask_interpolation": (_MASK_INTERP,), "fill_mask": (VOID,)}
+        if "fill_mask" in params and params["fill_mask"].default is None:
+            forced["fill_mask"] = (None, VOID)
+        for arg, allowed in forced.items():
+            if arg not in accepted:
+                continue
+            if arg in kwargs and kwargs[arg] not in allowed:
+                raise SegtrainError(
+                    f"{key}: {name}: {arg} must stay {allowed[-1]} (masks are resampled nearest and padded with void 255); remove it"
+                )
+            kwargs.setdefault(arg, allowed[0])
+        try:
+            transforms.append(cls(**kwargs))
+        except Exception as err:  # albumentations raises ValueError/TypeError/pydantic errors
+            raise SegtrainError(f"{key}: {name}: {_init_error(err)}") from None
+    return transforms
 
 
 def train_transform(data_cfg: DataConfig) -> A.Compose:
@@ -37,17 +156,17 @@ def train_transform(data_cfg: DataConfig) -> A.Compose:
         steps.append(
             A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=_IMAGE_INTERP, mask_interpolation=_MASK_INTERP, p=1.0)
         )
+    steps += _geometry(data_cfg)
+    steps += build_extra(data_cfg.augment)
     if data_cfg.crop is not None:
         h, w = data_cfg.crop
         steps.append(A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=VOID))
         steps.append(A.RandomCrop(h, w))
     if data_cfg.hflip:
         steps.append(A.HorizontalFlip(p=0.5))
-    if data_cfg.color_jitter > 0:
-        s = data_cfg.color_jitter
-        steps.append(
-            A.ColorJitter(brightness=0.4 * s, contrast=0.4 * s, saturation=0.4 * s, hue=min(0.5, 0.1 * s), p=1.0)
-        )
+    if data_cfg.vflip:
+        steps.append(A.VerticalFlip(p=0.5))
+    steps += _photometric(data_cfg)
     return A.Compose(steps, mask_interpolation=_MASK_INTERP, seed=0)
 
 
@@ -75,4 +194,9 @@ def augment(
     if seed is not None:
         transform.set_random_seed(int(seed))
     out = transform(image=image, mask=mask)
-    return np.ascontiguousarray(out["image"], dtype=np.uint8), np.ascontiguousarray(out["mask"], dtype=np.uint8)
+    if out["image"].dtype != np.uint8:
+        raise SegtrainError(
+            f"data.augment: a transform returned {out['image'].dtype} images; models take uint8 0..255 pixels "
+            f"and normalise themselves, so leave out Normalize/ToFloat"
+        )
+    return np.ascontiguousarray(out["image"]), np.ascontiguousarray(out["mask"], dtype=np.uint8)

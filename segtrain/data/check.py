@@ -3,7 +3,9 @@
 A wrong mask found after a day of training costs the day; this scan finds it first. It
 reads files only (the dataset folder is never written; the one exception is generating
 the missing built-in sample dataset, which is ours), keeps going past bad files, and
-prints counts and the per-class pixel histogram. Exit status 1 when anything is wrong.
+prints counts and the per-class pixel histogram. It also reports images that belong to two
+splits (a test id in the training list scores memorised images). Exit status 1 when
+anything is wrong.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from segtrain.config import Config, load_config
 from segtrain.data.decode import class_names, read_pair
 from segtrain.data.palette import VOID
-from segtrain.data.sources import scan_samples, split_name
+from segtrain.data.sources import Sample, scan_samples, split_name
 from segtrain.errors import SegtrainError
 
 
@@ -31,6 +33,7 @@ class CheckReport:
     class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     void_pixels: int = 0
     class_names: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list, repr=False)  # every listed sample with both files
 
     @property
     def ok(self) -> bool:
@@ -56,12 +59,12 @@ def check_dataset(config: Config, split: str) -> CheckReport:
     report = CheckReport(split=split_name(data_cfg, split), class_names=names)
     report.class_pixels = np.zeros(data_cfg.num_classes, dtype=np.int64)
     try:
-        samples, report.problems = scan_samples(data_cfg, split)
+        report.samples, report.problems = scan_samples(data_cfg, split)
     except SegtrainError as err:
         report.problems.append(str(err))
         return report
-    report.num_samples = len(samples) + len(report.problems)
-    for sample in samples:
+    report.num_samples = len(report.samples) + len(report.problems)
+    for sample in report.samples:
         try:
             _, mask = read_pair(sample.image, sample.mask, data_cfg)
         except SegtrainError as err:
@@ -74,6 +77,44 @@ def check_dataset(config: Config, split: str) -> CheckReport:
     return report
 
 
+def _overlap_problem(split: str, mine: list[Sample], other: str, theirs: list[Sample]) -> str | None:
+    """One line if the two splits list the same image file (VOC ids, CamVid paths, folder files)."""
+    their_images = {s.image.resolve() for s in theirs}
+    shared = [s.name for s in mine if s.image.resolve() in their_images]
+    if not shared:
+        return None
+    examples = ", ".join(shared[:5]) + (", ..." if len(shared) > 5 else "")
+    return (f"split '{split}': {len(shared)} of {len(mine)} samples are also in split '{other}' ({examples}); "
+            f"remove them from one of the two lists, or scores on '{split}' include images seen in '{other}'")
+
+
+def check_splits(config: Config, splits: list[str]) -> list[CheckReport]:
+    """``check_dataset`` for each split, plus a problem line for each split sharing images with another.
+
+    Each checked split is compared with the checked splits before it and with the configured
+    train and val splits (listed, not decoded, when they are not among those checked).
+    """
+    reports: list[CheckReport] = []
+    for split in splits:
+        if split_name(config.data, split) not in [r.split for r in reports]:
+            reports.append(check_dataset(config, split))
+    listed = {r.split: r.samples for r in reports}
+    for split in ("train", "val"):
+        name = split_name(config.data, split)
+        if name not in listed:
+            try:
+                listed[name] = scan_samples(config.data, split)[0]
+            except SegtrainError:
+                pass  # a missing reference split is not the checked splits' problem
+    names = list(listed)
+    for i, report in enumerate(reports):
+        for other in names[:i] + names[len(reports):]:
+            problem = _overlap_problem(report.split, report.samples, other, listed[other])
+            if problem:
+                report.problems.append(problem)
+    return reports
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="experiment YAML whose data section to check")
     parser.add_argument("--split", action="append", help="split to scan (train, val or a split name); repeatable; default: train and val")
@@ -82,9 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    failed = False
-    for split in args.split or ["train", "val"]:
-        report = check_dataset(config, split)
+    reports = check_splits(config, args.split or ["train", "val"])
+    for report in reports:
         print(report.format())
-        failed |= not report.ok
-    return 1 if failed else 0
+    return 0 if all(report.ok for report in reports) else 1

@@ -4,7 +4,8 @@ A palette ('P') PNG stores class indices, so its mask is ``np.asarray(Image.open
 and nothing else: never convert it to RGB or grey first. ``tf.io.decode_png(channels=1)``
 and ``cv2.imread`` expand the palette into colours (VOC class 18 reads as grey 112), which
 looks plausible and trains garbage. 'L' masks are their values; RGB(A) masks go through
-the dataset's colour table and an unknown colour is an error, never a silent class 0.
+the dataset's colour table and an unknown colour is an error, never a silent class 0. A
+mask stored in a lossy format (JPEG, WebP: judged by the bytes, not the file name) is refused.
 After decoding, the dataset's void value becomes 255, ``data.label_map`` is applied, and
 any value that is neither a class nor 255 is an error naming the file.
 """
@@ -23,6 +24,10 @@ from segtrain.errors import SegtrainError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey stripe
 _IDENTITY = np.arange(256, dtype=np.uint8)
+# Lossy encodings move class indices at edges (a VOC mask as JPEG: ~4 % of pixels change class,
+# often to another valid class, so no value check can catch it). WebP is refused whole: telling
+# its lossless variant apart needs the chunk headers, and a mask has no reason to be WebP.
+_LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
 
 
 def class_names(data_cfg: DataConfig) -> list[str]:
@@ -144,6 +149,11 @@ def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
     """A mask file -> uint8 (H, W) class indices with 255 = void, checked against ``data.num_classes``."""
     path = Path(path)
     im = _open(path)
+    if im.format in _LOSSY_FORMATS:  # by content, whatever the file is called
+        raise SegtrainError(
+            f"{path}: mask is stored as {_LOSSY_FORMATS[im.format]}, a lossy format that changes class "
+            f"indices at edges; save masks losslessly as PNG"
+        )
     if im.mode in ("PA", "LA"):
         im = im.getchannel(0)
     if im.mode in ("P", "L"):

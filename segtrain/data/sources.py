@@ -56,7 +56,13 @@ def dataset_root(data_cfg: DataConfig) -> Path:
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise SegtrainError(f"{path}: split file not found; check data.root and the split name")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the first id
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise SegtrainError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save the list as UTF-8") from None
+    lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
         raise SegtrainError(f"{path}: split file is empty; list one sample per line")
