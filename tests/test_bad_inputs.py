@@ -347,7 +347,7 @@ CASES = [
 
 def argv_for(command: str, w: World) -> list[str]:
     if command in ("train", "train-data"):
-        return ["train", "--config", str(w.config), "--set", "train.steps=1"]
+        return ["train", "--config", str(w.config)]
     if command == "check-dataset":
         return ["check-dataset", "--config", str(w.config)]
     if command == "evaluate":

@@ -126,4 +126,8 @@ def run(args: argparse.Namespace) -> int:
     reports = check_splits(config, args.split or ["train", "val"])
     for report in reports:
         print(report.format())
-    return 0 if all(report.ok for report in reports) else 1
+    problems = [p for report in reports for p in report.problems]
+    if problems:
+        more = f" (and {len(problems) - 1} more, listed above)" if len(problems) > 1 else ""
+        raise SegtrainError(f"{problems[0]}{more}")
+    return 0
