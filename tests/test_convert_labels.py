@@ -18,13 +18,9 @@ from PIL import Image
 from segtrain.cli import main as cli_main
 from segtrain.data import palette as pal
 from segtrain.errors import SegtrainError
-from segtrain.tools.convert_labels import (
-    TMP_SUFFIX,
-    convert_labels,
-    load_color_table,
-    parse_value_map,
-    value_lut,
-)
+from segtrain.data.palette import ColorTable
+from segtrain.io_utils import TMP_SUFFIX
+from segtrain.tools.convert_labels import convert_labels, parse_value_map, value_lut
 
 from conftest import SHARED_DATA
 
@@ -195,18 +191,18 @@ def test_value_map_and_reduce_zero_label_against_reference(tmp_path):
 def test_colour_table_files(tmp_path):
     yaml_file = tmp_path / "t.yaml"
     yaml_file.write_text("classes:\n  road: [128, 64, 128]\n  car: '#4000ff'\nvoid: [0, 0, 0]\n")
-    table = load_color_table(yaml_file)
+    table = ColorTable.load(yaml_file)
     assert table.names == ("road", "car")
     assert table.colors.tolist() == [[128, 64, 128], [64, 0, 255]]
     assert table.void_color == (0, 0, 0)
     json_file = tmp_path / "t.json"
     json_file.write_text(json.dumps({"classes": {"a": [1, 2, 3], "b": [1, 2, 3]}}))
     with pytest.raises(SegtrainError, match="share colour"):
-        load_color_table(json_file)
+        ColorTable.load(json_file)
     bad = tmp_path / "bad.yaml"
     bad.write_text("classes:\n  a: [1, 2, 300]\n")
     with pytest.raises(SegtrainError, match="classes.a"):
-        load_color_table(bad)
+        ColorTable.load(bad)
 
     # A file table drives the conversion: (64,0,255) -> 1, void colour -> 255.
     rgb = np.array([[[128, 64, 128], [64, 0, 255], [0, 0, 0]]], dtype=np.uint8)
@@ -216,7 +212,7 @@ def test_colour_table_files(tmp_path):
 
 
 def test_shipped_example_table_equals_builtin_camvid():
-    table = load_color_table(REPO / "configs" / "palettes" / "camvid.yaml")
+    table = ColorTable.load(REPO / "configs" / "palettes" / "camvid.yaml")
     assert table.names == pal.CAMVID_CLASSES
     assert table.colors.tolist() == [list(c) for c in CAMVID_README_COLOURS[:11]]
     assert table.void_color == CAMVID_README_COLOURS[11]
