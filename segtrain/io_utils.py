@@ -76,7 +76,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = "", *,
         fsync_dir(path.parent)
 
 
-def write_json(path: Path, data: Any, *, indent: int = 1, fsync: bool = True) -> None:
+def write_json(path: Path, data: Any, *, indent: int | None = 1, fsync: bool = True) -> None:
     """``data`` as JSON at ``path``, atomically."""
     text = json.dumps(data, indent=indent) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=fsync)
