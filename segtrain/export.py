@@ -440,11 +440,17 @@ def run(args) -> int:
     model = load_checkpoint(args.checkpoint)
     output = Path(args.output) if args.output else default_output(args.checkpoint, args.format, args.nchw)
     size = None if args.size is None else parse_size(args.size, "--size", rank=None)
-    dynamic = any(s is None for s in model.input_shape[1:-1])
-    export_model(model, args.format, output, nchw=args.nchw, size=size, batch=None if args.dynamic_batch else 1,
-                 checkpoint=args.checkpoint)
-    source = f" (size from data.resize/data.crop of {run_config_path(args.checkpoint)})" if dynamic and size is None else ""
-    print(f"wrote {output}{source}")
+    hint, source = "", ""
+    if size is None and any(s is None for s in model.input_shape[1:-1]):
+        size, hint = default_size(args.checkpoint)
+        source = f", the training size in {run_config_path(args.checkpoint)}" if size else ""
+    batch = None if args.dynamic_batch else 1
+    shape = _export_shape(model, size, batch, hint)
+    export_model(model, args.format, output, nchw=args.nchw, size=shape[1:-1], batch=batch)
+    to_first = _perms(len(shape) - 2)[1]
+    layout = [shape[i] for i in to_first] if args.nchw else list(shape)
+    print(f"wrote {output}: input {tuple('N' if d is None else d for d in layout)} {'NCHW' if args.nchw else 'NHWC'}, "
+          f"size {format_size(shape[1:-1])} (height x width{source})")
     if args.no_check:
         return 0
     config = args.config or run_config_path(args.checkpoint)
