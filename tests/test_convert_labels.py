@@ -296,3 +296,23 @@ def test_killed_conversion_leaves_only_complete_pngs_and_rerun_completes(tmp_pat
     assert len(list(out.rglob("*.png"))) == n
     for name, idx in expected.items():
         np.testing.assert_array_equal(_load(out / name), idx)
+
+
+def test_the_same_table_file_is_a_config_colour_table(tmp_path):
+    from segtrain.config import load_config
+    from segtrain.data.decode import class_names, read_mask
+
+    (tmp_path / "palettes").mkdir()
+    (tmp_path / "palettes" / "t.yaml").write_text("classes:\n  road: [128, 64, 128]\n  car: '#4000ff'\nvoid: [9, 9, 9]\n")
+    config = tmp_path / "c.yaml"  # the table path is relative to the config file, like data.root
+    config.write_text("data: {format: folders, root: ., num_classes: 2, classes: palettes/t.yaml}\n")
+    data_cfg = load_config(config).data
+    assert class_names(data_cfg) == ["road", "car"]
+    rgb = np.array([[[128, 64, 128], [64, 0, 255], [9, 9, 9]]], dtype=np.uint8)
+    _write_rgb(tmp_path / "m.png", rgb)
+    assert read_mask(tmp_path / "m.png", data_cfg).tolist() == [[0, 1, 255]]
+    config.write_text("data: {format: folders, root: ., num_classes: 3, classes: palettes/t.yaml}\n")
+    with pytest.raises(SegtrainError, match="data.num_classes is 3 but data.classes=.*t.yaml has 2 classes"):
+        class_names(load_config(config).data)
+    with pytest.raises(SegtrainError, match="--palette nope.yaml: not voc or camvid and not an existing"):
+        ColorTable.load("nope.yaml")

@@ -185,3 +185,17 @@ def test_strips_are_png_with_titles_and_a_class_legend(tmp_path):
     legend = drawn[16 + 40 :]  # below the title band and the panels
     for color in [*table.colors.tolist(), [250, 0, 250]]:  # a swatch of every class and of void
         assert np.all(legend == color, axis=-1).sum() >= 49, color
+
+
+def test_predict_palette_takes_a_colour_table_file(tmp_path, image, capsys):
+    tiny_fcn().save(tmp_path / "tiny.keras")
+    Image.fromarray(image.astype(np.uint8)).save(tmp_path / "a.png")
+    table = tmp_path / "t.json"
+    table.write_text('{"classes": {"x": [1, 2, 3], "y": [4, 5, 6], "z": "#0a0b0c"}, "void": [7, 7, 7]}')
+    args = ["predict", "--checkpoint", str(tmp_path / "tiny.keras"), "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "o")]
+    assert cli_main([*args, "--palette", str(table)]) == 0
+    png = Image.open(tmp_path / "o" / "a.png")
+    assert png.getpalette()[:9] == [1, 2, 3, 4, 5, 6, 10, 11, 12] and png.getpalette()[3 * 255 :] == [7, 7, 7]
+    table.write_text('{"classes": {"x": [1, 2, 3], "y": [4, 5, 6]}}')
+    assert cli_main([*args, "--palette", str(table)]) == 1
+    assert "has 2 classes but the model predicts 3" in capsys.readouterr().err
