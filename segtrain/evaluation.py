@@ -22,7 +22,7 @@ from segtrain.data.decode import class_names, read_mask, read_pair
 from segtrain.data.sources import list_samples, split_name
 from segtrain.errors import SegtrainError
 from segtrain.inference import add_tta_arguments, predict_at_training_size, tta_options
-from segtrain.io_utils import progress, write_json
+from segtrain.io_utils import atomic_write, progress, write_json
 from segtrain.metrics import ConfusionMatrix, format_table
 
 
@@ -177,7 +177,7 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: Path) -> None:
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100), fsync=False)
     plt.close(fig)
 
 
