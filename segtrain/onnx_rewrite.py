@@ -90,6 +90,7 @@ def _set_attr(node, name: str, value) -> None:
 
 
 def unfuse_pointwise_pads(g: Graph) -> None:
+    """Split zero padding fused into a 1x1 Conv back out into a Pad node (OpenCV 5 computes the fused form wrongly)."""
     from onnx import helper
 
     for conv in [n for n in g.nodes if n.op_type == "Conv"]:
@@ -110,6 +111,7 @@ _REDUCTIONS = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2",
 
 
 def adjacent_reductions(g: Graph) -> None:
+    """Transpose the axes of a reduction over non-adjacent axes to the end (OpenCV 5 computes those wrongly)."""
     from onnx import helper
 
     for node in [n for n in g.nodes if n.op_type in _REDUCTIONS]:
