@@ -305,3 +305,26 @@ def test_export_of_a_corrupt_checkpoint_says_so(tmp_path, capsys):
     bad.write_bytes(b"PK\x03\x04 truncated")
     assert cli.main(["export", "--checkpoint", str(bad), "--format", "onnx"]) == 1
     assert "corrupt or unreadable" in capsys.readouterr().err
+
+
+def test_parity_fails_on_real_images_where_random_ones_pass(quickstart_run, tmp_path):
+    # An export that differs from the Keras model only on smooth images (local variance below
+    # ~1000 in a 5x5 window: real photos, never uniform noise) passes a check on random
+    # images and must fail the check on the config's val images.
+    root, _ = quickstart_run
+    keras.utils.set_random_seed(0)
+    x = keras.Input((64, 64, 3))
+    base = keras.layers.Conv2D(4, 3, padding="same")(keras.layers.Rescaling(1 / 255)(x))
+    mean = keras.layers.AveragePooling2D(5, strides=1, padding="same")(x)
+    mean_sq = keras.layers.AveragePooling2D(5, strides=1, padding="same")(keras.layers.Multiply()([x, x]))
+    variance = keras.layers.Subtract()([mean_sq, keras.layers.Multiply()([mean, mean])])
+    smooth = keras.layers.Conv2D(1, 1, activation="relu", kernel_initializer=keras.initializers.Constant(-1.0),
+                                 bias_initializer=keras.initializers.Constant(3000.0))(variance)
+    shift = keras.layers.Conv2D(4, 1, use_bias=False, kernel_initializer=keras.initializers.Constant([[[[1.0, 0, 0, 0]]]]))(smooth)
+    keras_model = keras.Model(x, base)
+    path = export_model(keras.Model(x, keras.layers.Add()([base, shift])), "onnx", tmp_path / "m.onnx")
+
+    assert check_parity(keras_model, path, "onnx").ok  # easy inputs: fooled
+    report = check_parity(keras_model, path, "onnx", config=root / "runs" / "quickstart" / "config.yaml")
+    assert not report.ok and report.images == 4
+    assert all(r.agreement < 0.5 for r in report.results), report.summary()
