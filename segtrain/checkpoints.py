@@ -17,50 +17,17 @@ consistent (older or newer) checkpoint, never a torn one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
 
 import keras
 import numpy as np
 
 from segtrain.errors import SegtrainError
+from segtrain.io_utils import atomic_write, write_json
 
 STATE = "state.json"
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = "") -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.stem}{suffix or path.suffix}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    fsync_dir(path.parent)
-
-
-def write_json(path: Path, data: Any) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-
-    atomic_write(path, write)
 
 
 def save_keras(model: keras.Model, path: Path) -> None:

@@ -203,10 +203,12 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _resolve_paths(raw: dict, folder: Path) -> None:
-    """Make data.root and output_dir absolute against the folder of the file that set them."""
+    """Make data.root, a data.classes table file and output_dir absolute against the folder of the file that set them."""
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("root"), str):
         data["root"] = str((folder / os.path.expanduser(data["root"])).resolve())
+    if isinstance(data, dict) and isinstance(data.get("classes"), str) and data["classes"].lower().endswith((".yaml", ".yml", ".json")):
+        data["classes"] = str((folder / os.path.expanduser(data["classes"])).resolve())  # a colour-table file
     if isinstance(raw.get("output_dir"), str):
         raw["output_dir"] = str((folder / os.path.expanduser(raw["output_dir"])).resolve())
 

@@ -10,7 +10,6 @@ TensorFlow) is involved: predictions made by any tool are scored the same way.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,8 @@ from segtrain.config import Config, load_config
 from segtrain.data.decode import class_names, read_mask, read_pair
 from segtrain.data.sources import list_samples, split_name
 from segtrain.errors import SegtrainError
-from segtrain.inference import add_tta_arguments, predict_mask, predict_probs, progress, resize_bilinear, tta_options
+from segtrain.inference import add_tta_arguments, predict_at_training_size, tta_options
+from segtrain.io_utils import atomic_write, progress, write_json
 from segtrain.metrics import ConfusionMatrix, format_table
 
 
@@ -86,7 +86,7 @@ def evaluate(
     label = f"evaluate {split_name(data_cfg, split)}"
     if pred_dir is not None:
         predictions = _prediction_files(Path(pred_dir), [s.name for s in samples])
-        for sample, pred_path in progress(list(zip(samples, predictions)), label, verbose):
+        for sample, pred_path in progress(list(zip(samples, predictions)), label, enabled=verbose):
             gt, pred = read_mask(sample.mask, data_cfg), read_prediction(pred_path)
             if gt.shape != pred.shape:
                 raise SegtrainError(
@@ -107,7 +107,7 @@ def evaluate(
                 f"{data_cfg.num_classes} in {config.source}"
             )
         options = {"flip": flip, "scales": scales, "window": window, "stride": stride, "batch_size": batch_size}
-        for sample in progress(samples, label, verbose):
+        for sample in progress(samples, label, enabled=verbose):
             image, gt = read_pair(sample.image, sample.mask, data_cfg)
             matrix.update(gt, predict_at_training_size(model, image, data_cfg.resize, **options))
     metrics = matrix.metrics(names)
@@ -121,19 +121,6 @@ def evaluate(
         if verbose:
             print("wrote " + ", ".join(map(str, written)))
     return metrics
-
-
-def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | None, **options) -> np.ndarray:
-    """Class mask at the image's own size, the model seeing the image as it did in training.
-
-    With ``data.resize`` the model was trained on images resized to that size, so it gets
-    the image at that size (``scales`` are then relative to it) and its probabilities are
-    resized back to the labels' size: metrics are always counted on the native labels.
-    """
-    if resize is None or tuple(image.shape[:2]) == tuple(resize):
-        return predict_mask(model, image, **options)
-    probs = predict_probs(model, resize_bilinear(image, tuple(resize)), **options)
-    return np.argmax(resize_bilinear(probs, image.shape[:2]), axis=-1).astype(np.uint8)
 
 
 def _json_safe(value):
@@ -153,15 +140,14 @@ def write_report(metrics: dict, source: str, options: dict, output_dir, json_pat
     summary = {k: v for k, v in metrics.items() if k != "confusion_matrix"}
     summary.update(source=source, options=options)
     metrics_path = Path(json_path) if json_path is not None else Path(output_dir) / "metrics.json"
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(_json_safe(summary), indent=2) + "\n", encoding="utf-8")
+    write_json(metrics_path, _json_safe(summary), indent=2, fsync=False)
     written.append(metrics_path)
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         cm_json = {"rows": "ground truth", "columns": "prediction", "class_names": metrics["class_names"],
                    "matrix": metrics["confusion_matrix"]}
-        (out / "confusion_matrix.json").write_text(json.dumps(cm_json) + "\n", encoding="utf-8")
+        write_json(out / "confusion_matrix.json", cm_json, indent=None, fsync=False)
         plot_confusion(np.asarray(metrics["confusion_matrix"]), metrics["class_names"], out / "confusion_matrix.png")
         written += [out / "confusion_matrix.json", out / "confusion_matrix.png"]
     return written
@@ -191,7 +177,7 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: Path) -> None:
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100), fsync=False)
     plt.close(fig)
 
 

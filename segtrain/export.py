@@ -7,16 +7,23 @@ static shapes) and, by default, a fixed batch of 1. ``nchw=True`` puts a transpo
 both ends of the graph: input ``(N, C, H, W)`` as built by ``cv2.dnn.blobFromImage`` and
 output ``(N, classes, H, W)``; otherwise both stay channels-last like the Keras model.
 
-The parity check runs the export next to the Keras model on a few images (random 0..255
-pixels at the export size, plus any given image files) in every runtime a deployer is
-likely to use (onnxruntime and OpenCV DNN for ONNX, TensorFlow for SavedModel) and fails
-if the logits differ by more than ``atol`` (relative to the largest logit where that
-exceeds 1) or the per-pixel argmax agrees on fewer than ``min_agreement`` of the pixels.
+The parity check runs the export next to the Keras model on real images whenever any are
+at hand (given files, else a few of the run config's val split), random 0..255 pixels
+only when none are, in every runtime a deployer is likely to use (onnxruntime and OpenCV
+DNN for ONNX, TensorFlow for SavedModel), and fails if the logits differ by more than
+``atol`` (relative to the largest logit where that exceeds 1) or the per-pixel argmax
+agrees on fewer than ``min_agreement`` of the pixels. Random noise is an easy input
+(SegNet's max-unpooling agreed on it while real street images did not), so it is never
+mixed into a check that has real images.
+
+A checkpoint inside a run folder (``<run>/checkpoints/best.keras``) finds its run's
+``config.yaml``: the export size of a dynamic-size model defaults to the training size
+(``data.resize`` or ``data.crop``) and the parity images come from its val split.
 
 ONNX conversion freezes a ``tf.function`` with a fixed input signature and converts the
 GraphDef with tf2onnx (Keras's own ``model.export(format="onnx")`` refuses functional
 models that were never called), followed by a few graph rewrites that keep the file
-portable; see ``_make_portable``.
+portable; see ``segtrain.onnx_rewrite``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from segtrain.errors import SegtrainError
+from segtrain.inference import load_checkpoint, run_config_path
+from segtrain.io_utils import IMAGE_EXTENSIONS, format_size, is_image_file, list_images, parse_size
+from segtrain.onnx_rewrite import make_portable, rename_tensor
 
 FORMATS = ("savedmodel", "onnx")
 ONNX_OPSET = 17
@@ -39,22 +49,7 @@ OUTPUT_NAME = "logits"
 EXTRA_HINT = "pip install segtrain[export]"
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def load_checkpoint(path: str | os.PathLike):
-    """Open a ``.keras`` checkpoint (importing the zoo first so its layers are registered)."""
-    import keras
-
-    import segtrain.models  # noqa: F401  (registers the zoo's custom layers)
-
-    path = Path(path)
-    if not path.is_file():
-        raise SegtrainError(f"--checkpoint {path}: no such file; pass a .keras checkpoint such as runs/<name>/checkpoints/best.keras")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except (ValueError, OSError) as err:
-        raise SegtrainError(f"--checkpoint {path}: not a loadable Keras model ({err}); pass a .keras file written by segtrain train") from err
+# --------------------------------------------------------------------------- tools
 
 
 def _require_onnx_tools():
@@ -66,7 +61,7 @@ def _require_onnx_tools():
         import tf2onnx
     except ImportError as err:
         raise SegtrainError(f"ONNX export needs the optional packages of the 'export' extra ({err.name} is missing): {EXTRA_HINT}") from err
-    # tf2onnx logs the ops it cannot map; _make_portable rewrites some of those and
+    # tf2onnx logs the ops it cannot map; onnx_rewrite.make_portable rewrites some of those and
     # _export_onnx reports the rest as a SegtrainError.
     logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)
     return tf2onnx, onnx, onnxruntime, cv2
@@ -75,21 +70,38 @@ def _require_onnx_tools():
 # --------------------------------------------------------------------------- shapes
 
 
-def _export_shape(model, size: Sequence[int] | None, batch: int | None) -> tuple:
-    """Channels-last input shape of the export: the model's own, ``size`` where it has ``None``."""
+def _export_shape(model, size: Sequence[int] | None, batch: int | None, size_hint: str = "") -> tuple:
+    """Channels-last input shape of the export: the model's own, ``size`` where it has ``None``.
+
+    A single-number ``size`` applies to every spatial axis. ``size_hint`` ends the error
+    for a dynamic model without a size (say where a size could have come from).
+    """
     spatial = list(model.input_shape[1:-1])
     channels = model.input_shape[-1]
     if size is not None:
         size = [int(s) for s in size]
+        size = size * len(spatial) if len(size) == 1 else size
         if len(size) != len(spatial) or min(size) <= 0:
-            raise SegtrainError(f"--size {'x'.join(map(str, size))}: the model has {len(spatial)} spatial axes; give that many positive sizes, e.g. 256x256")
+            raise SegtrainError(f"--size {format_size(size)}: the model has {len(spatial)} spatial axes; give that many positive sizes, e.g. {format_size([64] * len(spatial))}")
         fixed = [(s, t) for s, t in zip(spatial, size) if s is not None and s != t]
         if fixed:
-            raise SegtrainError(f"--size {'x'.join(map(str, size))}: the model was built for a fixed input size {spatial}; omit --size or use that size")
+            raise SegtrainError(f"--size {format_size(size)}: the model was built for a fixed input size {format_size(spatial)}; omit --size or use that size")
         spatial = size
     if any(s is None for s in spatial):
-        raise SegtrainError(f"the model's input size is dynamic {model.input_shape[1:]}; pass --size (e.g. --size 360x480) to fix it for export")
+        raise SegtrainError(
+            f"the model's input size is dynamic {tuple(model.input_shape[1:])}; pass --size "
+            f"(height x width, e.g. --size 360x480) to fix it for export{size_hint}"
+        )
     return (batch, *spatial, channels)
+
+
+def training_size(config) -> tuple[tuple[int, ...] | None, str]:
+    """(size the run trained at: data.resize, else data.crop, else None; which key said so)."""
+    for key in ("resize", "crop"):
+        value = getattr(config.data, key)
+        if value:
+            return tuple(int(v) for v in value), f"data.{key}"
+    return None, ""
 
 
 def _perms(rank: int) -> tuple[list[int], list[int]]:
@@ -134,23 +146,46 @@ def default_output(checkpoint: str | os.PathLike, format: str, nchw: bool = Fals
 
 
 def export_model(model_or_path, format: str, output: str | os.PathLike, nchw: bool = False,
-                 size: Sequence[int] | None = None, batch: int | None = 1) -> Path:
+                 size: Sequence[int] | None = None, batch: int | None = 1,
+                 checkpoint: str | os.PathLike | None = None) -> Path:
     """Export a Keras model (or a ``.keras`` path) to ``output``; returns the written path.
 
-    ``size`` fixes spatial sizes the model leaves ``None``; ``batch`` is the exported batch
-    size (``None`` = dynamic; ONNX defaults to 1, the shape OpenCV DNN is happiest with).
+    ``size`` fixes spatial sizes the model leaves ``None``; it defaults to the training
+    size of the run the checkpoint belongs to (``data.resize`` or ``data.crop`` of
+    ``<run>/config.yaml``; ``checkpoint`` names the file a model object came from).
+    ``batch`` is the exported batch size (``None`` = dynamic; ONNX defaults to 1, the
+    shape OpenCV DNN is happiest with).
     """
     if format not in FORMATS:
         raise SegtrainError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
-    model = load_checkpoint(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)):
+        checkpoint, model = model_or_path, load_checkpoint(model_or_path)
+    else:
+        model = model_or_path
+    hint = ""
+    if size is None and checkpoint is not None and any(s is None for s in model.input_shape[1:-1]):
+        size, hint = default_size(checkpoint)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    shape = _export_shape(model, size, batch)
+    shape = _export_shape(model, size, batch, hint)
     if format == "onnx":
         _export_onnx(model, shape, nchw, output)
     else:
         _export_savedmodel(model, shape, nchw, output)
     return output
+
+
+def default_size(checkpoint: str | os.PathLike) -> tuple[tuple[int, ...] | None, str]:
+    """(export size from the checkpoint's run config, or None; what to tell the user if None)."""
+    path = run_config_path(checkpoint)
+    if path is None:
+        return None, f"; no run config at {Path(checkpoint).resolve().parent.parent / 'config.yaml'} to take the training size from"
+    from segtrain.config import load_config
+
+    size, _ = training_size(load_config(path))
+    if size is None:
+        return None, f"; {path} sets neither data.resize nor data.crop, so pass the size the model was trained at"
+    return size, ""
 
 
 def _export_savedmodel(model, shape: tuple, nchw: bool, output: Path) -> None:
@@ -176,13 +211,13 @@ def _export_onnx(model, shape: tuple, nchw: bool, output: Path) -> None:
     proto, _ = tf2onnx.convert.from_graph_def(
         frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
         output_names=[t.name for t in frozen.outputs], opset=ONNX_OPSET)
-    proto = _make_portable(proto)
+    proto = make_portable(proto)
     unknown = sorted({n.op_type for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain)})
     if unknown:
         layers = sorted({n.name.split("/")[1] for n in proto.graph.node if n.op_type in unknown and n.name.count("/") > 1})
         raise SegtrainError(f"ONNX export: TensorFlow ops {unknown} (in layers {layers}) have no ONNX equivalent; rewrite those layers with other keras.ops")
-    _rename(proto, proto.graph.input[0].name, INPUT_NAME)
-    _rename(proto, proto.graph.output[0].name, OUTPUT_NAME)
+    rename_tensor(proto, proto.graph.input[0].name, INPUT_NAME)
+    rename_tensor(proto, proto.graph.output[0].name, OUTPUT_NAME)
     classes = model.output_shape[-1]
     layout = "NCHW" if nchw else "NHWC"
     onnx.helper.set_model_props(proto, {
@@ -192,142 +227,6 @@ def _export_onnx(model, shape: tuple, nchw: bool, output: Path) -> None:
     })
     onnx.checker.check_model(proto)
     onnx.save(proto, str(output))
-
-
-def _rename(proto, old: str, name: str) -> None:
-    """Rename graph input/output tensor ``old`` (tf2onnx keeps TF's ``image:0`` / ``Identity:0``)."""
-    for node in proto.graph.node:
-        node.output[:] = [name if o == old else o for o in node.output]
-        node.input[:] = [name if i == old else i for i in node.input]
-    for value in [*proto.graph.input, *proto.graph.output]:
-        if value.name == old:
-            value.name = name
-
-
-# --------------------------------------------------------------------------- portable ONNX
-
-
-def _make_portable(proto):
-    """Rewrite the few patterns that onnxruntime or OpenCV DNN cannot run as tf2onnx leaves them.
-
-    - A 1x1 Conv with fused zero padding computes garbage in OpenCV 5: the padding is
-      split back out into a Pad node.
-    - ReduceMean & co. over non-adjacent axes (GroupNormalization's [1, 2, 4]) compute
-      garbage in OpenCV 5: the reduced axes are transposed to the end first.
-    """
-    import onnx
-
-    proto = onnx.shape_inference.infer_shapes(proto)
-    graph = _Graph(proto)
-    _unfuse_pointwise_pads(graph)
-    _adjacent_reductions(graph)
-    graph.commit()
-    return proto
-
-
-class _Graph:
-    """Minimal mutable view of an ONNX graph: node list, consumers, ranks, fresh names."""
-
-    def __init__(self, proto):
-        self.proto = proto
-        self.graph = proto.graph
-        self.nodes = list(self.graph.node)
-        self.ranks = {}
-        for info in [*self.graph.input, *self.graph.value_info, *self.graph.output]:
-            t = info.type.tensor_type
-            if t.HasField("shape"):
-                self.ranks[info.name] = len(t.shape.dim)
-        self._count = 0
-
-    def fresh(self, base: str) -> str:
-        self._count += 1
-        return f"{base}__portable{self._count}"
-
-    def const(self, base: str, array: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        name = self.fresh(base)
-        self.graph.initializer.append(numpy_helper.from_array(array, name))
-        return name
-
-    def consumers(self, name: str) -> list:
-        return [n for n in self.nodes if name in n.input]
-
-    def replace(self, old: list, new: list) -> None:
-        at = min(self.nodes.index(n) for n in old)
-        self.nodes = [n for n in self.nodes if all(n is not o for o in old)]
-        self.nodes[at:at] = new
-
-    def commit(self) -> None:
-        del self.graph.node[:]
-        self.graph.node.extend(self.nodes)
-        used = {i for n in self.nodes for i in n.input}
-        kept = [t for t in self.graph.initializer if t.name in used]
-        del self.graph.initializer[:]
-        self.graph.initializer.extend(kept)
-
-
-def _attr(node, name: str, default=None):
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _set_attr(node, name: str, value) -> None:
-    from onnx import helper
-
-    kept = [a for a in node.attribute if a.name != name]
-    del node.attribute[:]
-    node.attribute.extend(kept + [helper.make_attribute(name, value)])
-
-
-def _unfuse_pointwise_pads(g: _Graph) -> None:
-    from onnx import helper
-
-    for conv in [n for n in g.nodes if n.op_type == "Conv"]:
-        kernel, pads = _attr(conv, "kernel_shape"), _attr(conv, "pads")
-        if not kernel or any(k != 1 for k in kernel) or not pads or not any(pads):
-            continue
-        rank = len(kernel)
-        full = [0, 0, *pads[:rank], 0, 0, *pads[rank:]]
-        padded = g.fresh(conv.name + "/pad")
-        pad = helper.make_node("Pad", [conv.input[0], g.const(conv.name + "/pads", np.array(full, np.int64))],
-                               [padded], name=padded, mode="constant")
-        conv.input[0] = padded
-        _set_attr(conv, "pads", [0] * len(pads))
-        g.replace([conv], [pad, conv])
-
-
-_REDUCTIONS = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceLogSumExp")
-
-
-def _adjacent_reductions(g: _Graph) -> None:
-    from onnx import helper
-
-    for node in [n for n in g.nodes if n.op_type in _REDUCTIONS]:
-        axes, rank = _attr(node, "axes"), g.ranks.get(node.input[0])
-        if not axes or rank is None:
-            continue
-        axes = sorted(a % rank for a in axes)
-        if axes == list(range(axes[0], axes[0] + len(axes))):
-            continue
-        kept = [a for a in range(rank) if a not in axes]
-        perm = kept + axes
-        moved = g.fresh(node.name + "/axes_last")
-        new = [helper.make_node("Transpose", [node.input[0]], [moved], name=moved, perm=perm)]
-        node.input[0] = moved
-        _set_attr(node, "axes", list(range(len(kept), rank)))
-        new.append(node)
-        if _attr(node, "keepdims", 1):
-            out = node.output[0]
-            reduced = g.fresh(node.name + "/reduced")
-            node.output[0] = reduced
-            new.append(helper.make_node("Transpose", [reduced], [out], name=g.fresh(node.name + "/axes_back"),
-                                        perm=np.argsort(perm).tolist()))
-        g.replace([node], new)
 
 
 # --------------------------------------------------------------------------- parity
@@ -360,6 +259,7 @@ class ParityReport:
     min_agreement: float
     images: int
     scale: float
+    inputs: str = ""  # what the check ran on, e.g. "4 images of val split of runs/x/config.yaml"
 
     @property
     def limit(self) -> float:
@@ -373,7 +273,7 @@ class ParityReport:
         return all(self.passes(r) for r in self.results)
 
     def summary(self) -> str:
-        lines = [f"parity of {self.path} ({self.format}) vs Keras on {self.images} images, "
+        lines = [f"parity of {self.path} ({self.format}) vs Keras on {self.inputs or f'{self.images} images'}, "
                  f"max |Keras logit| {self.scale:.3g} (limits: max |diff| <= {self.limit:.3g}, "
                  f"argmax agreement >= {self.min_agreement:.2%}):"]
         for r in self.results:
@@ -382,45 +282,58 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def _check_images(shape_nhwc: tuple, paths: Iterable[str | os.PathLike], count: int, seed: int) -> np.ndarray:
-    """Given image files resized to the export size, plus ``count`` random 0..255 images."""
-    spatial, channels = shape_nhwc[1:-1], shape_nhwc[-1]
-    arrays = []
-    for path in paths:
-        if len(spatial) != 2 or channels != 3:
-            raise SegtrainError(f"--images {path}: image files only fit 2-D RGB models; omit --images")
-        from PIL import Image
+def _read_resized(path: Path, spatial: Sequence[int], flag: str) -> np.ndarray:
+    """An image file as RGB at the export's (height, width), resized bilinearly as ``data.resize`` does."""
+    from PIL import Image
 
-        try:
-            with Image.open(path) as img:
-                arrays.append(np.asarray(img.convert("RGB").resize((spatial[1], spatial[0]), Image.BILINEAR)))
-        except OSError as err:
-            raise SegtrainError(f"--images {path}: cannot read it as an image ({err})") from err
-    rng = np.random.default_rng(seed)
-    arrays += list(rng.integers(0, 256, (count, *spatial, channels)))
-    return np.stack(arrays).astype(np.float32)
+    from segtrain.data.decode import read_image
+
+    try:
+        rgb = read_image(path)
+    except SegtrainError as err:
+        raise SegtrainError(f"{flag}: {err}") from None
+    return np.asarray(Image.fromarray(rgb).resize((spatial[1], spatial[0]), Image.BILINEAR))
 
 
 def _expand_image_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
-        elif p.is_file():
+            found = list_images(p)
+            if not found:
+                raise SegtrainError(f"--images {p}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+            out += found
+        elif p.is_file() and is_image_file(p):
             out.append(p)
         else:
-            raise SegtrainError(f"--images {p}: no such file or folder")
+            raise SegtrainError(f"--images {p}: no such image file or folder")
     return out
 
 
+def split_images(config, split: str = "val", limit: int = 4) -> tuple[list[Path], str]:
+    """Up to ``limit`` images spread evenly over a config's split, and their description."""
+    from segtrain.config import Config, load_config
+    from segtrain.data.sources import list_samples, split_name
+
+    if not isinstance(config, Config):
+        config = load_config(config)
+    samples = list_samples(config.data, split)
+    picks = sorted(set(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int).tolist()))
+    return [samples[i].image for i in picks], f"{len(picks)} images of the {split_name(config.data, split)} split of {config.source}"
+
+
 def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = False,
-                 images: Iterable[str | os.PathLike] = (), count: int = 3, seed: int = 0,
-                 atol: float = 1e-4, min_agreement: float = 0.9999) -> ParityReport:
+                 images: Iterable[str | os.PathLike] = (), count: int | None = None, seed: int = 0,
+                 atol: float = 1e-4, min_agreement: float = 0.9999, config=None,
+                 max_images: int = 4) -> ParityReport:
     """Run ``exported`` in its runtimes next to ``model`` (Keras) and compare the logits.
 
-    Inputs are ``images`` (files or folders, resized to the export size) plus ``count``
-    random 0..255 images. ONNX is checked in onnxruntime and OpenCV DNN, a SavedModel in
-    TensorFlow. Returns the report; ``report.ok`` says whether it passes: every runtime's
+    Inputs are real images when any are at hand: ``images`` (files or folders), else up to
+    ``max_images`` of the val split of ``config`` (a ``Config`` or a YAML path), resized to
+    the export size. ``count`` random 0..255 images are added; by default (``None``) only
+    when there is no real image, because easy synthetic inputs can agree where real ones
+    do not and would dilute the argmax agreement. ONNX is checked in onnxruntime and OpenCV
+    DNN, a SavedModel in TensorFlow. ``report.ok`` says whether it passes: every runtime's
     max |logit diff| <= ``atol * max(1, max |Keras logit|)`` and argmax agreement >=
     ``min_agreement``.
     """
@@ -429,7 +342,27 @@ def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = F
         raise SegtrainError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
     runners = _onnx_runners(exported) if format == "onnx" else _savedmodel_runners(exported)
     shape, batch = _exported_input_shape(runners["shape"], nchw)
-    x = _check_images(shape, _expand_image_paths(images), count, seed)
+    spatial, channels = shape[1:-1], shape[-1]
+    image_model = len(spatial) == 2 and channels == 3
+    paths, described, missing = _expand_image_paths(images), [], "no real images: pass --images or --config"
+    if paths:
+        if not image_model:
+            raise SegtrainError(f"--images: image files only fit 2-D RGB models, this one takes {tuple(shape[1:])}; omit --images")
+        described.append(f"{len(paths)} given image(s)")
+    elif config is not None and image_model:
+        try:
+            paths, text = split_images(config, limit=max_images)
+            described.append(text)
+        except SegtrainError as err:  # e.g. the dataset is not on the machine that exports
+            missing = f"the config's val images are unavailable: {err}"
+    arrays = [_read_resized(p, spatial, "--images" if images else "parity image") for p in paths]
+    count = (0 if arrays else 3) if count is None else count
+    if count:
+        arrays += list(np.random.default_rng(seed).integers(0, 256, (count, *spatial, channels)))
+        described.append(f"{count} random 0..255 image(s)" + ("" if paths else f" ({missing})"))
+    if not arrays:
+        raise SegtrainError("parity check: no images to run; pass --images or a count of random images")
+    x = np.stack(arrays).astype(np.float32)
     reference = np.concatenate([np.asarray(model(x[i : i + 1], training=False)) for i in range(len(x))])
     rank = x.ndim - 2
     to_last, to_first = _perms(rank)
@@ -444,7 +377,7 @@ def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = F
         agree = np.argmax(out, -1) == np.argmax(reference, -1)
         results.append(RuntimeParity(name, float(np.max(np.abs(out - reference))), float(agree.mean()), int(agree.size)))
     scale = float(np.max(np.abs(reference)))
-    return ParityReport(exported, format, results, atol, min_agreement, len(x), scale)
+    return ParityReport(exported, format, results, atol, min_agreement, len(x), scale, " + ".join(described))
 
 
 def _exported_input_shape(shape: Sequence, nchw: bool) -> tuple[tuple, int | None]:
@@ -489,34 +422,39 @@ def _savedmodel_runners(path: Path) -> dict:
 # --------------------------------------------------------------------------- CLI
 
 
-def _parse_size(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.lower().replace(",", "x").split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size {text!r}: expected e.g. 360x480") from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help=".keras checkpoint to export")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--output", help="output path (default: next to the checkpoint: <stem>.onnx or <stem>_savedmodel)")
     parser.add_argument("--nchw", action="store_true",
                         help="channels-first input (N, C, H, W) as cv2.dnn.blobFromImage builds it, and (N, classes, H, W) output")
-    parser.add_argument("--size", type=_parse_size, help="spatial size to fix when the model's is dynamic, e.g. 360x480")
+    parser.add_argument("--size", help="HxW to fix when the model's size is dynamic (default: data.resize or data.crop of the run's config.yaml)")
     parser.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension dynamic (default: 1)")
+    parser.add_argument("--config", help="experiment YAML whose val split feeds the parity check (default: the run's config.yaml)")
     parser.add_argument("--images", nargs="+", default=[], metavar="PATH",
-                        help="image files or folders to add to the parity check's random images")
+                        help="image files or folders for the parity check (instead of the config's val images)")
     parser.add_argument("--no-check", action="store_true", help="skip the parity check")
 
 
 def run(args) -> int:
     model = load_checkpoint(args.checkpoint)
     output = Path(args.output) if args.output else default_output(args.checkpoint, args.format, args.nchw)
-    export_model(model, args.format, output, nchw=args.nchw, size=args.size, batch=None if args.dynamic_batch else 1)
-    print(f"wrote {output}")
+    size = None if args.size is None else parse_size(args.size, "--size", rank=None)
+    hint, source = "", ""
+    if size is None and any(s is None for s in model.input_shape[1:-1]):
+        size, hint = default_size(args.checkpoint)
+        source = f", the training size in {run_config_path(args.checkpoint)}" if size else ""
+    batch = None if args.dynamic_batch else 1
+    shape = _export_shape(model, size, batch, hint)
+    export_model(model, args.format, output, nchw=args.nchw, size=shape[1:-1], batch=batch)
+    to_first = _perms(len(shape) - 2)[1]
+    layout = [shape[i] for i in to_first] if args.nchw else list(shape)
+    print(f"wrote {output}: input {tuple('N' if d is None else d for d in layout)} {'NCHW' if args.nchw else 'NHWC'}, "
+          f"size {format_size(shape[1:-1])} (height x width{source})")
     if args.no_check:
         return 0
-    report = check_parity(model, output, args.format, nchw=args.nchw, images=args.images)
+    config = args.config or run_config_path(args.checkpoint)
+    report = check_parity(model, output, args.format, nchw=args.nchw, images=args.images, config=None if args.images else config)
     print(report.summary())
     if not report.ok:
         raise SegtrainError(f"{output}: the export does not match the Keras model (see the parity table above); please report it with the checkpoint's model config")

@@ -19,34 +19,56 @@ Keras is imported on first use, so ``segtrain evaluate --pred-dir`` stays Tensor
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from segtrain.data.palette import ColorTable
 from segtrain.errors import SegtrainError
+from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, parse_size, progress, write_png
 
 WindowSize = int | tuple[int, int] | None
 
 
 # ---------------------------------------------------------------- checkpoint and forward pass
 def load_checkpoint(path: str | Path):
-    """A ``.keras`` checkpoint loaded with plain ``keras.models.load_model`` (no compile)."""
+    """A ``.keras`` checkpoint loaded with plain ``keras.models.load_model`` (no compile).
+
+    The one loader of evaluate, predict and export. A missing file and a corrupt one get
+    different messages (Keras itself says "File not found" for both).
+    """
+    import zipfile
+
     import keras
 
     import segtrain.models  # noqa: F401  (registers the zoo's custom layers)
 
     path = Path(path)
     if not path.is_file():
-        raise SegtrainError(f"{path}: checkpoint not found; pass a .keras file written by `segtrain train`")
+        raise SegtrainError(
+            f"{path}: checkpoint not found; pass a .keras file written by `segtrain train`, "
+            "such as runs/<name>/checkpoints/best.keras"
+        )
+    if not zipfile.is_zipfile(path):
+        raise SegtrainError(
+            f"{path}: checkpoint is corrupt or unreadable (not a .keras zip archive; truncated by an interrupted "
+            "copy or save?); use another checkpoint such as last.keras, or copy it again"
+        )
     try:
         return keras.models.load_model(path, compile=False)
-    except (ValueError, OSError, TypeError, KeyError) as err:
+    except Exception as err:  # noqa: BLE001 - Keras raises many types for a bad archive
         message = " ".join(str(err).split())[:300]
-        raise SegtrainError(f"{path}: cannot load checkpoint ({message}); is it a .keras file from segtrain?") from None
+        raise SegtrainError(
+            f"{path}: checkpoint is corrupt or unreadable ({type(err).__name__}: {message}); "
+            "is it a .keras file written by segtrain?"
+        ) from None
+
+
+def run_config_path(checkpoint: str | Path) -> Path | None:
+    """The ``config.yaml`` of the run a checkpoint belongs to (``<run>/checkpoints/x.keras``), if it is there."""
+    path = Path(checkpoint).resolve().parent.parent / "config.yaml"
+    return path if path.is_file() else None
 
 
 def num_outputs(model) -> int:
@@ -202,6 +224,20 @@ def predict_mask(
     return np.argmax(scores, axis=-1).astype(np.uint8)
 
 
+def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | None, **options) -> np.ndarray:
+    """Class mask at the image's own size, the model seeing the image as it did in training.
+
+    With ``data.resize`` the model was trained on images resized to that size, so it gets
+    the image at that size (``scales`` are then relative to it) and its probabilities are
+    resized back to the image's size: predictions and metrics are always at native size.
+    ``resize`` None (or the image already at that size) is plain ``predict_mask``.
+    """
+    if resize is None or tuple(image.shape[:2]) == tuple(resize):
+        return predict_mask(model, image, **options)
+    probs = predict_probs(model, resize_bilinear(image, tuple(resize)), **options)
+    return np.argmax(resize_bilinear(probs, image.shape[:2]), axis=-1).astype(np.uint8)
+
+
 # ---------------------------------------------------------------- shared CLI pieces
 def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
     """The test-time options shared by `segtrain evaluate` and `segtrain predict`."""
@@ -210,18 +246,6 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", help="sliding-window size in pixels, N or HxW (default: whole image)")
     parser.add_argument("--stride", help="sliding-window step, N or HxW (default: 2/3 of the window)")
     parser.add_argument("--window-batch", type=int, default=4, help="windows per forward pass (bounds memory)")
-
-
-def _size_arg(text: str | None, flag: str) -> WindowSize:
-    if text is None:
-        return None
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or min(parts) < 1:
-        raise SegtrainError(f"{flag} {text!r}: expected a positive size N or HxW, e.g. 512 or 512x1024")
-    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
 def tta_options(args: argparse.Namespace) -> dict:
@@ -237,48 +261,19 @@ def tta_options(args: argparse.Namespace) -> dict:
     return {
         "flip": args.tta == "flip",
         "scales": scales,
-        "window": _size_arg(args.window, "--window"),
-        "stride": _size_arg(args.stride, "--stride"),
+        "window": None if args.window is None else parse_size(args.window, "--window"),
+        "stride": None if args.stride is None else parse_size(args.stride, "--stride"),
         "batch_size": args.window_batch,
     }
 
 
-def progress(items: Sequence, label: str, enabled: bool = True) -> Iterator:
-    """Yield ``items`` while drawing a one-line progress bar on stderr (a line per 10 % when not a tty)."""
-    if not enabled:
-        yield from items
-        return
-    total, tty, start, last = len(items), sys.stderr.isatty(), time.perf_counter(), -1.0
-    for done, item in enumerate(items, start=1):
-        yield item
-        now = time.perf_counter()
-        if tty and (now - last > 0.2 or done == total):
-            filled = 30 * done // max(total, 1)
-            rate = done / max(now - start, 1e-9)
-            sys.stderr.write(f"\r{label} {done}/{total} [{'#' * filled}{'.' * (30 - filled)}] {rate:.1f} img/s")
-            last = now
-        elif not tty and (done == total or done * 10 // total != (done - 1) * 10 // total):
-            sys.stderr.write(f"{label} {done}/{total}\n")
-    if tty and total:
-        sys.stderr.write("\n")
-
-
 # ---------------------------------------------------------------- `segtrain predict`
-def write_palette_png(mask: np.ndarray, path: Path, palette: list[int]) -> None:
-    """A mode 'P' PNG whose pixel values are the class indices and whose palette draws them."""
-    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="L")
-    image.putpalette(palette)  # turns the 'L' image into 'P' without touching the values
-    image.save(path)
-
-
 def _input_images(path: Path) -> list[Path]:
-    from segtrain.data.sources import IMAGE_EXTENSIONS
-
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise SegtrainError(f"{path}: --input is neither an image file nor a folder")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = list_images(path)
     if not files:
         raise SegtrainError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the --input folder")
     stems: dict[str, Path] = {}
@@ -289,24 +284,30 @@ def _input_images(path: Path) -> list[Path]:
     return files
 
 
-def _colors(config) -> tuple[np.ndarray, tuple[int, int, int]]:
-    if config is None:
-        from segtrain.data.palette import VOC_VOID_COLOR, voc_colormap
+def prediction_table(palette: str | None, config, classes: int) -> ColorTable:
+    """The colours predictions are drawn with: ``--palette``, else the config's table, else VOC's colour map."""
+    if palette is not None:
+        table = ColorTable.load(palette)
+    elif config is not None:
+        from segtrain.data.decode import color_table
 
-        return voc_colormap(255), VOC_VOID_COLOR
-    from segtrain.data.decode import class_colors
-
-    return class_colors(config.data)
+        table = color_table(config.data)
+    else:
+        return ColorTable.generic(classes)
+    if len(table) < classes:
+        raise SegtrainError(f"colour table {table.source} has {len(table)} classes but the model predicts {classes}; use a table with one colour per class")
+    return table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
     parser.add_argument("--input", help="an image file or a folder of images (default with --split: the split's images)")
     parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png)")
-    parser.add_argument("--config", help="experiment YAML: its class colours, and ground truth with --split")
+    parser.add_argument("--config", help="experiment YAML: images are predicted at its data.resize, drawn in its class colours; ground truth with --split")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--split", help="with --config: the split whose ground truth gives image | truth | prediction strips")
-    parser.add_argument("--overlay", action="store_true", help="also write image + colour overlays to OUTPUT/overlays/")
+    parser.add_argument("--palette", help="colour table: voc, camvid or a YAML/JSON file (default: the config's, else VOC's colour map)")
+    parser.add_argument("--overlay", action="store_true", help="also write image + colour overlays to OUTPUT/overlays/ (PNG)")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
     add_tta_arguments(parser)
 
@@ -314,7 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from segtrain.config import load_config
     from segtrain.data.decode import read_image, read_mask
-    from segtrain.data.palette import index_to_rgb, pil_palette
+    from segtrain.visualize import legend_entries, overlay, strip
 
     if args.split and not args.config:
         raise SegtrainError("--split needs --config (the dataset whose ground truth to show)")
@@ -330,30 +331,28 @@ def run(args: argparse.Namespace) -> int:
         truth = {s.image.stem: s.mask for s in samples}
     images = _input_images(Path(args.input)) if args.input else [s.image for s in samples]
     model = load_checkpoint(args.checkpoint)
-    if config is not None and num_outputs(model) != config.data.num_classes:
+    classes = num_outputs(model)
+    if config is not None and classes != config.data.num_classes:
         raise SegtrainError(
-            f"{args.checkpoint}: model predicts {num_outputs(model)} classes but data.num_classes is "
+            f"{args.checkpoint}: model predicts {classes} classes but data.num_classes is "
             f"{config.data.num_classes} in {args.config}"
         )
-    colors, void = _colors(config)
-    palette = pil_palette(colors, void)
+    table = prediction_table(args.palette, config, classes)
+    resize = config.data.resize if config is not None else None
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     for path in progress(images, "predict"):
         image = read_image(path)
-        mask = predict_mask(model, image, **options)
-        write_palette_png(mask, out / f"{path.stem}.png", palette)
-        drawn = index_to_rgb(mask, colors, void)
+        mask = predict_at_training_size(model, image, resize, **options)
+        write_png(out / f"{path.stem}.png", mask, palette=table.pil_palette())
+        drawn = table.colorize(mask)
         if args.overlay:
-            (out / "overlays").mkdir(exist_ok=True)
-            blend = (1 - args.alpha) * image + args.alpha * drawn
-            Image.fromarray(np.clip(blend, 0, 255).astype(np.uint8)).save(out / "overlays" / f"{path.stem}.jpg", quality=90)
+            write_png(out / "overlays" / f"{path.stem}.png", overlay(image, drawn, args.alpha))
         if path.stem in truth:
             gt = read_mask(truth[path.stem], config.data)
             if gt.shape != mask.shape:
                 raise SegtrainError(f"{truth[path.stem]}: mask is {gt.shape[1]}x{gt.shape[0]} but image {path} is {mask.shape[1]}x{mask.shape[0]}")
-            (out / "strips").mkdir(exist_ok=True)
-            strip = np.concatenate([image, index_to_rgb(gt, colors, void), drawn], axis=1)
-            Image.fromarray(strip).save(out / "strips" / f"{path.stem}.jpg", quality=90)
+            panels = [("image", image), ("truth", table.colorize(gt)), ("prediction", drawn)]
+            entries = legend_entries(table, classes, void=bool((gt == 255).any()))
+            write_png(out / "strips" / f"{path.stem}.png", strip(panels, entries))
     print(f"wrote {len(images)} prediction(s) to {out}")
     return 0

@@ -18,13 +18,9 @@ from PIL import Image
 from segtrain.cli import main as cli_main
 from segtrain.data import palette as pal
 from segtrain.errors import SegtrainError
-from segtrain.tools.convert_labels import (
-    TMP_SUFFIX,
-    convert_labels,
-    load_color_table,
-    parse_value_map,
-    value_lut,
-)
+from segtrain.data.palette import ColorTable
+from segtrain.io_utils import TMP_SUFFIX
+from segtrain.tools.convert_labels import convert_labels, parse_value_map, value_lut
 
 from conftest import SHARED_DATA
 
@@ -195,18 +191,18 @@ def test_value_map_and_reduce_zero_label_against_reference(tmp_path):
 def test_colour_table_files(tmp_path):
     yaml_file = tmp_path / "t.yaml"
     yaml_file.write_text("classes:\n  road: [128, 64, 128]\n  car: '#4000ff'\nvoid: [0, 0, 0]\n")
-    table = load_color_table(yaml_file)
+    table = ColorTable.load(yaml_file)
     assert table.names == ("road", "car")
     assert table.colors.tolist() == [[128, 64, 128], [64, 0, 255]]
     assert table.void_color == (0, 0, 0)
     json_file = tmp_path / "t.json"
     json_file.write_text(json.dumps({"classes": {"a": [1, 2, 3], "b": [1, 2, 3]}}))
     with pytest.raises(SegtrainError, match="share colour"):
-        load_color_table(json_file)
+        ColorTable.load(json_file)
     bad = tmp_path / "bad.yaml"
     bad.write_text("classes:\n  a: [1, 2, 300]\n")
     with pytest.raises(SegtrainError, match="classes.a"):
-        load_color_table(bad)
+        ColorTable.load(bad)
 
     # A file table drives the conversion: (64,0,255) -> 1, void colour -> 255.
     rgb = np.array([[[128, 64, 128], [64, 0, 255], [0, 0, 0]]], dtype=np.uint8)
@@ -216,7 +212,7 @@ def test_colour_table_files(tmp_path):
 
 
 def test_shipped_example_table_equals_builtin_camvid():
-    table = load_color_table(REPO / "configs" / "palettes" / "camvid.yaml")
+    table = ColorTable.load(REPO / "configs" / "palettes" / "camvid.yaml")
     assert table.names == pal.CAMVID_CLASSES
     assert table.colors.tolist() == [list(c) for c in CAMVID_README_COLOURS[:11]]
     assert table.void_color == CAMVID_README_COLOURS[11]
@@ -300,3 +296,23 @@ def test_killed_conversion_leaves_only_complete_pngs_and_rerun_completes(tmp_pat
     assert len(list(out.rglob("*.png"))) == n
     for name, idx in expected.items():
         np.testing.assert_array_equal(_load(out / name), idx)
+
+
+def test_the_same_table_file_is_a_config_colour_table(tmp_path):
+    from segtrain.config import load_config
+    from segtrain.data.decode import class_names, read_mask
+
+    (tmp_path / "palettes").mkdir()
+    (tmp_path / "palettes" / "t.yaml").write_text("classes:\n  road: [128, 64, 128]\n  car: '#4000ff'\nvoid: [9, 9, 9]\n")
+    config = tmp_path / "c.yaml"  # the table path is relative to the config file, like data.root
+    config.write_text("data: {format: folders, root: ., num_classes: 2, classes: palettes/t.yaml}\n")
+    data_cfg = load_config(config).data
+    assert class_names(data_cfg) == ["road", "car"]
+    rgb = np.array([[[128, 64, 128], [64, 0, 255], [9, 9, 9]]], dtype=np.uint8)
+    _write_rgb(tmp_path / "m.png", rgb)
+    assert read_mask(tmp_path / "m.png", data_cfg).tolist() == [[0, 1, 255]]
+    config.write_text("data: {format: folders, root: ., num_classes: 3, classes: palettes/t.yaml}\n")
+    with pytest.raises(SegtrainError, match="data.num_classes is 3 but data.classes=.*t.yaml has 2 classes"):
+        class_names(load_config(config).data)
+    with pytest.raises(SegtrainError, match="--palette nope.yaml: not voc or camvid and not an existing"):
+        ColorTable.load("nope.yaml")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from segtrain.config import DataConfig
-from segtrain.data.decode import class_colors, class_names, read_image, read_mask, read_pair
+from segtrain.data.decode import class_names, color_table, read_image, read_mask, read_pair
 from segtrain.data.palette import CAMVID_COLORS, voc_colormap
 from segtrain.errors import SegtrainError
 from conftest import shared_data
@@ -174,12 +174,14 @@ def test_images_become_rgb_uint8_whatever_the_mode(tmp_path):
 
 def test_class_tables():
     assert class_names(voc_cfg())[18] == "sofa"
-    colors, void = class_colors(DataConfig(format="camvid", root="x", num_classes=11, classes="camvid"))
+    table = color_table(DataConfig(format="camvid", root="x", num_classes=11, classes="camvid"))
+    colors, void = table.colors, table.void_color
     np.testing.assert_array_equal(colors, CAMVID_COLORS)
     assert void == (0, 0, 0)
-    colors, void = class_colors(voc_cfg(num_classes=2, classes=["a", "b"], colors=[[1, 2, 3], [4, 5, 6]], void_color=[9, 9, 9]))
+    table = color_table(voc_cfg(num_classes=2, classes=["a", "b"], colors=[[1, 2, 3], [4, 5, 6]], void_color=[9, 9, 9]))
+    colors, void = table.colors, table.void_color
     assert colors.tolist() == [[1, 2, 3], [4, 5, 6]] and void == (9, 9, 9)
     with pytest.raises(SegtrainError, match="data.num_classes"):
         class_names(voc_cfg(num_classes=5))
     with pytest.raises(SegtrainError, match="data.colors"):
-        class_colors(voc_cfg(num_classes=2, classes=["a", "b"], colors=[[1, 2, 3]]))
+        color_table(voc_cfg(num_classes=2, classes=["a", "b"], colors=[[1, 2, 3]]))

@@ -145,7 +145,8 @@ def test_checkpoint_and_predictions_agree(dataset):
     out = tmp_path / "pred"
     assert cli_main(["predict", "--checkpoint", str(ckpt), "--config", str(config), "--split", "val",
                      "--output", str(out), "--tta", "flip"]) == 0
-    assert Image.open(out / "strips/a.jpg").size == (24, 8)  # image | truth | prediction
+    strip = Image.open(out / "strips/a.png")
+    assert strip.format == "PNG" and strip.width == 24 and strip.height > 8  # image | truth | prediction, titles, legend
     assert evaluate_cli(config, "--pred-dir", out, "--json", tmp_path / "p.json") == 0
     from_pngs = json.loads((tmp_path / "p.json").read_text())
     assert from_pngs["per_class_iou"] == got["per_class_iou"]

@@ -119,7 +119,7 @@ def test_cli_nchw_export_takes_a_blob_from_image(tmp_path, capsys):
     # examples/deploy_opencv.py end to end on a photo twice the export size.
     example = _load_example()
     photo = np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)[..., ::-1].copy()  # BGR, 64x96
-    mask = example.segment(net, photo, (48, 32))
+    mask = example.segment(net, photo, (32, 48))  # the export's height x width
     assert mask.shape == (64, 96) and mask.dtype == np.uint8
     expected = np.argmax(model.predict(cv2.resize(photo, (48, 32))[None, ..., ::-1].astype("float32"), verbose=0)[0], -1)
     np.testing.assert_array_equal(mask[::2, ::2], expected)
@@ -188,3 +188,143 @@ def test_dynamic_size_needs_size(tmp_path):
         export_model(model, "onnx", tmp_path / "m.onnx")
     with pytest.raises(SegtrainError, match="--format"):
         export_model(model, "tflite", tmp_path / "m.tflite", size=(32, 32))
+
+
+# --------------------------------------------------------------------------- a quick-start run folder
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    """<tmp>/runs/quickstart/{config.yaml, checkpoints/best.keras} as `train.py --config configs/quickstart.yaml`
+    leaves them (narrower model, untrained), with the sample dataset at <tmp>/datasets/sample."""
+    from pathlib import Path
+
+    from segtrain.config import load_config, save_config
+    from segtrain.data.synthetic import ensure_sample_dataset
+
+    root = tmp_path_factory.mktemp("qs")
+    repo = Path(__file__).resolve().parents[1]
+    ensure_sample_dataset(root / "datasets" / "sample")
+    config = load_config(repo / "configs" / "quickstart.yaml",
+                         [f"data.root={root / 'datasets' / 'sample'}", f"output_dir={root / 'runs' / 'quickstart'}", "model.width=4"])
+    run = root / "runs" / "quickstart"
+    save_config(config, run / "config.yaml")
+    keras.utils.set_random_seed(0)
+    model = build_model("segnet_basic", config.data.num_classes, (None, None, 3), decoder="unpool", norm="group", width=4)
+    (run / "checkpoints").mkdir(parents=True)
+    model.save(run / "checkpoints" / "best.keras")
+    return root, model
+
+
+def _readme_section(title):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.slow
+def test_readme_export_command_and_opencv_snippet_run_as_written(quickstart_run, monkeypatch, capsys):
+    import shlex
+
+    root, model = quickstart_run
+    section = _readme_section("Deployment in OpenCV DNN")
+    command = section.split("```bash\n", 1)[1].split("```", 1)[0].strip()
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(root)
+    argv = shlex.split(command)
+    assert argv[:2] == ["segtrain", "export"]
+    assert cli.main(argv[1:]) == 0  # the dynamic-size model gets the run's data.crop, 64x64
+    out = capsys.readouterr().out
+    assert "size 64x64" in out and "of the val split of" in out  # parity ran on real images
+    namespace = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    image = cv2.imread("datasets/sample/JPEGImages/sample_0060.jpg")[..., ::-1].astype("float32")
+    want = np.argmax(model.predict(image[None], verbose=0)[0], -1)
+    assert namespace["mask"].shape == (64, 64)
+    assert (namespace["mask"] == want).mean() >= 0.9999
+
+    # examples/deploy_opencv.py: --size HxW like export, --palette takes a colour-table file
+    table = root / "shapes.yaml"
+    table.write_text("classes:\n  background: [0, 0, 0]\n  circle: [200, 0, 0]\n  square: [0, 200, 0]\n  triangle: [0, 0, 200]\nvoid: [255, 255, 255]\n")
+    example = _load_example()
+    assert example.main(["--model", "runs/quickstart/checkpoints/best-nchw.onnx", "--image", "datasets/sample/JPEGImages/sample_0060.jpg",
+                         "--output", "mask.png", "--size", "64x64", "--palette", str(table)]) == 0
+    from PIL import Image
+
+    png = Image.open("mask.png")
+    assert png.mode == "P" and png.getpalette()[:12] == [0, 0, 0, 200, 0, 0, 0, 200, 0, 0, 0, 200]
+    np.testing.assert_array_equal(np.asarray(png), namespace["mask"])
+    assert example.main(["--model", "x.onnx", "--image", "y.jpg", "--output", "m.png", "--size", "64x", "--palette", "voc"]) == 1
+    assert "--size '64x'" in capsys.readouterr().err
+
+
+def test_parity_check_takes_the_config_val_images(quickstart_run, tmp_path):
+    from segtrain.config import load_config
+    from segtrain.export import split_images
+
+    root, model = quickstart_run
+    config = root / "runs" / "quickstart" / "config.yaml"
+    paths, text = split_images(config, limit=4)
+    val = (root / "datasets/sample/ImageSets/Segmentation/val.txt").read_text().split()
+    assert [p.stem for p in paths] == [val[0], val[6], val[13], val[19]]  # spread over the split, ends included
+    assert "4 images of the val split" in text
+    assert load_config(config).data.val_split == "val"
+
+    path = export_model(model, "onnx", tmp_path / "m.onnx", size=(64, 64))
+    report = check_parity(model, path, "onnx", config=config)
+    assert report.ok, report.summary()
+    assert report.images == 4 and report.results[0].pixels == 4 * 64 * 64  # no random images mixed in
+    assert "val split" in report.summary() and "random" not in report.summary()
+    report = check_parity(model, path, "onnx")  # nothing real at hand: random images, said so
+    assert report.images == 3 and "no real images" in report.inputs
+
+
+def test_dynamic_size_comes_from_the_run_config_or_is_asked_for(quickstart_run, tmp_path):
+    import shutil
+
+    from segtrain.export import _export_shape, default_size
+
+    root, model = quickstart_run
+    ckpt = root / "runs" / "quickstart" / "checkpoints" / "best.keras"
+    assert default_size(ckpt) == ((64, 64), "")  # data.crop of configs/_base_/sample.yaml
+    lone = tmp_path / "lone" / "best.keras"  # no config.yaml two folders up
+    lone.parent.mkdir()
+    shutil.copy(ckpt, lone)
+    size, hint = default_size(lone)
+    assert size is None
+    with pytest.raises(SegtrainError, match=r"pass --size .*no run config at .*config.yaml"):
+        _export_shape(model, size, 1, hint)
+    (tmp_path / "config.yaml").write_text((root / "runs/quickstart/config.yaml").read_text().replace("crop:\n  - 64\n  - 64", "crop: null"))
+    size, hint = default_size(lone)
+    assert size is None and "sets neither data.resize nor data.crop" in hint
+
+
+def test_export_of_a_corrupt_checkpoint_says_so(tmp_path, capsys):
+    bad = tmp_path / "best.keras"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    assert cli.main(["export", "--checkpoint", str(bad), "--format", "onnx"]) == 1
+    assert "corrupt or unreadable" in capsys.readouterr().err
+
+
+def test_parity_fails_on_real_images_where_random_ones_pass(quickstart_run, tmp_path):
+    # An export that differs from the Keras model only on smooth images (local variance below
+    # ~1000 in a 5x5 window: real photos, never uniform noise) passes a check on random
+    # images and must fail the check on the config's val images.
+    root, _ = quickstart_run
+    keras.utils.set_random_seed(0)
+    x = keras.Input((64, 64, 3))
+    base = keras.layers.Conv2D(4, 3, padding="same")(keras.layers.Rescaling(1 / 255)(x))
+    mean = keras.layers.AveragePooling2D(5, strides=1, padding="same")(x)
+    mean_sq = keras.layers.AveragePooling2D(5, strides=1, padding="same")(keras.layers.Multiply()([x, x]))
+    variance = keras.layers.Subtract()([mean_sq, keras.layers.Multiply()([mean, mean])])
+    smooth = keras.layers.Conv2D(1, 1, activation="relu", kernel_initializer=keras.initializers.Constant(-1.0),
+                                 bias_initializer=keras.initializers.Constant(3000.0))(variance)
+    shift = keras.layers.Conv2D(4, 1, use_bias=False, kernel_initializer=keras.initializers.Constant([[[[1.0, 0, 0, 0]]]]))(smooth)
+    keras_model = keras.Model(x, base)
+    path = export_model(keras.Model(x, keras.layers.Add()([base, shift])), "onnx", tmp_path / "m.onnx")
+
+    assert check_parity(keras_model, path, "onnx").ok  # easy inputs: fooled
+    report = check_parity(keras_model, path, "onnx", config=root / "runs" / "quickstart" / "config.yaml")
+    assert not report.ok and report.images == 4
+    assert all(r.agreement < 0.5 for r in report.results), report.summary()

@@ -115,7 +115,8 @@ def test_predict_cli_writes_palette_pngs_that_decode_back(tmp_path, image):
         np.testing.assert_array_equal(np.asarray(png.getpalette()[: 3 * NUM_CLASSES]).reshape(-1, 3), VOC_COLORS[:NUM_CLASSES])
         decoded = read_mask(out / f"{stem}.png", data_cfg)
         np.testing.assert_array_equal(decoded, predict_mask(reloaded, array))
-        assert (out / "overlays" / f"{stem}.jpg").is_file()
+        overlay = Image.open(out / "overlays" / f"{stem}.png")
+        assert overlay.format == "PNG" and overlay.size == (array.shape[1], array.shape[0])
 
 
 def test_predict_cli_errors(tmp_path):
@@ -123,3 +124,78 @@ def test_predict_cli_errors(tmp_path):
     assert rc == 1
     with pytest.raises(SegtrainError, match="missing.keras: checkpoint not found"):
         load_checkpoint(tmp_path / "missing.keras")
+
+
+def test_corrupt_checkpoint_says_corrupt_not_missing(tmp_path):
+    good = tmp_path / "good.keras"
+    tiny_fcn().save(good)
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # an interrupted copy
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a zip archive" * 10)
+    for path in (truncated, garbage):
+        with pytest.raises(SegtrainError, match="corrupt or unreadable") as err:
+            load_checkpoint(path)
+        assert str(path) in str(err.value) and "not found" not in str(err.value)
+
+
+def _resize_oracle(model, image, size):
+    """Independent of segtrain.inference: resize, logits, softmax, resize back, argmax."""
+    small = keras.ops.convert_to_numpy(keras.ops.image.resize(image, size, interpolation="bilinear"))
+    logits = keras.ops.convert_to_numpy(model(small[None], training=False))[0]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    back = keras.ops.convert_to_numpy(keras.ops.image.resize(probs, image.shape[:2], interpolation="bilinear"))
+    return np.argmax(back, -1)
+
+
+def test_predict_with_config_predicts_at_data_resize(tmp_path, image):
+    model = tiny_fcn(seed=2)
+    ckpt = tmp_path / "tiny.keras"
+    model.save(ckpt)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(image.astype(np.uint8)).save(tmp_path / "in" / "a.png")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"data: {{format: folders, root: {tmp_path}, num_classes: {NUM_CLASSES}, classes: [x, y, z], resize: [12, 16]}}\n"
+    )
+    out = tmp_path / "out"
+    assert cli_main(["predict", "--checkpoint", str(ckpt), "--input", str(tmp_path / "in"), "--output", str(out),
+                     "--config", str(config)]) == 0
+    got = np.asarray(Image.open(out / "a.png"))
+    assert got.shape == image.shape[:2]  # at the image's own size
+    want = _resize_oracle(model, image.astype(np.uint8).astype(np.float32), (12, 16))
+    np.testing.assert_array_equal(got, want)
+    assert (got != predict_mask(model, image)).mean() > 0.05  # the resize matters: not the native-size prediction
+
+
+def test_strips_are_png_with_titles_and_a_class_legend(tmp_path):
+    from segtrain.data.palette import ColorTable
+    from segtrain.visualize import legend_entries, strip
+
+    table = ColorTable(("road", "car", "sky"), [[128, 64, 128], [64, 0, 128], [70, 130, 180]], (250, 0, 250), "test")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 60, 3)).astype(np.uint8)
+    truth, pred = rng.integers(0, 3, (40, 60)), rng.integers(0, 3, (40, 60))
+    panels = [("image", image), ("truth", table.colorize(truth)), ("prediction", table.colorize(pred))]
+    drawn = strip(panels, legend_entries(table, void=True))
+    assert drawn.shape[1] == 180 and drawn.shape[0] > 40
+    np.testing.assert_array_equal(drawn[16 : 16 + 40, :60], image)  # panels start under a title band
+    assert (drawn[:16] != 255).any()  # the titles are drawn
+    legend = drawn[16 + 40 :]  # below the title band and the panels
+    for color in [*table.colors.tolist(), [250, 0, 250]]:  # a swatch of every class and of void
+        assert np.all(legend == color, axis=-1).sum() >= 49, color
+
+
+def test_predict_palette_takes_a_colour_table_file(tmp_path, image, capsys):
+    tiny_fcn().save(tmp_path / "tiny.keras")
+    Image.fromarray(image.astype(np.uint8)).save(tmp_path / "a.png")
+    table = tmp_path / "t.json"
+    table.write_text('{"classes": {"x": [1, 2, 3], "y": [4, 5, 6], "z": "#0a0b0c"}, "void": [7, 7, 7]}')
+    args = ["predict", "--checkpoint", str(tmp_path / "tiny.keras"), "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "o")]
+    assert cli_main([*args, "--palette", str(table)]) == 0
+    png = Image.open(tmp_path / "o" / "a.png")
+    assert png.getpalette()[:9] == [1, 2, 3, 4, 5, 6, 10, 11, 12] and png.getpalette()[3 * 255 :] == [7, 7, 7]
+    table.write_text('{"classes": {"x": [1, 2, 3], "y": [4, 5, 6]}}')
+    assert cli_main([*args, "--palette", str(table)]) == 1
+    assert "has 2 classes but the model predicts 3" in capsys.readouterr().err

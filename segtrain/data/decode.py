@@ -12,6 +12,8 @@ any value that is neither a class nor 255 is an error naming the file.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from pathlib import Path
 
 import cv2
@@ -19,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from segtrain.config import DataConfig
-from segtrain.data.palette import VOID, builtin_table, rgb_to_index, voc_colormap
+from segtrain.data.palette import BUILTIN_TABLES, VOID, ColorTable, is_table_file, pack_rgb, unpack_rgb
 from segtrain.errors import SegtrainError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey stripe
@@ -30,40 +32,50 @@ _IDENTITY = np.arange(256, dtype=np.uint8)
 _LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
 
 
-def class_names(data_cfg: DataConfig) -> list[str]:
-    """Class names in index order: the built-in table named by ``data.classes`` or the listed names."""
-    if isinstance(data_cfg.classes, list):
-        return list(data_cfg.classes)
-    try:
-        names = builtin_table(data_cfg.classes)[0]
-    except KeyError:
-        raise SegtrainError(
-            f"data.classes: unknown built-in class table {data_cfg.classes!r}; use voc, camvid or a list of names"
-        ) from None
-    if len(names) != data_cfg.num_classes:
-        raise SegtrainError(
-            f"data.num_classes is {data_cfg.num_classes} but data.classes={data_cfg.classes} has "
-            f"{len(names)} classes; set num_classes to {len(names)} or list your own classes"
-        )
-    return list(names)
+def color_table(data_cfg: DataConfig) -> ColorTable:
+    """The dataset's ``ColorTable``: ``data.classes`` (voc, camvid, a colour-table file or a list
+    of names, drawn with VOC's colour map), with ``data.colors`` / ``data.void_color`` on top."""
+    key = (
+        tuple(data_cfg.classes) if isinstance(data_cfg.classes, list) else data_cfg.classes,
+        data_cfg.num_classes,
+        None if data_cfg.colors is None else tuple(map(tuple, data_cfg.colors)),
+        None if data_cfg.void_color is None else tuple(data_cfg.void_color),
+    )
+    return _color_table(*key)
 
 
-def class_colors(data_cfg: DataConfig) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """(colours (num_classes, 3) uint8, void colour): ``data.colors`` if set, else the built-in or VOC colour map."""
-    class_names(data_cfg)  # an unknown table name or a class-count mismatch is reported there
-    if isinstance(data_cfg.classes, str):
-        _, colors, void = builtin_table(data_cfg.classes)
+@functools.lru_cache(maxsize=8)
+def _color_table(classes, num_classes: int, colors, void_color) -> ColorTable:
+    if isinstance(classes, tuple):
+        table = ColorTable.generic(len(classes), classes)
+    elif is_table_file(classes):
+        table = ColorTable.load(classes, flag="data.classes")
+    elif classes in BUILTIN_TABLES:
+        table = ColorTable.builtin(classes)
     else:
-        colors, void = voc_colormap(data_cfg.num_classes), tuple(int(v) for v in voc_colormap()[VOID])
-    if data_cfg.colors is not None:
-        if len(data_cfg.colors) != data_cfg.num_classes or any(len(c) != 3 for c in data_cfg.colors):
+        raise SegtrainError(
+            f"data.classes: unknown built-in class table {classes!r}; use voc, camvid, a colour-table file "
+            "(.yaml/.json) or a list of names"
+        )
+    if len(table) != num_classes:
+        raise SegtrainError(
+            f"data.num_classes is {num_classes} but data.classes={classes} has "
+            f"{len(table)} classes; set num_classes to {len(table)} or list your own classes"
+        )
+    if colors is not None:
+        if len(colors) != num_classes or any(len(c) != 3 for c in colors):
             raise SegtrainError(
-                f"data.colors: expected {data_cfg.num_classes} [r, g, b] colours, one per class, got {data_cfg.colors}"
+                f"data.colors: expected {num_classes} [r, g, b] colours, one per class, got {[list(c) for c in colors]}"
             )
-        colors = data_cfg.colors
-    if data_cfg.void_color is not None:
-        void = tuple(int(v) for v in data_cfg.void_color)
-    return np.asarray(colors, dtype=np.uint8), void
+        table = dataclasses.replace(table, colors=np.asarray(colors, dtype=np.uint8), source="data.colors")
+    if void_color is not None:
+        table = dataclasses.replace(table, void_color=void_color)
+    return table
+
+
+def class_names(data_cfg: DataConfig) -> list[str]:
+    """Class names in index order, from the dataset's colour table."""
+    return list(color_table(data_cfg).names)
 
 
 def _open(path: Path) -> Image.Image:
@@ -130,13 +142,10 @@ def _describe_counts(values: np.ndarray, counts: np.ndarray, limit: int = 8) -> 
 
 
 def _rgb_mask(path: Path, rgb: np.ndarray, data_cfg: DataConfig) -> np.ndarray:
-    colors, void = class_colors(data_cfg)
-    mask, unknown = rgb_to_index(rgb, colors, void)
+    mask, unknown = color_table(data_cfg).to_index(rgb)
     if unknown.any():
-        packed = rgb[unknown][:, :3].astype(np.int64)
-        packed = (packed[:, 0] << 16) | (packed[:, 1] << 8) | packed[:, 2]
-        values, counts = np.unique(packed, return_counts=True)
-        names = np.array([f"({v >> 16},{(v >> 8) & 255},{v & 255})" for v in values])
+        values, counts = np.unique(pack_rgb(rgb[unknown]), return_counts=True)
+        names = np.array([unpack_rgb(v) for v in values])
         raise SegtrainError(
             f"{path}: RGB mask has {len(values)} colour(s) not in the dataset's colour table: "
             f"{_describe_counts(names, counts)}; fix the mask, set data.colors/data.void_color, "

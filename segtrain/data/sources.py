@@ -24,7 +24,7 @@ from pathlib import Path
 from segtrain.config import DataConfig
 from segtrain.errors import SegtrainError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from segtrain.io_utils import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)

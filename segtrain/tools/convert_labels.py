@@ -12,7 +12,6 @@ Also runnable as ``python -m segtrain.tools.convert_labels``; ``convert_labels``
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -25,85 +24,14 @@ import numpy as np
 from PIL import Image
 
 from segtrain.data import palette as pal
+from segtrain.data.palette import ColorTable
 from segtrain.errors import SegtrainError
+from segtrain.io_utils import IMAGE_EXTENSIONS, PNG_COMPRESS_LEVEL, TMP_SUFFIX, Progress, is_image_file, write_png
 
 MODES = ("rgb-to-index", "palette-to-raw", "index-to-palette", "index-to-rgb", "remap")
 UNKNOWN_POLICIES = ("error", "void")
-INPUT_SUFFIXES = (".png", ".bmp", ".gif", ".tif", ".tiff", ".jpg", ".jpeg")
-TMP_SUFFIX = ".segtrain-tmp"
-DEFAULT_COMPRESS_LEVEL = 6  # Pillow's default for PNG
 _FIRST_FILES = 3  # files named per unknown colour / value in reports
 _MAX_LISTED = 20  # unknown colours / values named in one message
-
-
-# --------------------------------------------------------------------------- colour tables
-
-
-@dataclass(frozen=True)
-class ColorTable:
-    """Class names and colours (index = position), plus the colour drawn for void (255)."""
-
-    names: tuple[str, ...]
-    colors: np.ndarray  # (n, 3) uint8
-    void_color: tuple[int, int, int] | None
-    source: str  # 'voc', 'camvid' or the file it came from, for messages
-
-
-def _parse_color(value: object, where: str) -> tuple[int, int, int]:
-    if isinstance(value, str) and value.startswith("#") and len(value) == 7:
-        try:
-            return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
-        except ValueError:
-            pass
-    if (
-        isinstance(value, (list, tuple))
-        and len(value) == 3
-        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
-    ):
-        return tuple(value)  # type: ignore[return-value]
-    raise SegtrainError(f"{where}: colour {value!r} is not [r, g, b] with integers 0..255 or '#rrggbb'")
-
-
-def load_color_table(spec: str | os.PathLike) -> ColorTable:
-    """A built-in table ('voc', 'camvid') or a YAML/JSON file (see docs/convert_labels.md).
-
-    File format: ``classes:`` a mapping class name -> colour in index order, and an
-    optional ``void:`` colour, the colour that stands for 255.
-    """
-    if str(spec) in ("voc", "camvid"):
-        names, colors, void = pal.builtin_table(str(spec))
-        return ColorTable(tuple(names), np.asarray(colors, np.uint8), tuple(void), str(spec))
-    path = Path(spec)
-    if not path.is_file():
-        raise SegtrainError(f"--palette {spec}: not 'voc', 'camvid' or an existing YAML/JSON colour-table file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            raw = json.loads(text)
-        else:
-            import yaml  # only colour-table files need it
-
-            raw = yaml.safe_load(text)
-    except Exception as err:  # noqa: BLE001 - any parse failure is the user's file
-        raise SegtrainError(f"{path}: cannot parse colour table ({type(err).__name__}: {err}); fix the syntax") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("classes"), dict) or not raw["classes"]:
-        raise SegtrainError(f"{path}: a colour table needs 'classes:' mapping class name -> [r, g, b] (and optional 'void:')")
-    extra = sorted(set(raw) - {"classes", "void"})
-    if extra:
-        raise SegtrainError(f"{path}: unknown key(s) {extra}; a colour table has only 'classes' and 'void'")
-    names = tuple(str(n) for n in raw["classes"])
-    colors = [_parse_color(c, f"{path}: classes.{n}") for n, c in raw["classes"].items()]
-    void = None if raw.get("void") is None else _parse_color(raw["void"], f"{path}: void")
-    if len(colors) > pal.VOID:
-        raise SegtrainError(f"{path}: {len(colors)} classes, but at most {pal.VOID} fit uint8 masks with void 255")
-    seen: dict[tuple[int, int, int], str] = {}
-    for name, color in zip(names, colors):
-        if color in seen:
-            raise SegtrainError(f"{path}: classes {seen[color]!r} and {name!r} share colour {color}; give each class its own colour")
-        seen[color] = name
-    if void in seen:
-        raise SegtrainError(f"{path}: void colour {void} is also the colour of class {seen[void]!r}; change one of them")
-    return ColorTable(names, np.asarray(colors, np.uint8).reshape(-1, 3), void, str(path))
 
 
 # --------------------------------------------------------------------------- value maps
@@ -171,7 +99,7 @@ class Converter:
         unknown: str = "error",
         value_map: dict[int, int] | None = None,
         reduce_zero_label: bool = False,
-        compress_level: int = DEFAULT_COMPRESS_LEVEL,
+        compress_level: int = PNG_COMPRESS_LEVEL,
     ):
         if mode not in MODES:
             raise SegtrainError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -182,13 +110,13 @@ class Converter:
         if not 0 <= compress_level <= 9:
             raise SegtrainError(f"--compress-level {compress_level}: choose 0 (fastest) .. 9 (smallest)")
         self.mode = mode
-        self.table = palette if isinstance(palette, ColorTable) else load_color_table(palette)
+        self.table = palette if isinstance(palette, ColorTable) else ColorTable.load(palette)
         self.raw = raw or mode == "palette-to-raw"
         self.unknown = unknown
         self.lut = value_lut(value_map, reduce_zero_label)
         self.identity = bool(np.all(self.lut == np.arange(256)))
         self.compress_level = compress_level
-        self.palette = pal.pil_palette(self.table.colors, self.table.void_color)
+        self.palette = self.table.pil_palette()
         self._lookup: pal.RgbLookup | None = None
 
     def __getstate__(self) -> dict:
@@ -230,8 +158,7 @@ class Converter:
                 lut = np.where(bad, np.uint8(pal.VOID), lut).astype(np.uint8)
         out = lut[values]
         if self.mode == "index-to-rgb":
-            void = self.table.void_color if self.table.void_color is not None else (0, 0, 0)
-            return Image.fromarray(pal.index_to_rgb(out, self.table.colors, void)), unknown
+            return Image.fromarray(self.table.colorize(out)), unknown
         result = Image.fromarray(out)
         result.putpalette(self.palette)
         return result, unknown
@@ -273,7 +200,7 @@ class Converter:
             return result
         if dry_run or (result.unknown and self.unknown == "error"):
             return result
-        write_png_atomic(out, Path(dst), self.compress_level)
+        write_png(Path(dst), out, compress_level=self.compress_level)
         result.written = True
         return result
 
@@ -289,24 +216,6 @@ def _index_array(image: Image.Image, name: str, mode: str) -> np.ndarray:
         return values.astype(np.uint8)
     hint = "use rgb-to-index for colour masks" if image.mode in ("RGB", "RGBA") else "save it as a palette (P) or greyscale (L) PNG"
     raise SegtrainError(f"{name}: has image mode {image.mode}, but {mode} needs a palette (P) or single-channel (L) index PNG; {hint}")
-
-
-def write_png_atomic(image: Image.Image, dst: Path, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> None:
-    """Write a PNG next to ``dst`` under a hidden temporary name, then rename it over ``dst``.
-
-    ``os.replace`` is atomic within a folder, so ``dst`` is either the old file or the
-    complete new one, never half written, even if the process is killed. No fsync: this
-    guards against interrupted processes, not against power loss.
-    """
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.{os.getpid()}{TMP_SUFFIX}"
-    try:
-        with open(tmp, "wb") as f:
-            image.save(f, format="PNG", compress_level=compress_level)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- folders
@@ -329,9 +238,9 @@ def plan_files(input_dir: Path, output_dir: Path, *, in_place: bool = False) -> 
     sources = []
     for folder, dirs, files in os.walk(input_dir):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        sources += [Path(folder, f) for f in files if not f.startswith(".") and os.path.splitext(f)[1].lower() in INPUT_SUFFIXES]
+        sources += [Path(folder, f) for f in files if not f.startswith(".") and is_image_file(Path(f))]
     if not sources:
-        raise SegtrainError(f"INPUT_DIR {input_dir}: no label images ({', '.join(INPUT_SUFFIXES)}) found; check the path")
+        raise SegtrainError(f"INPUT_DIR {input_dir}: no label images ({', '.join(IMAGE_EXTENSIONS)}) found; check the path")
     sources.sort()
     # Outputs can land on inputs only if the output tree contains the input tree.
     overlap = dst_root == src_root or dst_root in src_root.parents
@@ -354,39 +263,13 @@ def _remove_stale_temporaries(pairs: Sequence[tuple[Path, Path]]) -> int:
     removed = 0
     for folder in {dst.parent for _, dst in pairs}:
         if folder.is_dir():
-            for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+            for tmp in folder.glob(f".*{TMP_SUFFIX}*"):
                 tmp.unlink(missing_ok=True)
                 removed += 1
     return removed
 
 
 # --------------------------------------------------------------------------- running
-
-
-class Progress:
-    """A one-line progress bar on stderr (no tqdm dependency), redrawn at most 10 times a second."""
-
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.done, self.start, self._drawn = 0, time.perf_counter(), 0.0
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.enabled and (now - self._drawn >= 0.1 or self.done == self.total):
-            self._drawn = now
-            elapsed = max(now - self.start, 1e-9)
-            rate = self.done / elapsed
-            eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            filled = int(30 * self.done / max(self.total, 1))
-            bar = "#" * filled + "." * (30 - filled)
-            sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {rate:6.1f} files/s eta {eta:4.0f}s")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 _WORKER: Converter | None = None
@@ -418,7 +301,7 @@ def _results(converter: Converter, pairs: list[tuple[Path, Path]], jobs: int, dr
 
 def describe_key(key: int, colors: bool) -> str:
     """An unknown key as users see it: '(r,g,b)' for colours, 'value v' for label values."""
-    return f"({key >> 16},{(key >> 8) & 255},{key & 255})" if colors else f"value {key}"
+    return pal.unpack_rgb(key) if colors else f"value {key}"
 
 
 @dataclass
@@ -485,7 +368,7 @@ def convert_labels(
     reduce_zero_label: bool = False,
     in_place: bool = False,
     dry_run: bool = False,
-    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    compress_level: int = PNG_COMPRESS_LEVEL,
     progress: bool | None = None,
 ) -> ConversionReport:
     """Convert every label image under ``input_dir`` into ``output_dir`` (see docs/convert_labels.md).
@@ -519,7 +402,7 @@ def convert_labels(
     if not dry_run:
         _remove_stale_temporaries(pairs)
     report = ConversionReport(mode, converter.table.source, pairs, dry_run=dry_run)
-    bar = Progress(len(pairs), mode, sys.stderr.isatty() if progress is None else progress)
+    bar = Progress(len(pairs), mode, unit="files", enabled=sys.stderr.isatty() if progress is None else progress)
     start = time.perf_counter()
     root = Path(input_dir)
     try:
@@ -575,7 +458,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduce-zero-label", action="store_true", help="0 -> 255 and v -> v-1 (ADE20K style), before --map overrides")
     parser.add_argument("--in-place", action="store_true", help="overwrite the inputs (only for conversions that are safe to re-run)")
     parser.add_argument("--dry-run", action="store_true", help="read and check everything, print what would be written, write nothing")
-    parser.add_argument("--compress-level", type=int, default=DEFAULT_COMPRESS_LEVEL, help="PNG zlib level 0..9 (default 6)")
+    parser.add_argument("--compress-level", type=int, default=PNG_COMPRESS_LEVEL, help="PNG zlib level 0..9 (default 6)")
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always draw the progress bar")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it (default: only on a terminal)")

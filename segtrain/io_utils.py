@@ -1,0 +1,221 @@
+"""File and console plumbing shared by every command: atomic files, PNG/JSON, progress, sizes.
+
+The ground floor of the house: NumPy and Pillow only (never TensorFlow), so the
+TensorFlow-free commands (`convert-labels`, `evaluate --pred-dir`) and the heavy ones
+write files, draw progress and read ``--size`` the same way.
+
+Atomic writes: the content goes to a hidden temporary sibling, which is renamed over the
+target with ``os.replace`` (atomic within a folder), so a reader sees the old file or the
+complete new one, never half of one, even if the process is killed. ``fsync=True`` also
+survives a power cut (the file and the rename are flushed to disk); it is what checkpoints
+need, and costs too much for thousands of label PNGs, where a re-run repairs everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from segtrain.errors import SegtrainError
+
+# Every image format segtrain reads (datasets, label conversion, prediction, export checks).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+TMP_SUFFIX = ".segtrain-tmp"  # marks temporaries; a killed run's leftovers match ``.*<TMP_SUFFIX>*``
+PNG_COMPRESS_LEVEL = 6  # Pillow's default
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def temporary_path(path: Path, suffix: str = "") -> Path:
+    """The hidden sibling ``path`` is written to before the rename; ``suffix`` ends its name (Keras wants ``.keras``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}{suffix}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = "", *, fsync: bool = True) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it over ``path``.
+
+    With ``fsync`` the temporary file and the folder are flushed to disk around the
+    rename, so even a power cut leaves the old or the new file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path, suffix)
+    try:
+        write(tmp)
+        if fsync:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def write_json(path: Path, data: Any, *, indent: int | None = 1, fsync: bool = True) -> None:
+    """``data`` as JSON at ``path``, atomically."""
+    text = json.dumps(data, indent=indent) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=fsync)
+
+
+def write_png(
+    path: Path,
+    image: Image.Image | np.ndarray,
+    *,
+    palette: Sequence[int] | None = None,
+    compress_level: int = PNG_COMPRESS_LEVEL,
+    fsync: bool = False,
+) -> None:
+    """A lossless PNG at ``path``, atomically.
+
+    An array is (H, W) grey / indices or (H, W, 3) RGB uint8. With ``palette`` (a flat
+    768-entry list, see ``palette.ColorTable.pil_palette``) an (H, W) array becomes a
+    palette ('P') PNG whose pixel values are the indices themselves.
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    if palette is not None:
+        if image.mode not in ("L", "P"):
+            raise ValueError(f"a palette PNG needs an index image, got mode {image.mode}")
+        image = image.copy()
+        image.putpalette(list(palette))  # 'L' -> 'P' without touching the values
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            image.save(fh, format="PNG", compress_level=compress_level)
+
+    atomic_write(path, write, fsync=fsync)
+
+
+# --------------------------------------------------------------------------- image files
+
+
+def is_image_file(path: Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder`` (not hidden), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p))
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def parse_size(text: str, flag: str = "--size", rank: int | None = 2) -> tuple[int, ...]:
+    """'512' or 'HxW' (height first, everywhere in segtrain) -> positive ints.
+
+    A single number is the same size on every one of ``rank`` axes; ``rank=None`` accepts
+    any number of axes (``DxHxW`` for volumes) and returns what was given.
+    """
+    try:
+        parts = tuple(int(p) for p in str(text).lower().replace(",", "x").split("x"))
+    except ValueError:
+        parts = ()
+    if rank is not None and len(parts) == 1:
+        parts = parts * rank
+    if not parts or min(parts) < 1 or (rank is not None and len(parts) != rank):
+        if rank == 2:
+            wanted = "a positive size N or HxW (height x width), e.g. 512 or 360x480"
+        elif rank is None:
+            wanted = "positive sizes, height first, e.g. 360x480"
+        else:
+            wanted = f"a positive size N or {rank} sizes joined by x, e.g. {'x'.join(['64'] * rank)}"
+        raise SegtrainError(f"{flag} {text!r}: expected {wanted}")
+    return parts
+
+
+def format_size(size: Sequence[int]) -> str:
+    """(360, 480) -> '360x480', the way ``parse_size`` reads it back."""
+    return "x".join(str(int(s)) for s in size)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """One progress display for every long loop: a redrawn bar on a terminal, plain lines elsewhere.
+
+    On a terminal the bar is redrawn in place (carriage return) at most 10 times a second.
+    When the stream is a file or a pipe (logs, CI), no carriage returns or escape codes are
+    written: one plain line per 10 % of the work, so a log stays small and readable.
+    """
+
+    def __init__(self, total: int, label: str, *, unit: str = "it", enabled: bool = True, stream: IO[str] | None = None):
+        self.total, self.label, self.unit, self.enabled = int(total), label, unit, enabled
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.done, self.start, self._drawn = 0, time.perf_counter(), float("-inf")
+        self._tenths = 0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        finished = self.done >= self.total
+        if self.tty:
+            if now - self._drawn >= 0.1 or finished:
+                self._drawn = now
+                self.stream.write("\r" + self._line(now))
+                self.stream.flush()
+        else:
+            tenths = 10 * self.done // max(self.total, 1)
+            if tenths > self._tenths or (finished and self._tenths < 10):
+                self._tenths = 10 if finished else tenths
+                self.stream.write(self._line(now) + "\n")
+                self.stream.flush()
+
+    def _line(self, now: float) -> str:
+        rate = self.done / max(now - self.start, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else 0.0
+        counts = f"{self.done}/{self.total} {rate:.1f} {self.unit}/s"
+        if not self.tty:
+            return f"{self.label} {counts}"
+        filled = 30 * min(self.done, self.total) // max(self.total, 1)
+        return f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {counts} eta {eta:.0f}s"
+
+    def close(self) -> None:
+        if self.enabled and self.tty and self.done:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress(items: Sequence[T] | Iterable[T], label: str, *, enabled: bool = True, unit: str = "img",
+             total: int | None = None, stream: IO[str] | None = None) -> Iterator[T]:
+    """Yield ``items`` while a ``Progress`` counts them."""
+    total = len(items) if total is None else total  # type: ignore[arg-type]
+    with Progress(total, label, unit=unit, enabled=enabled, stream=stream) as bar:
+        for item in items:
+            yield item
+            bar.update()
