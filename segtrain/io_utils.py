@@ -162,12 +162,16 @@ class Progress:
 
     On a terminal the bar is redrawn in place (carriage return) at most 10 times a second.
     When the stream is a file or a pipe (logs, CI), no carriage returns or escape codes are
-    written: one plain line per 10 % of the work, so a log stays small and readable.
+    written: one plain line per 10 % of the work, so a log stays small and readable. By
+    default the bar goes to stderr on a terminal and the plain lines to stdout, so that
+    stderr off a terminal holds nothing but warnings and the one ``error:`` line.
     """
 
     def __init__(self, total: int, label: str, *, unit: str = "it", enabled: bool = True, stream: IO[str] | None = None):
         self.total, self.label, self.unit, self.enabled = int(total), label, unit, enabled
-        self.stream = sys.stderr if stream is None else stream
+        if stream is None:
+            stream = sys.stderr if sys.stderr.isatty() else sys.stdout
+        self.stream = stream
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.done, self.start, self._drawn = 0, time.perf_counter(), float("-inf")
         self._tenths = 0
