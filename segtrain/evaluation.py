@@ -15,26 +15,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from segtrain.config import Config, load_config
 from segtrain.data.decode import class_names, read_mask, read_pair
 from segtrain.data.sources import list_samples, split_name
 from segtrain.errors import SegtrainError
 from segtrain.inference import add_tta_arguments, predict_at_training_size, tta_options
-from segtrain.io_utils import atomic_write, progress, write_json
+from segtrain.io_utils import atomic_write, open_image, progress, write_json
 from segtrain.metrics import ConfusionMatrix, format_table
 
 
 def read_prediction(path: Path) -> np.ndarray:
     """A predicted PNG -> uint8 class indices: palette indices ('P') or grey values ('L')."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            array = np.asarray(image)
-    except (OSError, SyntaxError, ValueError) as err:
-        raise SegtrainError(f"{path}: cannot decode prediction ({' '.join(str(err).split())})") from None
+    with open_image(path) as image:
+        mode = image.mode
+        array = np.asarray(image)
     if mode not in ("P", "L"):
         raise SegtrainError(
             f"{path}: prediction PNG is mode {mode!r}; save predictions as palette (P) or grey (L) PNGs of "

@@ -223,3 +223,37 @@ def progress(items: Sequence[T] | Iterable[T], label: str, *, enabled: bool = Tr
         for item in items:
             yield item
             bar.update()
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode a file; corrupt, truncated or oversized files become ``SegtrainError``."""
+    try:
+        im = Image.open(path)  # reads the header only; Pillow itself refuses over 2x the limit
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and im.width * im.height > limit:  # refuse before decoding, not after
+            raise Image.DecompressionBombError(f"{im.width}x{im.height} pixels")
+        im.load()
+        return im
+    except FileNotFoundError:
+        raise SegtrainError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as err:
+        raise SegtrainError(
+            f"{path}: refused as a possible decompression bomb ({err}); "
+            f"raise PIL.Image.MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS}) if the file is genuine"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise SegtrainError(f"{path}: cannot decode image ({' '.join(str(err).split())}); the file is corrupt or truncated") from None
+
+
+def make_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``mkdir -p`` for a folder segtrain writes into; a file in the way or no permission is one clear error."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SegtrainError(f"{path}: the {what} is (or is inside) an existing file; choose a folder path") from None
+    except PermissionError:
+        raise SegtrainError(f"{path}: no permission to create the {what}; choose a writable location") from None
+    if not os.access(path, os.W_OK):
+        raise SegtrainError(f"{path}: the {what} is not writable; choose a writable location")
+    return path

@@ -123,7 +123,7 @@ def test_lossy_index_mask_is_refused_whatever_its_name(tmp_path, fmt):
     decoded = np.asarray(Image.open(path).convert("L"))  # WebP has no grey mode: it comes back RGB
     assert (decoded != classes).mean() > 0.01  # the trap: lossy bytes really do move class indices
     cfg = voc_cfg(num_classes=4, classes=["a", "b", "c", "d"], label_map={v: 3 for v in range(4, 255)})
-    with pytest.raises(SegtrainError, match=rf"2007_000001\.png: mask is stored as (JPEG|WebP), a lossy format.*save masks losslessly as PNG$"):
+    with pytest.raises(SegtrainError, match=r"2007_000001\.png: mask is stored as (JPEG|WebP), a lossy format.*save masks losslessly as PNG$"):
         read_mask(path, cfg)
     Image.fromarray(classes, mode="L").save(path)  # the same mask as a real PNG decodes exactly
     np.testing.assert_array_equal(read_mask(path, cfg), classes)

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import ImageFile
 
 from segtrain.config import DataConfig
 from segtrain.data.palette import BUILTIN_TABLES, VOID, ColorTable, is_table_file, pack_rgb, unpack_rgb
 from segtrain.errors import SegtrainError
+from segtrain.io_utils import open_image
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey stripe
 _IDENTITY = np.arange(256, dtype=np.uint8)
@@ -78,26 +79,6 @@ def class_names(data_cfg: DataConfig) -> list[str]:
     return list(color_table(data_cfg).names)
 
 
-def _open(path: Path) -> Image.Image:
-    """Open and fully decode a file; corrupt, truncated or oversized files become ``SegtrainError``."""
-    try:
-        im = Image.open(path)  # reads the header only; Pillow itself refuses over 2x the limit
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit and im.width * im.height > limit:  # refuse before decoding, not after
-            raise Image.DecompressionBombError(f"{im.width}x{im.height} pixels")
-        im.load()
-        return im
-    except FileNotFoundError:
-        raise SegtrainError(f"{path}: file not found") from None
-    except Image.DecompressionBombError as err:
-        raise SegtrainError(
-            f"{path}: refused as a possible decompression bomb ({err}); "
-            f"raise PIL.Image.MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS}) if the file is genuine"
-        ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise SegtrainError(f"{path}: cannot decode image ({' '.join(str(err).split())}); the file is corrupt or truncated") from None
-
-
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     """Scale a high-bit-depth grey array to 0..255 by its type's range (16-bit PNGs, float TIFFs)."""
     if array.dtype == np.uint8:
@@ -111,7 +92,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Any image file -> RGB uint8 (H, W, 3), whatever its mode (L, P, RGBA, CMYK, 16-bit, float)."""
     path = Path(path)
-    im = _open(path)
+    im = open_image(path)
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         grey = _to_uint8(np.asarray(im))
         return np.repeat(grey[..., None], 3, axis=2)
@@ -157,7 +138,7 @@ def _rgb_mask(path: Path, rgb: np.ndarray, data_cfg: DataConfig) -> np.ndarray:
 def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
     """A mask file -> uint8 (H, W) class indices with 255 = void, checked against ``data.num_classes``."""
     path = Path(path)
-    im = _open(path)
+    im = open_image(path)
     if im.format in _LOSSY_FORMATS:  # by content, whatever the file is called
         raise SegtrainError(
             f"{path}: mask is stored as {_LOSSY_FORMATS[im.format]}, a lossy format that changes class "

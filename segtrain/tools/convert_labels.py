@@ -26,7 +26,16 @@ from PIL import Image
 from segtrain.data import palette as pal
 from segtrain.data.palette import ColorTable
 from segtrain.errors import SegtrainError
-from segtrain.io_utils import IMAGE_EXTENSIONS, PNG_COMPRESS_LEVEL, TMP_SUFFIX, Progress, is_image_file, write_png
+from segtrain.io_utils import (
+    IMAGE_EXTENSIONS,
+    PNG_COMPRESS_LEVEL,
+    TMP_SUFFIX,
+    Progress,
+    is_image_file,
+    make_output_dir,
+    open_image,
+    write_png,
+)
 
 MODES = ("rgb-to-index", "palette-to-raw", "index-to-palette", "index-to-rgb", "remap")
 UNKNOWN_POLICIES = ("error", "void")
@@ -189,14 +198,10 @@ class Converter:
         """Read ``src``, convert, write ``dst`` atomically unless unknowns forbid it or ``dry_run``."""
         result = FileResult(Path(src), Path(dst))
         try:
-            with Image.open(src) as image:
-                image.load()
+            with open_image(src) as image:
                 out, result.unknown = self.convert_image(image, str(src))
         except SegtrainError as err:
             result.error = str(err)
-            return result
-        except (OSError, SyntaxError, ValueError) as err:  # Pillow's unreadable / truncated file errors
-            result.error = f"{src}: cannot read as an image ({type(err).__name__}: {err}); replace or remove the file"
             return result
         if dry_run or (result.unknown and self.unknown == "error"):
             return result
@@ -398,6 +403,8 @@ def convert_labels(
     jobs = (os.cpu_count() or 1) if jobs == 0 else jobs
     if jobs < 0:
         raise SegtrainError(f"--jobs {jobs}: give a positive number of processes (0 = one per CPU)")
+    if not dry_run:
+        make_output_dir(output_dir, "OUTPUT_DIR")
     pairs = plan_files(Path(input_dir), Path(output_dir), in_place=in_place)
     if not dry_run:
         _remove_stale_temporaries(pairs)
