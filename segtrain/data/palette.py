@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-VOID = 255
+from segtrain.labels import VOID  # noqa: F401  (re-exported: data code imports it from here)
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
