@@ -100,7 +100,8 @@ def focal_terms(labels, logits, class_weights=None, ignore_index: int = VOID, ga
     log_p = ops.take_along_axis(ops.log_softmax(logits, axis=-1), ops.expand_dims(safe, -1), axis=-1)[..., 0]
     focal = -log_p
     if gamma:
-        focal = focal * ops.power(1.0 - ops.exp(log_p), gamma)
+        # Floored so that (1 - p)^gamma keeps a finite gradient at p = 1 when gamma < 1.
+        focal = focal * ops.power(ops.maximum(1.0 - ops.exp(log_p), _EPS), gamma)
     return ops.sum(weights * focal), ops.sum(weights)
 
 

@@ -342,3 +342,31 @@ def test_config_loss_from_command_line_override(tmp_path):
     path.write_text(f"data: {{format: folders, root: {tmp_path}, num_classes: 2}}\n")
     config = load_config(path, ["train.loss=[{name: ce}, {name: lovasz, weight: 0.5}]"])
     assert config.train.loss == [{"name": "ce", "weight": 1.0}, {"name": "lovasz", "weight": 0.5}]
+
+
+def test_all_terms_compile_under_xla_with_the_eager_values_and_gradients(batch):
+    labels, logits = batch
+    loss = SegmentationLoss([{"name": "ce"}, {"name": "focal"}, {"name": "dice"}, {"name": "lovasz"}],
+                            class_weights=[0.5, 2.0, 1.0, 3.5])
+
+    def value_and_grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = loss(labels, x)
+        return value, tape.gradient(value, x)
+
+    eager = value_and_grad(tf.constant(logits))
+    compiled = tf.function(value_and_grad, jit_compile=True)(tf.constant(logits))
+    assert float(compiled[0]) == pytest.approx(float(eager[0]), rel=1e-5)
+    np.testing.assert_allclose(compiled[1].numpy(), eager[1].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_focal_gradient_is_finite_on_saturated_predictions(gamma):
+    logits = np.zeros((1, 2, 2, 3), np.float32)
+    logits[..., 1] = 100.0  # p = 1 in float32
+    variable = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        value = SegmentationLoss([{"name": "focal", "gamma": gamma}])(np.ones((1, 2, 2), np.uint8), variable)
+    assert float(value) == pytest.approx(0.0, abs=1e-6)
+    assert np.all(np.isfinite(tape.gradient(value, variable).numpy()))
