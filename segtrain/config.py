@@ -29,6 +29,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from segtrain.errors import SegtrainError
+from segtrain.loss_specs import DEFAULT_LOSS, normalize_loss_spec
 
 
 @dataclass
@@ -112,6 +113,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     class_weights: Union[str, list[float]] = "none"  # none | median_frequency | [w0, w1, ...]
+    loss: list[dict[str, Any]] = field(default_factory=lambda: [dict(i) for i in DEFAULT_LOSS])  # see loss_specs
     val_every: int = 1  # validate every N epochs
     checkpoint_every_steps: int = 0  # 0 = only at epoch ends
     mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
@@ -427,6 +429,7 @@ def _check_values(config: Config) -> None:
         raise SegtrainError(
             f"{src}: key 'train.class_weights' has {len(weights)} values but data.num_classes is {data.num_classes}"
         )
+    config.train.loss = normalize_loss_spec(config.train.loss, src)
     if config.train.batch_size < 1 or config.train.epochs < 1:
         raise SegtrainError(f"{src}: keys 'train.batch_size' and 'train.epochs' must be at least 1")
 

@@ -1,4 +1,4 @@
-"""Confusion matrix -> IoU, mIoU, pixel accuracy, mean class accuracy, frequency-weighted IoU.
+"""Confusion matrix -> IoU, Dice, F-score, pixel and class accuracy, frequency-weighted IoU.
 
 Pure NumPy, so ``segtrain.metrics`` can score two label arrays without TensorFlow.
 
@@ -10,6 +10,10 @@ Semantics (the same as mmsegmentation's ``IoUMetric``), chosen so a number means
 * a class absent from both the ground truth and the predictions has IoU and accuracy NaN
   (shown as ``n/a``) and is left out of the means;
 * a class that is predicted but absent from the ground truth has IoU 0 (and accuracy NaN).
+
+Dice and F-score follow the same rules (``2TP / (2TP + FP + FN)`` and
+``(1 + b^2) TP / ((1 + b^2) TP + b^2 FN + FP)``, NaN exactly where IoU is NaN), so at
+``beta = 1`` the F-score equals Dice; precision is NaN for a class never predicted.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from segtrain.data.palette import VOID
 from segtrain.errors import SegtrainError
+from segtrain.labels import VOID
 
 
 def _as_labels(values: np.ndarray, name: str) -> np.ndarray:
@@ -92,8 +96,8 @@ class ConfusionMatrix:
     def result(self) -> np.ndarray:
         return self.matrix.copy()
 
-    def metrics(self, class_names: Sequence[str] | None = None) -> dict:
-        return compute_metrics(self.matrix, class_names)
+    def metrics(self, class_names: Sequence[str] | None = None, beta: float = 1.0) -> dict:
+        return compute_metrics(self.matrix, class_names, beta)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -108,13 +112,17 @@ def _nanmean(values: np.ndarray) -> float:
     return float(present.mean()) if present.size else float("nan")
 
 
-def compute_metrics(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
+def compute_metrics(cm: np.ndarray, class_names: Sequence[str] | None = None, beta: float = 1.0) -> dict:
     """The report of a split-wide confusion matrix (rows = ground truth); see the module docstring.
 
-    Returns ``miou, pixel_accuracy, mean_accuracy, fwiou`` (floats in 0..1, NaN when there
-    are no valid pixels), ``per_class_iou, per_class_accuracy`` (lists, NaN where undefined),
-    ``per_class_pixels`` (ground-truth pixel counts), ``num_pixels`` and ``class_names``.
+    Returns ``miou, mdice, mfscore, pixel_accuracy, mean_accuracy, fwiou`` (floats in 0..1,
+    NaN when there are no valid pixels), ``per_class_iou, per_class_dice, per_class_fscore,
+    per_class_precision, per_class_accuracy`` (lists, NaN where undefined; accuracy is the
+    recall), ``per_class_pixels`` (ground-truth pixel counts), ``num_pixels``,
+    ``fscore_beta`` and ``class_names``.
     """
+    if not beta > 0:
+        raise SegtrainError(f"F-score beta must be positive, got {beta}")
     cm = np.asarray(cm, dtype=np.int64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise SegtrainError(f"confusion matrix must be square, got shape {cm.shape}")
@@ -128,17 +136,26 @@ def compute_metrics(cm: np.ndarray, class_names: Sequence[str] | None = None) ->
     total = gt_pixels.sum()
     iou = _ratio(tp, gt_pixels + pred_pixels - tp)
     acc = _ratio(tp, gt_pixels)
+    dice = _ratio(2 * tp, gt_pixels + pred_pixels)
+    b2 = beta * beta
+    fscore = _ratio((1 + b2) * tp, b2 * gt_pixels + pred_pixels)
     freq = gt_pixels / total if total else np.zeros(num_classes)
     seen = gt_pixels > 0
     return {
         "miou": _nanmean(iou),
+        "mdice": _nanmean(dice),
+        "mfscore": _nanmean(fscore),
         "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
         "mean_accuracy": _nanmean(acc),
         "fwiou": float((freq[seen] * iou[seen]).sum()) if total else float("nan"),
         "per_class_iou": iou.tolist(),
+        "per_class_dice": dice.tolist(),
+        "per_class_fscore": fscore.tolist(),
+        "per_class_precision": _ratio(tp, pred_pixels).tolist(),
         "per_class_accuracy": acc.tolist(),
         "per_class_pixels": gt_pixels.astype(np.int64).tolist(),
         "num_pixels": int(total),
+        "fscore_beta": float(beta),
         "class_names": names,
     }
 
@@ -148,20 +165,19 @@ def _pct(value: float) -> str:
 
 
 def format_table(metrics: dict, class_names: Sequence[str] | None = None) -> str:
-    """Per-class IoU / accuracy / pixel share, then the summary line, as fixed-width text (percent)."""
+    """Per-class IoU / accuracy / Dice / pixel share, then the summary line, as fixed-width text (percent)."""
     names = list(class_names) if class_names is not None else metrics["class_names"]
     total = max(metrics["num_pixels"], 1)
     width = max(len("class"), *(len(n) for n in names))
-    lines = [f"{'class':<{width}}  {'IoU':>7}  {'Acc':>7}  {'pixels%':>7}", "-" * (width + 27)]
-    for name, iou, acc, pixels in zip(
-        names, metrics["per_class_iou"], metrics["per_class_accuracy"], metrics["per_class_pixels"]
-    ):
-        lines.append(f"{name:<{width}}  {_pct(iou):>7}  {_pct(acc):>7}  {100 * pixels / total:>7.2f}")
-    lines.append("-" * (width + 27))
+    lines = [f"{'class':<{width}}  {'IoU':>7}  {'Acc':>7}  {'Dice':>7}  {'pixels%':>7}", "-" * (width + 36)]
+    for name, iou, acc, dice, pixels in zip(names, metrics["per_class_iou"], metrics["per_class_accuracy"],
+                                            metrics["per_class_dice"], metrics["per_class_pixels"]):
+        lines.append(f"{name:<{width}}  {_pct(iou):>7}  {_pct(acc):>7}  {_pct(dice):>7}  {100 * pixels / total:>7.2f}")
+    lines.append("-" * (width + 36))
     lines.append(
-        f"mIoU {_pct(metrics['miou'])}  pixel acc {_pct(metrics['pixel_accuracy'])}  "
+        f"mIoU {_pct(metrics['miou'])}  mDice {_pct(metrics['mdice'])}  pixel acc {_pct(metrics['pixel_accuracy'])}  "
         f"mean acc {_pct(metrics['mean_accuracy'])}  fwIoU {_pct(metrics['fwiou'])}  "
         f"({metrics['num_pixels']} valid pixels)"
     )
-    lines.append("n/a: IoU of a class in neither ground truth nor prediction; Acc of a class absent from the ground truth")
+    lines.append("n/a: IoU and Dice of a class in neither ground truth nor prediction; Acc of a class absent from the ground truth")
     return "\n".join(lines)

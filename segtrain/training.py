@@ -2,9 +2,10 @@
 
 One ``tf.function`` step run through ``strategy.run`` serves single-device, mirrored and
 multi-worker training alike (Keras 3 ``model.fit`` fails under
-MultiWorkerMirroredStrategy, keras-team/keras#20585). Each replica returns its weighted CE
-sum divided by the weight sum of the *global* batch, so N replicas see exactly the loss
-of one device; the optimizer sums gradients over replicas.
+MultiWorkerMirroredStrategy, keras-team/keras#20585). Each replica returns its share of the
+loss (``segtrain.losses.build_loss``): pixel sums (ce, focal) are divided by the weight sum
+of the *global* batch, so N replicas see exactly the loss of one device; Dice and Lovasz
+are averaged over replicas. The optimizer sums gradients over replicas.
 
 Run folder (``output_dir``): ``config.yaml`` (resolved), ``class_weights.json`` (when
 computed), ``checkpoints/`` (see ``segtrain.checkpoints``), ``log.csv``, ``tensorboard/``,
@@ -36,7 +37,7 @@ from segtrain.config import Config, TrainConfig, load_config, save_config  # noq
 from segtrain.data.palette import VOID  # noqa: E402
 from segtrain.distribute import is_chief, launch_local_workers, make_strategy  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
-from segtrain.losses import masked_cross_entropy_terms, median_frequency_weights  # noqa: E402
+from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
 from segtrain.run_log import RunLog  # noqa: E402
 from segtrain.schedules import build_schedule  # noqa: E402
@@ -136,16 +137,20 @@ class Trainer:
             For exact resume it must return the same batches for the same (epoch, skip_batches).
         callbacks: Keras callbacks; get ``on_epoch_begin/end`` and ``on_train_batch_end``.
         strategy: a tf.distribute strategy (default: from ``train.distribute``).
+        loss_fn: replaces ``train.loss`` and ``train.class_weights``: a ``segtrain.losses.SegmentationLoss``,
+            or ``(masks, logits) -> scalar`` taken as the mean loss of a replica's batch.
         verbose: 0 silent, 1 progress bar and epoch summaries.
     """
 
     def __init__(self, config: Config, *, model_fn: ModelFn | None = None, dataset_fn: DatasetFn | None = None,
-                 callbacks: list | None = None, strategy: tf.distribute.Strategy | None = None, verbose: int = 1):
+                 callbacks: list | None = None, strategy: tf.distribute.Strategy | None = None,
+                 loss_fn: Callable | None = None, verbose: int = 1):
         self.config = config
         self.model_fn = model_fn or _default_model
         self.dataset_fn = dataset_fn or _default_dataset
         self.callbacks = list(callbacks or [])
         self._strategy = strategy
+        self.loss_fn = loss_fn
         self.verbose = verbose
         self.run_dir = Path(config.output_dir)
         self.store = CheckpointStore(self.run_dir)
@@ -200,16 +205,14 @@ class Trainer:
 
     def _make_train_step(self):
         model, optimizer, strategy = self.model, self.optimizer, self.strategy
-        weights = self.class_weights
+        loss_share = build_loss(self.loss_fn or self.config.train.loss, self.class_weights, VOID)
         replicas = strategy.num_replicas_in_sync
 
         def replica_step(images, masks):
             ctx = tf.distribute.get_replica_context()
             with tf.GradientTape() as tape:
                 logits = model(images, training=True)
-                total, count = masked_cross_entropy_terms(masks, logits, weights, VOID)
-                count = tf.stop_gradient(ctx.all_reduce(tf.distribute.ReduceOp.SUM, count))
-                loss = total / tf.maximum(count, 1e-12)
+                loss = loss_share(masks, logits, lambda x: ctx.all_reduce(tf.distribute.ReduceOp.SUM, x))
                 if model.losses:
                     loss += tf.add_n([tf.cast(x, tf.float32) for x in model.losses]) / replicas
                 scaled = optimizer.scale_loss(loss)

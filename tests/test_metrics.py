@@ -23,13 +23,14 @@ def oracle_matrix(gt, pred, num_classes, void=255):
 def oracle_report(gt, pred, num_classes, void=255):
     """mmsegmentation IoUMetric rules written out class by class from the raw labels."""
     valid = gt != void
-    ious, accs, freqs = [], [], []
+    ious, accs, freqs, dices = [], [], [], []
     for c in range(num_classes):
         inter = np.count_nonzero((gt == c) & (pred == c) & valid)
         in_gt = np.count_nonzero((gt == c) & valid)
         in_pred = np.count_nonzero((pred == c) & valid)
         union = in_gt + in_pred - inter
         ious.append(inter / union if union else math.nan)
+        dices.append(2 * inter / (in_gt + in_pred) if in_gt + in_pred else math.nan)
         accs.append(inter / in_gt if in_gt else math.nan)
         freqs.append(in_gt / np.count_nonzero(valid))
     present = [x for x in ious if not math.isnan(x)]
@@ -37,6 +38,7 @@ def oracle_report(gt, pred, num_classes, void=255):
     return {
         "iou": ious,
         "acc": accs,
+        "dice": dices,
         "miou": sum(present) / len(present),
         "mean_accuracy": sum(present_acc) / len(present_acc),
         "pixel_accuracy": np.count_nonzero((gt == pred) & valid) / np.count_nonzero(valid),
@@ -73,6 +75,7 @@ def test_report_matches_oracle(labels):
     want = oracle_report(gt, pred, 6)
     np.testing.assert_allclose(got["per_class_iou"], want["iou"], rtol=1e-12)
     np.testing.assert_allclose(got["per_class_accuracy"], want["acc"], rtol=1e-12)
+    np.testing.assert_allclose(got["per_class_dice"], want["dice"], rtol=1e-12)
     for key in ("miou", "mean_accuracy", "pixel_accuracy", "fwiou"):
         assert got[key] == pytest.approx(want[key], rel=1e-12), key
     assert math.isnan(got["per_class_iou"][4])  # absent everywhere -> NaN, not 0 or 1
@@ -87,6 +90,28 @@ def test_matches_sklearn(labels):
     valid = gt != 255
     want = sklearn_metrics.confusion_matrix(gt[valid], pred[valid], labels=list(range(6)))
     np.testing.assert_array_equal(confusion_matrix(gt, pred, 6), want)
+
+
+def test_dice_fscore_precision_hand_case():
+    # rows = ground truth. Class 2: nowhere; class 3: predicted once, never in the ground truth.
+    cm = np.array([[3, 1, 0, 0],
+                   [2, 5, 0, 1],
+                   [0, 0, 0, 0],
+                   [0, 0, 0, 0]])
+    # gt pixels 4, 8, 0, 0; predicted 5, 6, 0, 1; TP 3, 5, 0, 0.
+    f1 = compute_metrics(cm)
+    np.testing.assert_allclose(f1["per_class_dice"], [6 / 9, 10 / 14, np.nan, 0.0])
+    np.testing.assert_allclose(f1["per_class_fscore"], f1["per_class_dice"])  # F1 is Dice
+    np.testing.assert_allclose(f1["per_class_precision"], [3 / 5, 5 / 6, np.nan, 0.0])
+    assert f1["mdice"] == pytest.approx((6 / 9 + 10 / 14 + 0.0) / 3)
+    f2 = ConfusionMatrix(4)
+    f2.matrix[:] = cm
+    f2 = f2.metrics(beta=2.0)  # (1 + 4) TP / (4 gt + pred): recall counts four times as much
+    np.testing.assert_allclose(f2["per_class_fscore"], [15 / 21, 25 / 38, np.nan, 0.0])
+    assert f2["mfscore"] == pytest.approx((15 / 21 + 25 / 38) / 3)
+    assert f2["fscore_beta"] == 2.0
+    with pytest.raises(SegtrainError, match="beta must be positive"):
+        compute_metrics(cm, beta=0)
 
 
 def test_split_wide_sum_not_per_image_mean():
@@ -149,10 +174,19 @@ def test_table_shows_na_and_names(labels):
     table = format_table(compute_metrics(confusion_matrix(gt, pred, 6), names), names)
     row = {line.split()[0]: line.split()[1:] for line in table.splitlines() if line.split() and line.split()[0] in names}
     assert row["never"][:2] == ["n/a", "n/a"]
-    assert row["ghost"][:2] == ["0.00", "n/a"]
+    assert row["ghost"][:3] == ["0.00", "n/a", "0.00"]
+    assert row["never"][2] == "n/a"
     assert "mIoU" in table
 
 
-def test_importable_without_tensorflow():
-    code = "import sys, segtrain.metrics; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+def test_importable_without_tensorflow_or_the_data_package():
+    code = ("import sys, segtrain.metrics; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
+            "assert not [m for m in sys.modules if m.startswith('segtrain.data')], 'metrics imports segtrain.data'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_void_is_one_constant():
+    from segtrain.data.palette import VOID as palette_void
+    from segtrain.labels import VOID
+
+    assert VOID == palette_void == 255

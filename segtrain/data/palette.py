@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from segtrain.errors import SegtrainError
-
-VOID = 255
+from segtrain.labels import VOID  # noqa: F401  (re-exported: data code imports it from here)
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",

@@ -1,4 +1,8 @@
-"""The model zoo: build a segmentation model by name (see ``docs/models.md``)."""
+"""The model zoo: build a segmentation model by name (see ``docs/models.md``).
+
+Importing it also registers segtrain's losses, metrics and schedules with Keras, so one
+``import segtrain.models`` lets ``keras.models.load_model`` read any segtrain ``.keras`` file.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Sequence
 
 import keras
 
+from segtrain import keras_metrics, losses, schedules  # noqa: F401  (register every serialisable segtrain object)
 from segtrain.models import dilated, segnet  # noqa: F401  (register the builders)
 from segtrain.models.registry import DECODERS, get_builder, list_models
 
