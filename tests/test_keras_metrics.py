@@ -12,7 +12,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from segtrain.errors import SegtrainError
 from segtrain.keras_metrics import MaskedMeanIoU
