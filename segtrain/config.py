@@ -36,7 +36,7 @@ from segtrain.loss_specs import DEFAULT_LOSS, normalize_loss_spec
 class DataConfig:
     """Where the dataset is and how samples are decoded and augmented."""
 
-    format: Literal["voc", "camvid", "folders"]
+    format: Literal["voc", "camvid", "folders", "nifti", "series"]
     root: str
     num_classes: int
     sample: bool = False  # root is the built-in sample dataset: generate it there if missing
@@ -70,6 +70,14 @@ class DataConfig:
     val_pad_to: int = 1  # pad validation images to a multiple of this (void-filled masks)
     num_parallel_calls: int = 0  # 0 = tf.data.AUTOTUNE
     cache: bool = False  # keep decoded (image, mask) pairs in memory after their first read
+    # Input channels: images 1 (grey), 2, 3 (RGB, the default) or 4 (RGBA); series: columns per
+    # signal (default 1); nifti: the channel file names of a case, stacked in this order.
+    channels: Union[int, list[str], None] = None
+    label: Union[str, None] = None  # nifti: label file of a case; series: "{name}.labels.npy" or a change-point table (desc.txt)
+    mask: Union[str, None] = None  # nifti: region file (e.g. brainmask.nii.gz) that restricts z-scoring and patch sampling
+    normalize: Literal["zscore", "none"] = "zscore"  # nifti/series: per-channel z-score (inside data.mask); none = already normalised
+    patch: Union[list[int], None] = None  # nifti/series: training patch size, one value per spatial axis
+    foreground_fraction: float = 1 / 3  # nifti/series: share of patches centred on a foreground voxel (nnU-Net: 1/3)
 
 
 @dataclass
@@ -339,10 +347,28 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+VOLUME_FORMATS = ("nifti", "series")  # data the data layer z-scores itself (data.normalize)
+_SPATIAL_AXES = {"nifti": 3, "series": 1}
+
+
+def input_channels(data: DataConfig) -> int:
+    """How many channels a model input has: nifti channel files, series columns (default 1), image channels (default 3)."""
+    if isinstance(data.channels, list):
+        return len(data.channels)
+    if data.channels is None:
+        return 1 if data.format == "series" else 3
+    return data.channels
+
+
 def from_dict(raw: dict, source: str = "<dict>") -> Config:
     """Validate a plain dict (already merged) into a ``Config``."""
     config = _build(Config, raw, "", source)
     config.source = source
+    model_raw = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    if config.data.format in VOLUME_FORMATS:  # inputs arrive z-scored: the ImageNet default does not apply
+        for key in ("mean", "std"):
+            if key not in model_raw:
+                setattr(config.model, key, None)
     config.output_dir = str(Path(os.path.expanduser(config.output_dir)).resolve())
     _check_values(config)
     return config
@@ -367,6 +393,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("data.grid_distortion", lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"),
     ("data.val_pad_to", *_at_least(1)),
     ("data.num_parallel_calls", lambda v: v >= 0, "0 (autotune) or a positive number of threads"),
+    ("data.foreground_fraction", lambda v: 0.0 <= v <= 1.0, "a fraction in [0, 1]"),
     ("model.width", *_at_least(1)),
     ("train.steps", lambda v: v is None or v >= 1, "at least 1 (or null to train by epochs)"),
     ("train.seed", lambda v: 0 <= v < 2**32, "in 0..2**32-1"),
@@ -416,6 +443,7 @@ def _check_values(config: Config) -> None:
             f"{src}: key 'data.rot90' needs data.crop or a square data.resize: a quarter turn swaps "
             f"height and width of the {data.resize[0]}x{data.resize[1]} batches"
         )
+    _check_channels(config)
     if data.augment:
         from segtrain.data.augment import build_extra  # albumentations only when a list is given
 
@@ -432,6 +460,41 @@ def _check_values(config: Config) -> None:
     config.train.loss = normalize_loss_spec(config.train.loss, src)
     if config.train.batch_size < 1 or config.train.epochs < 1:
         raise SegtrainError(f"{src}: keys 'train.batch_size' and 'train.epochs' must be at least 1")
+
+
+def _check_channels(config: Config) -> None:
+    """data.channels, data.label/mask/patch and model.mean/std against the data format."""
+    src, data = config.source, config.data
+    if data.format == "nifti":
+        if not isinstance(data.channels, list) or not data.channels:
+            raise SegtrainError(f"{src}: key 'data.channels' must list the channel files of a case for format nifti, e.g. [t1.nii.gz, flair.nii.gz]")
+        if len(set(data.channels)) != len(data.channels):
+            raise SegtrainError(f"{src}: key 'data.channels' names a file twice: {data.channels}; list each channel once")
+        if data.label is None:
+            raise SegtrainError(f"{src}: key 'data.label' must name the label file of a case for format nifti, e.g. seg.nii.gz")
+    elif isinstance(data.channels, list):
+        raise SegtrainError(f"{src}: key 'data.channels' must be a number of channels for format {data.format}, got {data.channels}")
+    elif data.channels is not None and not (1 <= data.channels <= (4096 if data.format == "series" else 4)):
+        allowed = "at least 1" if data.format == "series" else "1 (grey), 2, 3 (RGB) or 4 (RGBA)"
+        raise SegtrainError(f"{src}: key 'data.channels' must be {allowed} for format {data.format}, got {data.channels}")
+    if data.format == "series" and data.label is None:
+        raise SegtrainError(f"{src}: key 'data.label' must be a per-signal label file such as '{{name}}.labels.npy' or a change-point table such as desc.txt for format series")
+    if data.format not in VOLUME_FORMATS:
+        for key in ("label", "mask", "patch"):
+            if getattr(data, key) is not None:
+                raise SegtrainError(f"{src}: key 'data.{key}' applies to formats nifti and series only; remove it for format {data.format}")
+    elif data.patch is not None and (len(data.patch) != _SPATIAL_AXES[data.format] or min(data.patch) < 1):
+        raise SegtrainError(
+            f"{src}: key 'data.patch' must be {_SPATIAL_AXES[data.format]} positive size(s) for format {data.format}, got {data.patch}"
+        )
+    channels = input_channels(data)
+    for key in ("mean", "std"):
+        value = getattr(config.model, key)
+        if isinstance(value, list) and len(value) not in (1, channels):
+            raise SegtrainError(
+                f"{src}: key 'model.{key}' has {len(value)} values but the input has {channels} channel(s) (data.channels); "
+                f"give {channels} values (or one), or null for no normalisation"
+            )
 
 
 def default_output_dir(path: str | os.PathLike) -> Path:

@@ -2,7 +2,8 @@
 
 A wrong mask found after a day of training costs the day; this scan finds it first. It
 reads files only (the dataset folder is never written; the one exception is generating
-the missing built-in sample dataset, which is ours), keeps going past bad files, and
+the missing built-in sample dataset, which is ours), keeps going past bad files (for NIfTI
+cases also files of one case on different grids; for series, bad change points), and
 prints counts and the per-class pixel histogram. It also reports images that belong to two
 splits (a test id in the training list scores memorised images). Exit status 1 when
 anything is wrong.
@@ -52,6 +53,19 @@ class CheckReport:
         return "\n".join(lines)
 
 
+def _read_labels(sample, data_cfg) -> np.ndarray:
+    """Decode a sample with every check of its format; its class indices (255 = void)."""
+    if data_cfg.format == "nifti":
+        from segtrain.data.nifti import read_case  # nibabel only for volume datasets
+
+        return read_case(sample, data_cfg).label
+    if data_cfg.format == "series":
+        from segtrain.data.series import read_series
+
+        return read_series(sample, data_cfg)[1]
+    return read_pair(sample.image, sample.mask, data_cfg)[1]
+
+
 def check_dataset(config: Config, split: str) -> CheckReport:
     """Scan ``split`` (``train``/``val`` or a split name) and collect every problem instead of stopping at one."""
     data_cfg = config.data
@@ -66,7 +80,7 @@ def check_dataset(config: Config, split: str) -> CheckReport:
     report.num_samples = len(report.samples) + len(report.problems)
     for sample in report.samples:
         try:
-            _, mask = read_pair(sample.image, sample.mask, data_cfg)
+            mask = _read_labels(sample, data_cfg)
         except SegtrainError as err:
             report.problems.append(str(err))
             continue

@@ -103,7 +103,7 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _lookup_table(data_cfg: DataConfig) -> np.ndarray:
+def lookup_table(data_cfg: DataConfig) -> np.ndarray:
     """raw value -> class: identity, the dataset's void value -> 255, then ``data.label_map`` on top."""
     table = np.arange(256, dtype=np.uint8)
     table[data_cfg.ignore_index] = VOID
@@ -162,7 +162,7 @@ def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
         raw_counts = np.bincount(raw.ravel(), minlength=256)
     else:
         raise SegtrainError(f"{path}: mask mode {im.mode!r} not supported; save masks as palette, grey or RGB PNGs")
-    table = _lookup_table(data_cfg)
+    table = lookup_table(data_cfg)
     counts = np.bincount(table, weights=raw_counts, minlength=256).astype(np.int64)  # histogram after mapping
     bad = np.flatnonzero(counts[data_cfg.num_classes : VOID])
     if bad.size:

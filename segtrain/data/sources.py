@@ -1,6 +1,6 @@
 """Dataset layouts -> ordered lists of (image path, mask path) pairs.
 
-Three layouts, chosen by ``data.format``:
+Five layouts, chosen by ``data.format``:
 
 - ``voc``: ``JPEGImages/``, a mask folder (``data.mask_dir``, default
   ``SegmentationClass``) and ``ImageSets/Segmentation/<split>.txt`` with one id a line.
@@ -10,6 +10,8 @@ Three layouts, chosen by ``data.format``:
 - ``folders``: an images folder and a masks folder matched by file stem, any common image
   extension. The split is a sub-folder (``<root>/<split>/<image_dir>`` or
   ``<root>/<image_dir>/<split>``) or a list of stems in ``<root>/<split>.txt``.
+- ``nifti``: one folder per 3-D case (``data/nifti.py``); ``series``: one file per 1-D
+  signal (``data/series.py``). Their samples are ``VolumeCase`` and ``SeriesSample``.
 
 Only paths are listed here; nothing is decoded, so a split of any size costs a directory
 scan. ``scan_samples`` collects every problem (for ``check-dataset``); ``list_samples``
@@ -53,7 +55,7 @@ def dataset_root(data_cfg: DataConfig) -> Path:
     return root
 
 
-def _read_lines(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise SegtrainError(f"{path}: split file not found; check data.root and the split name")
     data = path.read_bytes()
@@ -78,7 +80,7 @@ def _find_by_stem(folder: Path, stem: str) -> Path | None:
 
 
 def _voc(data_cfg: DataConfig, root: Path, split: str) -> tuple[list[Sample], list[str]]:
-    ids = _read_lines(root / "ImageSets" / "Segmentation" / f"{split}.txt")
+    ids = read_lines(root / "ImageSets" / "Segmentation" / f"{split}.txt")
     image_dir, mask_dir = root / data_cfg.image_dir, root / data_cfg.mask_dir
     for folder, key in ((image_dir, "data.image_dir"), (mask_dir, "data.mask_dir")):
         if not folder.is_dir():
@@ -109,7 +111,7 @@ def _inside_root(root: Path, listed: str) -> Path:
 def _camvid(data_cfg: DataConfig, root: Path, split: str) -> tuple[list[Sample], list[str]]:
     list_file = root / f"{split}.txt"
     samples, problems = [], []
-    for number, line in enumerate(_read_lines(list_file), start=1):
+    for number, line in enumerate(read_lines(list_file), start=1):
         parts = line.split()
         if len(parts) != 2:
             problems.append(f"{list_file}: line {number}: expected 'image_path mask_path', got {line!r}")
@@ -144,7 +146,7 @@ def _folders(data_cfg: DataConfig, root: Path, split: str) -> tuple[list[Sample]
                 f"{root}: no split '{split}' found; expected {layouts[0][0]}, {layouts[1][0]} "
                 f"or a list of file stems in {root / (split + '.txt')}"
             )
-        stems = _read_lines(root / f"{split}.txt")
+        stems = read_lines(root / f"{split}.txt")
     if not image_dir.is_dir() or not mask_dir.is_dir():
         missing = image_dir if not image_dir.is_dir() else mask_dir
         raise SegtrainError(f"{missing}: folder not found; check data.root, data.image_dir and data.mask_dir")
@@ -164,11 +166,26 @@ def _folders(data_cfg: DataConfig, root: Path, split: str) -> tuple[list[Sample]
     return samples, problems
 
 
-_LAYOUTS = {"voc": _voc, "camvid": _camvid, "folders": _folders}
+def _nifti(data_cfg: DataConfig, root: Path, split: str):
+    from segtrain.data.nifti import scan_cases  # nibabel only for volume datasets
+
+    return scan_cases(data_cfg, root, split)
+
+
+def _series(data_cfg: DataConfig, root: Path, split: str):
+    from segtrain.data.series import scan_series
+
+    return scan_series(data_cfg, root, split)
+
+
+_LAYOUTS = {"voc": _voc, "camvid": _camvid, "folders": _folders, "nifti": _nifti, "series": _series}
 
 
 def scan_samples(data_cfg: DataConfig, split: str) -> tuple[list[Sample], list[str]]:
-    """All samples of a split that have both files, and one message per missing file."""
+    """All samples of a split that have every file, and one message per missing file.
+
+    For ``nifti`` and ``series`` the samples are ``VolumeCase`` / ``SeriesSample`` (they also
+    have ``name`` and ``image``)."""
     root = dataset_root(data_cfg)
     return _LAYOUTS[data_cfg.format](data_cfg, root, split_name(data_cfg, split))
 

@@ -1,0 +1,194 @@
+"""NIfTI volumes (``data.format: nifti``): case folders -> channels-last float32 volume + uint8 labels.
+
+A case is one folder holding one file per channel (``data.channels``, stacked in that order),
+a label file (``data.label``) and optionally a region mask (``data.mask``, e.g. a brain mask).
+File names may contain ``{name}`` for the case's folder name (``{name}_seg.nii.gz``). The cases of
+a split are the sub-folders of ``<root>/<split>``, or the folders listed in ``<root>/<split>.txt``
+(one path a line, relative to the root).
+
+Voxels keep nibabel's array order (no reorientation): the volume is ``(X, Y, Z, C)`` and the
+affine and header of the first channel file come along for writing predictions in the same
+space. Every file of a case must have the same shape and (within 1e-3) the same affine: a label
+drawn in another voxel grid trains garbage without any error. Labels are class indices: a
+float-stored label with a non-integer value is an error, as is a value that is neither a class
+nor void after ``data.ignore_index``/``data.label_map``. With ``data.normalize: zscore`` each
+channel is shifted and scaled to mean 0, std 1 inside the mask (the whole volume without one)
+and set to 0 outside it, as nnU-Net does for MRI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segtrain.config import DataConfig
+from segtrain.data.decode import lookup_table
+from segtrain.data.palette import VOID
+from segtrain.errors import SegtrainError
+
+AFFINE_TOLERANCE = 1e-3  # mm; headers written by different tools round the affine differently
+
+
+@dataclass(frozen=True)
+class VolumeCase:
+    """One NIfTI case: its channel files in config order, its label file and its optional region mask."""
+
+    name: str
+    channels: tuple[Path, ...]
+    label: Path
+    mask: Path | None = None
+
+    @property
+    def image(self) -> Path:
+        """The first channel file: what identifies the case when splits are compared."""
+        return self.channels[0]
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return self.channels + (self.label,) + ((self.mask,) if self.mask is not None else ())
+
+
+@dataclass
+class Volume:
+    """A decoded case: ``image`` (X, Y, Z, C) float32, ``label`` (X, Y, Z) uint8 (255 = void),
+    ``mask`` (X, Y, Z) bool or None, and the first channel file's ``affine`` and ``header``."""
+
+    image: np.ndarray
+    label: np.ndarray
+    mask: np.ndarray | None
+    affine: np.ndarray
+    header: object
+
+
+def _file_in(folder: Path, pattern: str) -> Path:
+    return folder / pattern.replace("{name}", folder.name)
+
+
+def _case_folders(root: Path, split: str) -> list[Path]:
+    from segtrain.data.sources import read_lines  # sources dispatches here: import at call time
+
+    folder, list_file = root / split, root / f"{split}.txt"
+    if folder.is_dir():
+        cases = sorted(p for p in folder.iterdir() if p.is_dir())
+        if not cases:
+            raise SegtrainError(f"{folder}: no case folders in split '{split}'; put one folder per case there")
+        return cases
+    if list_file.is_file():
+        return [root / line for line in read_lines(list_file)]
+    raise SegtrainError(f"{root}: no split '{split}' found; expected a folder of cases {folder} or a list of case folders {list_file}")
+
+
+def scan_cases(data_cfg: DataConfig, root: Path, split: str) -> tuple[list[VolumeCase], list[str]]:
+    """The cases of a split that have every file, and one message per missing file or folder."""
+    cases, problems = [], []
+    for folder in _case_folders(root, split):
+        if not folder.is_dir():
+            problems.append(f"{folder}: case folder listed in {split}.txt is missing")
+            continue
+        case = VolumeCase(
+            name=folder.name,
+            channels=tuple(_file_in(folder, c) for c in data_cfg.channels),
+            label=_file_in(folder, data_cfg.label),
+            mask=None if data_cfg.mask is None else _file_in(folder, data_cfg.mask),
+        )
+        missing = [p for p in case.files if not p.is_file()]
+        if missing:
+            problems.append(f"{missing[0]}: file of case {folder.name} is missing (data.channels, data.label, data.mask name the files of a case)")
+        else:
+            cases.append(case)
+    return cases, problems
+
+
+def _load(path: Path):
+    import nibabel as nib  # only volume datasets need it
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter like get_fdata, keeps integer types
+    except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ...)
+        raise SegtrainError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err}); re-export it as .nii or .nii.gz") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise SegtrainError(f"{path}: expected a 3-D volume, got shape {data.shape}; store one channel per file (data.channels)")
+    return img, data
+
+
+def _same_grid(path: Path, img, shape: tuple, ref_path: Path, ref_img, ref_shape: tuple) -> None:
+    if shape != ref_shape:
+        raise SegtrainError(f"{path}: shape {shape} differs from {ref_path.name} {ref_shape} of the same case; resample the files of a case to one grid")
+    if not np.allclose(img.affine, ref_img.affine, atol=AFFINE_TOLERANCE):
+        diff = float(np.abs(img.affine - ref_img.affine).max())
+        raise SegtrainError(
+            f"{path}: affine differs from {ref_path.name} of the same case (by up to {diff:.4g}); the files are not in one voxel space, resample them"
+        )
+
+
+def labels_to_classes(raw: np.ndarray, path: Path, data_cfg: DataConfig) -> np.ndarray:
+    """Integer-valued label array -> uint8 class indices (255 = void), or a ``SegtrainError`` naming ``path``."""
+    if raw.dtype.kind == "f":
+        finite = np.isfinite(raw)
+        bad = ~finite | (raw != np.round(raw))
+        if bad.any():
+            example = raw[bad].flat[0]
+            raise SegtrainError(
+                f"{path}: label file has {int(bad.sum())} non-integer value(s) (e.g. {example!r}); labels must be class indices, "
+                "check that this is the label file and that it was not resampled with interpolation"
+            )
+    elif raw.dtype.kind not in "iub":
+        raise SegtrainError(f"{path}: label values of type {raw.dtype} are not class indices; store labels as integers")
+    low, high = (raw.min(), raw.max()) if raw.size else (0, 0)
+    if low < 0 or high > 255:
+        raise SegtrainError(f"{path}: label values range {low:g}..{high:g}, outside 0..255; labels must be class indices")
+    classes = lookup_table(data_cfg)[raw.astype(np.uint8)]
+    counts = np.bincount(classes.ravel(), minlength=256)
+    bad_values = np.flatnonzero(counts[data_cfg.num_classes : VOID]) + data_cfg.num_classes
+    if bad_values.size:
+        raise SegtrainError(
+            f"{path}: label values {', '.join(map(str, bad_values.tolist()))} are neither a class (0..{data_cfg.num_classes - 1}) "
+            "nor void 255; check data.num_classes, data.ignore_index and data.label_map"
+        )
+    return classes
+
+
+def zscore(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Per-channel (last axis) mean 0, std 1 inside ``mask`` (everywhere without one); 0 outside the mask."""
+    out = np.empty_like(image, dtype=np.float32)
+    for c in range(image.shape[-1]):
+        channel = image[..., c]
+        values = channel if mask is None else channel[mask]
+        mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
+        std = float(values.std(dtype=np.float64)) if values.size else 1.0
+        out[..., c] = (channel - mean) / max(std, 1e-8)
+        if mask is not None:
+            out[..., c][~mask] = 0.0
+    return out
+
+
+def read_case(case: VolumeCase, data_cfg: DataConfig) -> Volume:
+    """Decode and check one case: same grid for every file, integer labels in range, finite channels."""
+    ref_img, ref = _load(case.channels[0])
+    channels = [ref]
+    for path in case.channels[1:]:
+        img, data = _load(path)
+        _same_grid(path, img, data.shape, case.channels[0], ref_img, ref.shape)
+        channels.append(data)
+    image = np.stack([np.asarray(c, dtype=np.float32) for c in channels], axis=-1)
+    for path, channel in zip(case.channels, np.moveaxis(image, -1, 0)):
+        if not np.isfinite(channel).all():
+            raise SegtrainError(f"{path}: channel has NaN or infinite values; fix or re-export the volume")
+    label_img, raw = _load(case.label)
+    _same_grid(case.label, label_img, raw.shape, case.channels[0], ref_img, ref.shape)
+    label = labels_to_classes(raw, case.label, data_cfg)
+    mask = None
+    if case.mask is not None:
+        mask_img, mask_raw = _load(case.mask)
+        _same_grid(case.mask, mask_img, mask_raw.shape, case.channels[0], ref_img, ref.shape)
+        mask = np.asarray(mask_raw) != 0
+        if not mask.any():
+            raise SegtrainError(f"{case.mask}: region mask is empty; check data.mask")
+    if data_cfg.normalize == "zscore":
+        image = zscore(image, mask)
+    return Volume(image=image, label=label, mask=mask, affine=np.asarray(ref_img.affine), header=ref_img.header)
