@@ -1,4 +1,4 @@
-"""Image and mask decoding: files -> RGB uint8 images and uint8 class-index masks.
+"""Image and mask decoding: files -> uint8 images (RGB or ``data.channels``) and uint8 class-index masks.
 
 A palette ('P') PNG stores class indices, so its mask is ``np.asarray(Image.open(path))``
 and nothing else: never convert it to RGB or grey first. ``tf.io.decode_png(channels=1)``
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import ImageFile
 
-from segtrain.config import DataConfig
+from segtrain.config import DataConfig, input_channels
 from segtrain.data.palette import BUILTIN_TABLES, VOID, ColorTable, is_table_file, pack_rgb, unpack_rgb
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import open_image
@@ -89,18 +89,30 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(array.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)  # 16-bit values
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Any image file -> RGB uint8 (H, W, 3), whatever its mode (L, P, RGBA, CMYK, 16-bit, float)."""
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # data.channels -> the Pillow mode an image is read in
+
+
+def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
+    """Any image file -> uint8 (H, W, channels), whatever its mode (L, P, RGBA, CMYK, 16-bit, float).
+
+    ``channels`` is ``data.channels``: 3 reads RGB, 1 grey (colour images by luminance, as
+    Pillow's ``convert("L")``), 2 grey + alpha, 4 RGBA (opaque where the file has no alpha).
+    """
+    if channels not in _MODES:
+        raise SegtrainError(f"data.channels: images have 1, 2, 3 or 4 channels, got {channels}")
     path = Path(path)
     im = open_image(path)
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         grey = _to_uint8(np.asarray(im))
-        return np.repeat(grey[..., None], 3, axis=2)
+        if channels in (2, 4):  # opaque alpha
+            return np.stack([grey] * (channels - 1) + [np.full_like(grey, 255)], axis=2)
+        return np.repeat(grey[..., None], channels, axis=2)
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    return np.asarray(im, dtype=np.uint8)
+    if im.mode != _MODES[channels]:
+        im = im.convert(_MODES[channels])
+    array = np.asarray(im, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
 
 
 def lookup_table(data_cfg: DataConfig) -> np.ndarray:
@@ -177,8 +189,8 @@ def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
 
 
 def read_pair(image_path: str | Path, mask_path: str | Path, data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Decode an image and its mask and check that they have the same size."""
-    image, mask = read_image(image_path), read_mask(mask_path, data_cfg)
+    """Decode an image (``data.channels`` channels) and its mask and check that they have the same size."""
+    image, mask = read_image(image_path, input_channels(data_cfg)), read_mask(mask_path, data_cfg)
     if image.shape[:2] != mask.shape:
         raise SegtrainError(
             f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
