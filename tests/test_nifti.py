@@ -169,3 +169,19 @@ def test_a_real_brats_case():
     np.testing.assert_array_equal(vol.label, raw.astype(np.uint8))
     assert set(np.unique(vol.label)) <= {0, 1, 2, 3, 4} and (vol.label > 0).any()
     assert 0.05 < vol.mask.mean() < 0.95  # a brain mask, not the whole volume
+
+
+def test_a_written_prediction_keeps_affine_header_and_labels(tmp_path):
+    from segtrain.data.nifti import write_label_volume
+
+    _case(tmp_path / "train" / "a", 10)
+    config = _config(tmp_path, tmp_path)
+    vol = read_case(list_samples(config.data, "train")[0], config.data)  # a float32 header, as BRATS
+    pred = np.random.default_rng(10).integers(0, 3, SHAPE).astype(np.int64)
+    out = write_label_volume(tmp_path / "pred" / "a.nii.gz", pred, vol.affine, vol.header)
+    assert [p.name for p in out.parent.iterdir()] == ["a.nii.gz"]  # no temporary left
+    back = nib.load(str(out))
+    assert back.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), pred)
+    np.testing.assert_allclose(back.affine, AFFINE)
+    assert back.header.get_zooms() == vol.header.get_zooms()

@@ -192,3 +192,30 @@ def read_case(case: VolumeCase, data_cfg: DataConfig) -> Volume:
     if data_cfg.normalize == "zscore":
         image = zscore(image, mask)
     return Volume(image=image, label=label, mask=mask, affine=np.asarray(ref_img.affine), header=ref_img.header)
+
+
+def write_label_volume(path: str | Path, label: np.ndarray, affine: np.ndarray, header) -> Path:
+    """Save a (X, Y, Z) class-index volume as uint8 NIfTI in the source's space (its affine and header).
+
+    The header's data type and scaling are reset (a float32 source header would store the
+    labels as floats, and a scaled one would rescale them); written through a temporary
+    sibling and renamed, so a killed run leaves no half-written file.
+    """
+    import nibabel as nib
+
+    from segtrain.io_utils import TMP_SUFFIX
+
+    path = Path(path)
+    label = np.asarray(label)
+    if label.ndim != 3 or label.dtype.kind not in "iub" or label.min(initial=0) < 0 or label.max(initial=0) > 255:
+        raise ValueError(f"expected an integer (X, Y, Z) label volume in 0..255, got {label.dtype} {label.shape}")
+    out_header = header.copy()
+    out_header.set_data_dtype(np.uint8)
+    img = nib.Nifti1Image(label.astype(np.uint8), affine, out_header)
+    img.header.set_slope_inter(1.0, 0.0)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}{suffix}")  # nibabel picks gzip by the extension
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(tmp))
+    tmp.replace(path)
+    return path
