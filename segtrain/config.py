@@ -74,7 +74,7 @@ class DataConfig:
     # signal (default 1); nifti: the channel file names of a case, stacked in this order.
     channels: Union[int, list[str], None] = None
     label: Union[str, None] = None  # nifti: label file of a case; series: "{name}.labels.npy" or a change-point table (desc.txt)
-    mask: Union[str, None] = None  # nifti: region file (e.g. brainmask.nii.gz) that restricts z-scoring and patch sampling
+    mask: Union[str, None] = None  # nifti only: region file (e.g. brainmask.nii.gz) that restricts z-scoring and patch sampling
     normalize: Literal["zscore", "none"] = "zscore"  # nifti/series: per-channel z-score (inside data.mask); none = already normalised
     patch: Union[list[int], None] = None  # nifti/series: training patch size, one value per spatial axis
     foreground_fraction: float = 1 / 3  # nifti/series: share of patches centred on a foreground voxel (nnU-Net: 1/3)
@@ -479,6 +479,8 @@ def _check_channels(config: Config) -> None:
         raise SegtrainError(f"{src}: key 'data.channels' must be {allowed} for format {data.format}, got {data.channels}")
     if data.format == "series" and data.label is None:
         raise SegtrainError(f"{src}: key 'data.label' must be a per-signal label file such as '{{name}}.labels.npy' or a change-point table such as desc.txt for format series")
+    if data.format == "series" and data.mask is not None:
+        raise SegtrainError(f"{src}: key 'data.mask' applies to format nifti only; remove it for format series")
     if data.format not in VOLUME_FORMATS:
         for key in ("label", "mask", "patch"):
             if getattr(data, key) is not None:

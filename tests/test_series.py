@@ -80,6 +80,7 @@ def test_bad_series_are_errors_naming_the_file(tmp_path):
     ({"label": None}, "data.label' must be a per-signal label file"),
     ({"channels": ["x.nii"]}, "data.channels' must be a number of channels for format series"),
     ({"patch": [8, 8]}, "data.patch' must be 1 positive size"),
+    ({"mask": "m.npy"}, "data.mask' applies to format nifti only"),
 ])
 def test_config_errors(tmp_path, data, message):
     with pytest.raises(SegtrainError, match=message):
