@@ -484,7 +484,8 @@ def _check_channels(config: Config) -> None:
     if data.format not in VOLUME_FORMATS:
         for key in ("label", "mask", "patch"):
             if getattr(data, key) is not None:
-                raise SegtrainError(f"{src}: key 'data.{key}' applies to formats nifti and series only; remove it for format {data.format}")
+                where = "format nifti" if key == "mask" else "formats nifti and series"
+                raise SegtrainError(f"{src}: key 'data.{key}' applies to {where} only; remove it for format {data.format}")
     elif data.patch is not None and (len(data.patch) != _SPATIAL_AXES[data.format] or min(data.patch) < 1):
         raise SegtrainError(
             f"{src}: key 'data.patch' must be {_SPATIAL_AXES[data.format]} positive size(s) for format {data.format}, got {data.patch}"
