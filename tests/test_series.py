@@ -57,6 +57,12 @@ def test_multichannel_signals_with_per_step_labels(tmp_path):
     np.testing.assert_allclose(signal, acc, rtol=1e-6)
     assert labels.tolist() == [0, 0, 1, 1, 255, 2, 2, 3, 3]
     np.testing.assert_allclose(read_series(samples[0], config.data)[0], acc[::-1], rtol=1e-6)
+    # Labels in a sub-folder, under the signals' own extension: still told apart from signals.
+    (split / "labels").mkdir()
+    for name in ("walk", "run"):
+        (split / f"{name}.labels.npy").rename(split / "labels" / f"{name}.npy")
+    config = _config(tmp_path, label="labels/{name}.npy", channels=3, train_split="train")
+    assert [s.name for s in list_samples(config.data, "train")] == ["run", "walk"]
 
 
 def test_bad_series_are_errors_naming_the_file(tmp_path):

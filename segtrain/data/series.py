@@ -95,11 +95,9 @@ def scan_series(data_cfg: DataConfig, root: Path, split: str) -> tuple[list[Seri
         if table is not None:
             names = list(table)
         else:
-            label_suffix = template.split("{name}")[-1]
-            names = sorted(
-                p.stem for p in folder.iterdir()
-                if p.suffix in SIGNAL_EXTENSIONS and p.is_file() and not p.name.endswith(label_suffix) and p.name != list_file.name
-            )
+            files = [p for p in folder.iterdir() if p.suffix in SIGNAL_EXTENSIONS and p.is_file()]
+            label_files = {folder / template.replace("{name}", p.stem) for p in files}
+            names = sorted({p.stem for p in files if p not in label_files})
             if not names:
                 raise SegtrainError(f"{folder}: no signals ({', '.join(SIGNAL_EXTENSIONS)}) in split '{split}'")
     samples, problems = [], []
