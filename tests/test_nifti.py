@@ -185,3 +185,20 @@ def test_a_written_prediction_keeps_affine_header_and_labels(tmp_path):
     np.testing.assert_array_equal(np.asanyarray(back.dataobj), pred)
     np.testing.assert_allclose(back.affine, AFFINE)
     assert back.header.get_zooms() == vol.header.get_zooms()
+
+
+@pytest.mark.parametrize("values, message", [
+    (np.array([0.0, 300.0], np.float32), r"lab\.nii: label values range 0\.\.300, outside 0\.\.255"),
+    (np.array([0, -1], np.int16), r"lab\.nii: label values range -1\.\.0, outside 0\.\.255"),
+    (np.array([1.0, np.nan], np.float32), r"lab\.nii: label file has 1 non-integer value\(s\) \(e\.g\. nan\)"),
+    (np.array([0.5, 700.0], np.float64), r"lab\.nii: label file has 1 non-integer value\(s\) \(e\.g\. 0\.5\)"),
+])
+def test_label_values_that_are_no_class_indices(tmp_path, values, message):
+    from pathlib import Path
+
+    from segtrain.data.nifti import labels_to_classes
+
+    config = _config(tmp_path, tmp_path)
+    with pytest.raises(SegtrainError, match=message):
+        labels_to_classes(values, Path("lab.nii"), config.data)
+    np.testing.assert_array_equal(labels_to_classes(np.array([2.0, 255.0, 0.0]), Path("lab.nii"), config.data), [2, 255, 0])

@@ -28,6 +28,7 @@ from segtrain.data.decode import lookup_table
 from segtrain.data.palette import VOID
 from segtrain.errors import SegtrainError
 
+_IDENTITY = np.arange(256, dtype=np.uint8)
 AFFINE_TOLERANCE = 1e-3  # mm; headers written by different tools round the affine differently
 
 
@@ -128,21 +129,22 @@ def _same_grid(path: Path, img, shape: tuple, ref_path: Path, ref_img, ref_shape
 
 def labels_to_classes(raw: np.ndarray, path: Path, data_cfg: DataConfig) -> np.ndarray:
     """Integer-valued label array -> uint8 class indices (255 = void), or a ``SegtrainError`` naming ``path``."""
-    if raw.dtype.kind == "f":
-        finite = np.isfinite(raw)
-        bad = ~finite | (raw != np.round(raw))
-        if bad.any():
-            example = raw[bad].flat[0]
-            raise SegtrainError(
-                f"{path}: label file has {int(bad.sum())} non-integer value(s) (e.g. {example!r}); labels must be class indices, "
-                "check that this is the label file and that it was not resampled with interpolation"
-            )
-    elif raw.dtype.kind not in "iub":
+    if raw.dtype.kind not in "iubf":
         raise SegtrainError(f"{path}: label values of type {raw.dtype} are not class indices; store labels as integers")
-    low, high = (raw.min(), raw.max()) if raw.size else (0, 0)
-    if low < 0 or high > 255:
-        raise SegtrainError(f"{path}: label values range {low:g}..{high:g}, outside 0..255; labels must be class indices")
-    classes = lookup_table(data_cfg)[raw.astype(np.uint8)]
+    with np.errstate(invalid="ignore"):  # NaN and out-of-range floats cast to anything: the comparison catches them
+        values = raw.astype(np.uint8)
+    bad = values != raw
+    if bad.any():
+        wrong = raw[bad]
+        fractional = ~np.isfinite(wrong) | (wrong != np.round(wrong)) if raw.dtype.kind == "f" else np.zeros(wrong.shape, bool)
+        if fractional.any():
+            raise SegtrainError(
+                f"{path}: label file has {int(fractional.sum())} non-integer value(s) (e.g. {float(wrong[fractional][0])}); labels must be "
+                "class indices, check that this is the label file and that it was not resampled with interpolation"
+            )
+        raise SegtrainError(f"{path}: label values range {raw.min():g}..{raw.max():g}, outside 0..255; labels must be class indices")
+    table = lookup_table(data_cfg)
+    classes = values if np.array_equal(table, _IDENTITY) else table[values]
     counts = np.bincount(classes.ravel(), minlength=256)
     bad_values = np.flatnonzero(counts[data_cfg.num_classes : VOID]) + data_cfg.num_classes
     if bad_values.size:
@@ -153,44 +155,47 @@ def labels_to_classes(raw: np.ndarray, path: Path, data_cfg: DataConfig) -> np.n
     return classes
 
 
+def _zscore_channel(channel: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """One channel (any shape) -> float32 with mean 0, std 1 inside ``mask`` (everywhere without one), 0 outside."""
+    values = channel if mask is None else channel[mask]
+    mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
+    std = float(values.std(dtype=np.float64)) if values.size else 1.0
+    out = (channel.astype(np.float32) - np.float32(mean)) * np.float32(1.0 / max(std, 1e-8))
+    if mask is not None:
+        out[~mask] = 0.0
+    return out
+
+
 def zscore(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Per-channel (last axis) mean 0, std 1 inside ``mask`` (everywhere without one); 0 outside the mask."""
-    out = np.empty_like(image, dtype=np.float32)
-    for c in range(image.shape[-1]):
-        channel = image[..., c]
-        values = channel if mask is None else channel[mask]
-        mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
-        std = float(values.std(dtype=np.float64)) if values.size else 1.0
-        out[..., c] = (channel - mean) / max(std, 1e-8)
-        if mask is not None:
-            out[..., c][~mask] = 0.0
-    return out
+    return np.stack([_zscore_channel(image[..., c], mask) for c in range(image.shape[-1])], axis=-1)
 
 
 def read_case(case: VolumeCase, data_cfg: DataConfig) -> Volume:
     """Decode and check one case: same grid for every file, integer labels in range, finite channels."""
     ref_img, ref = _load(case.channels[0])
-    channels = [ref]
+    grid = (case.channels[0], ref_img, ref.shape)
+    channels = [np.asarray(ref, dtype=np.float32)]
     for path in case.channels[1:]:
         img, data = _load(path)
-        _same_grid(path, img, data.shape, case.channels[0], ref_img, ref.shape)
-        channels.append(data)
-    image = np.stack([np.asarray(c, dtype=np.float32) for c in channels], axis=-1)
-    for path, channel in zip(case.channels, np.moveaxis(image, -1, 0)):
+        _same_grid(path, img, data.shape, *grid)
+        channels.append(np.asarray(data, dtype=np.float32))
+    for path, channel in zip(case.channels, channels):
         if not np.isfinite(channel).all():
             raise SegtrainError(f"{path}: channel has NaN or infinite values; fix or re-export the volume")
     label_img, raw = _load(case.label)
-    _same_grid(case.label, label_img, raw.shape, case.channels[0], ref_img, ref.shape)
+    _same_grid(case.label, label_img, raw.shape, *grid)
     label = labels_to_classes(raw, case.label, data_cfg)
     mask = None
     if case.mask is not None:
         mask_img, mask_raw = _load(case.mask)
-        _same_grid(case.mask, mask_img, mask_raw.shape, case.channels[0], ref_img, ref.shape)
+        _same_grid(case.mask, mask_img, mask_raw.shape, *grid)
         mask = np.asarray(mask_raw) != 0
         if not mask.any():
             raise SegtrainError(f"{case.mask}: region mask is empty; check data.mask")
-    if data_cfg.normalize == "zscore":
-        image = zscore(image, mask)
+    if data_cfg.normalize == "zscore":  # per channel while each is contiguous, before interleaving
+        channels = [_zscore_channel(c, mask) for c in channels]
+    image = np.stack(channels, axis=-1)
     return Volume(image=image, label=label, mask=mask, affine=np.asarray(ref_img.affine), header=ref_img.header)
 
 
