@@ -474,7 +474,7 @@ def _check_channels(config: Config) -> None:
             raise SegtrainError(f"{src}: key 'data.label' must name the label file of a case for format nifti, e.g. seg.nii.gz")
     elif isinstance(data.channels, list):
         raise SegtrainError(f"{src}: key 'data.channels' must be a number of channels for format {data.format}, got {data.channels}")
-    elif data.channels is not None and not (1 <= data.channels <= (4096 if data.format == "series" else 4)):
+    elif data.channels is not None and not (1 <= data.channels and (data.format == "series" or data.channels <= 4)):
         allowed = "at least 1" if data.format == "series" else "1 (grey), 2, 3 (RGB) or 4 (RGBA)"
         raise SegtrainError(f"{src}: key 'data.channels' must be {allowed} for format {data.format}, got {data.channels}")
     if data.format == "series" and data.label is None:

@@ -87,6 +87,7 @@ def test_bad_series_are_errors_naming_the_file(tmp_path):
     ({"channels": ["x.nii"]}, "data.channels' must be a number of channels for format series"),
     ({"patch": [8, 8]}, "data.patch' must be 1 positive size"),
     ({"mask": "m.npy"}, "data.mask' applies to format nifti only"),
+    ({"channels": 0}, "data.channels' must be at least 1 for format series, got 0"),
 ])
 def test_config_errors(tmp_path, data, message):
     with pytest.raises(SegtrainError, match=message):
