@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from segtrain.errors import SegtrainError
 from segtrain.models.layers import (
+    DECODERS,
+    LEARNED_DECODERS,
     BilinearUpsample,
     ConvNormAct,
     IdentityInit,
@@ -19,6 +22,7 @@ from segtrain.models.layers import (
     ResizeConv,
     TransposedConvUp,
     make_norm,
+    upsampler,
 )
 
 RNG = np.random.default_rng(0)
@@ -230,3 +234,24 @@ def test_identity_init_passes_input_through():
     np.testing.assert_allclose(np.asarray(layer(x)), x, atol=1e-6)
     wide = IdentityInit()((3, 3, 2, 4))  # generalised: each input feeds its group of outputs
     np.testing.assert_allclose(np.asarray(wide)[1, 1], [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
+
+
+def test_upsampler_factory_builds_each_decoder_and_rejects_others():
+    kinds = {"unpool": MaxUnpool, "bilinear": BilinearUpsample, "resize_conv": ResizeConv,
+             "transposed": TransposedConvUp}
+    assert set(kinds) == set(DECODERS) and set(LEARNED_DECODERS) < set(DECODERS)
+    x = rand(2, 5, 6, 3)
+    for decoder, cls in kinds.items():
+        layer = upsampler(decoder, 2, 4, 3, use_bias=False, kernel_initializer="zeros", name=f"up_{decoder}")
+        assert type(layer) is cls and layer.name == f"up_{decoder}"
+        if decoder == "unpool":
+            pooled, indices = MaxPoolWithIndices(2)(x)
+            y = layer([pooled, indices, x])
+        else:
+            y = layer(x)
+        channels = 4 if decoder in LEARNED_DECODERS else 3
+        assert y.shape == (x.shape if decoder == "unpool" else (2, 10, 12, channels)), decoder
+        if decoder in LEARNED_DECODERS:
+            assert layer.bias is None and not np.asarray(layer.kernel).any()
+    with pytest.raises(SegtrainError, match=r"model.decoder: unknown decoder 'deconv'; use one of unpool, "):
+        upsampler("deconv", 2, 4)

@@ -8,9 +8,10 @@ from typing import Sequence
 import keras
 
 from segtrain.models import dilated, segnet  # noqa: F401  (register the builders)
-from segtrain.models.registry import DECODERS, get_builder, list_models
+from segtrain.models.layers import DECODERS
+from segtrain.models.registry import decoders_of, get_builder, list_models
 
-__all__ = ["build_model", "build_model_from_config", "list_models", "DECODERS"]
+__all__ = ["build_model", "build_model_from_config", "list_models", "decoders_of", "DECODERS"]
 
 
 def build_model(name: str, num_classes: int, input_shape: Sequence, decoder: str | None = None,

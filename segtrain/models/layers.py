@@ -29,6 +29,9 @@ from segtrain.errors import SegtrainError
 from segtrain.models.subpixel import resize_conv_subpixel
 
 NORMS = ("batch", "layer", "group", "instance", "none")
+# Every decoder (upsampler) a zoo model can name in ``model.decoder``; ``upsampler`` builds them.
+DECODERS = ("unpool", "resize_conv", "transposed", "bilinear")
+LEARNED_DECODERS = ("resize_conv", "transposed")  # upsample and convolve in one layer
 _PKG = "segtrain"
 
 
@@ -418,6 +421,28 @@ class MaxUnpool(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size}
+
+
+def upsampler(decoder: str, factor=2, filters: int | None = None, kernel_size=3, *, use_bias: bool = True,
+              kernel_initializer="glorot_uniform", name: str | None = None) -> keras.layers.Layer:
+    """The layer that upsamples by ``factor`` for decoder ``decoder`` (one of ``DECODERS``).
+
+    ``unpool`` is a ``MaxUnpool``, called on ``[values, indices, pre_pool_tensor]``; every
+    other decoder is called on the tensor alone. ``filters``, ``kernel_size``, ``use_bias``
+    and ``kernel_initializer`` apply to the learned ones (``LEARNED_DECODERS``), which
+    convolve while they upsample; ``bilinear`` and ``unpool`` keep the channel count.
+    """
+    if decoder == "unpool":
+        return MaxUnpool(factor, name=name)
+    if decoder == "bilinear":
+        return BilinearUpsample(factor, name=name)
+    if decoder == "resize_conv":
+        return ResizeConv(filters, factor, kernel_size, use_bias=use_bias, kernel_initializer=kernel_initializer,
+                          name=name)
+    if decoder == "transposed":
+        return TransposedConvUp(filters, factor, kernel_size, use_bias=use_bias,
+                                kernel_initializer=kernel_initializer, name=name)
+    raise SegtrainError(f"model.decoder: unknown decoder {decoder!r}; use one of {', '.join(DECODERS)}")
 
 
 def crop_to(x, spatial: Sequence):
