@@ -452,15 +452,28 @@ def crop_to(x, spatial: Sequence):
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class PadToMultiple(keras.layers.Layer):
-    """Zero-pad the end of every spatial axis to a multiple of ``multiple`` (a model's total stride)."""
+    """Zero-pad the end of every spatial axis to a multiple of ``multiple`` (a model's total stride).
+
+    The zeros are concatenated, not added with ``ops.pad``: a model's first conv follows this
+    layer, and TensorFlow's oneDNN graph rewrite (on by default on CPUs with AVX-512 VNNI /
+    AMX) fuses a constant-size ``Pad`` into a following ``Conv3D`` and then drops the conv's
+    own 'same' padding, so inside ``tf.function`` (``fit``, ``predict``) the 3-D conv silently
+    computes a 'valid' result (TF 2.21; eager mode and ranks 1-2 are unaffected).
+    """
 
     def __init__(self, multiple: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.multiple = int(multiple)
 
     def call(self, x):
-        spatial = _spatial_shape(x, len(x.shape) - 2)
-        return ops.pad(x, [[0, 0]] + [[0, (-n) % self.multiple] for n in spatial] + [[0, 0]])
+        for axis, n in enumerate(_spatial_shape(x, len(x.shape) - 2), start=1):
+            extra = (-n) % self.multiple
+            if isinstance(extra, int) and extra == 0:
+                continue
+            shape = list(ops.shape(x))
+            shape[axis] = extra
+            x = ops.concatenate([x, ops.zeros(shape, x.dtype)], axis=axis)
+        return x
 
     def compute_output_shape(self, input_shape):
         m = self.multiple
