@@ -60,6 +60,9 @@ class ModelConfig:
     norm: str = "batch"  # batch | layer | group | instance | none
     width: int = 64  # base channel count where the model has one
     context: str = "basic"  # dilated_context: basic | large
+    encoder: Union[str, None] = None  # deeplabv3plus: resnet50 | mobilenetv2; null = the model's default
+    encoder_weights: str = "none"  # segnet, dilated_*, deeplabv3plus: none | imagenet | path to a weights file
+    output_stride: int = 16  # deeplabv3plus: 8 | 16
     mean: Union[list[float], None] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     std: Union[list[float], None] = field(default_factory=lambda: [58.395, 57.12, 57.375])
 
@@ -305,6 +308,8 @@ def _check_values(config: Config) -> None:
         raise SegtrainError(
             f"{src}: key 'train.class_weights' has {len(weights)} values but data.num_classes is {data.num_classes}"
         )
+    if config.model.output_stride not in (8, 16):
+        raise SegtrainError(f"{src}: key 'model.output_stride' must be 8 or 16, got {config.model.output_stride}")
     if config.train.batch_size < 1 or config.train.epochs < 1:
         raise SegtrainError(f"{src}: keys 'train.batch_size' and 'train.epochs' must be at least 1")
 

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import keras
 
+from segtrain.models.encoders import VGG16_CONVS, normalisation, transfer_vgg16
 from segtrain.models.layers import DECODERS, LEARNED_DECODERS, ConvNormAct, MaxPoolWithIndices, make_norm, upsampler
 from segtrain.models.registry import IMAGENET, head, register_model, stem
 
@@ -77,9 +78,14 @@ def segnet_basic(num_classes: int, input_shape: Sequence, decoder: str = "unpool
 
 @register_model("segnet", DECODERS)
 def segnet(num_classes: int, input_shape: Sequence, decoder: str = "unpool", norm: str = "batch", *,
-           width: int = 64, mean=IMAGENET, std=IMAGENET) -> keras.Model:
+           width: int = 64, mean=IMAGENET, std=IMAGENET, encoder_weights: str = "none") -> keras.Model:
     """SegNet: VGG-16 encoder (13 3x3 convs, 5 pools; widths ``width`` x 1, 2, 4, 8, 8) and the
-    mirrored decoder with norm + ReLU, 1x1 classifier (~29.4M parameters at width 64)."""
+    mirrored decoder with norm + ReLU, 1x1 classifier (~29.4M parameters at width 64).
+    ``encoder_weights`` (none | imagenet | path) initialises the encoder from VGG16."""
     w = width
     stages = [[w] * 2, [2 * w] * 2, [4 * w] * 3, [8 * w] * 3, [8 * w] * 3]
-    return _encoder_decoder(num_classes, input_shape, decoder, norm, mean, std, stages, 3, "relu", "segnet")
+    mean, std = normalisation("vgg16", encoder_weights, mean, std)
+    model = _encoder_decoder(num_classes, input_shape, decoder, norm, mean, std, stages, 3, "relu", "segnet")
+    if encoder_weights != "none":
+        transfer_vgg16(model, encoder_weights, {v: "enc" + v[len("block"):] for v in VGG16_CONVS})
+    return model
