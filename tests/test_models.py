@@ -27,7 +27,7 @@ def tiny(name, decoder, shape, num_classes=3, **kwargs):
 
 
 def test_registry_lists_all_models():
-    assert list_models() == sorted(SEGNETS + DILATED)
+    assert list_models() == sorted(SEGNETS + DILATED + ["deeplabv3plus"])
 
 
 @pytest.mark.parametrize("name,decoder", COMBOS)
