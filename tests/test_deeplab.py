@@ -59,6 +59,7 @@ def test_resnet50_odd_size():
     assert tuple(model.get_layer("aspp_1x1").output.shape[1:3]) == (3, 3)  # 48x48 padded, /16
 
 
+@pytest.mark.slow
 def test_keras_round_trip_in_a_fresh_process(tmp_path):
     model = _tiny(8, shape=(40, 56, 3))
     x = _images((40, 56, 3), n=2, seed=1)

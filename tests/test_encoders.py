@@ -130,7 +130,8 @@ def test_feature_pyramid_strides(encoder):
     assert [tuple(y.shape[1:3]) for y in model(np.zeros((1, 64, 96, 3), "float32"))] == [f.shape[1:3] for f in features]
 
 
-@pytest.mark.parametrize("encoder,output_stride", [("mobilenetv2", 8), ("mobilenetv2", 16), ("resnet50", 8)])
+@pytest.mark.parametrize("encoder,output_stride", [
+    ("mobilenetv2", 8), ("mobilenetv2", 16), pytest.param("resnet50", 8, marks=pytest.mark.slow)])
 def test_atrous_rebuild_keeps_weights_and_reaches_the_stride(tmp_path, encoder, output_stride):
     keras.utils.set_random_seed(3)
     source = load_application(encoder, "none")
@@ -151,3 +152,27 @@ def test_atrous_rebuild_keeps_weights_and_reaches_the_stride(tmp_path, encoder, 
                 dilations["block_16_depthwise"]) == ((1, 2, 2, 4) if output_stride == 8 else (1, 1, 1, 2))
     else:
         assert (dilations["conv4_block1_2_conv"], dilations["conv5_block3_2_conv"]) == (2, 4)
+
+
+def test_dilated_fc6_fc7_from_a_file_with_top(tmp_path):
+    """The include_top file's fc1 (Flatten of 7x7x512 -> Dense) becomes fc6, a 7x7 conv; fc2 becomes fc7."""
+    path = _save_downloaded_format(_random_vgg16(seed=4), tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+    rng = np.random.default_rng(4)
+    dense = {"fc1": [rng.normal(size=(7 * 7 * 512, 8)), rng.normal(size=8)],
+             "fc2": [rng.normal(size=(8, 8)), rng.normal(size=8)]}
+    with h5py.File(path, "a") as f:  # what the top adds, in the downloaded file's naming (keras 2: 'kernel:0')
+        for layer, (kernel, bias) in dense.items():
+            group = f.create_group(layer)
+            group.attrs["weight_names"] = np.array([f"{layer}/kernel:0".encode(), f"{layer}/bias:0".encode()])
+            group.create_dataset(f"{layer}/kernel:0", data=kernel.astype("float32"))
+            group.create_dataset(f"{layer}/bias:0", data=bias.astype("float32"))
+        names = [n if isinstance(n, bytes) else n.encode() for n in f.attrs["layer_names"]]
+        f.attrs["layer_names"] = np.array(names + [b"fc1", b"fc2"])
+    model = build_model("dilated_frontend", 3, (32, 32, 3), norm="none", fc_width=8, encoder_weights=path)
+    patch = rng.normal(size=(7, 7, 512))
+    fc6 = model.get_layer("fc6").kernel.numpy()
+    np.testing.assert_allclose(np.einsum("hwc,hwco->o", patch, fc6), patch.reshape(-1) @ dense["fc1"][0], rtol=1e-5)
+    np.testing.assert_array_equal(model.get_layer("fc6").bias.numpy(), dense["fc1"][1].astype("float32"))
+    np.testing.assert_array_equal(model.get_layer("fc7").kernel.numpy()[0, 0], dense["fc2"][0].astype("float32"))
+    with pytest.raises(SegtrainError, match=r"^model.encoder_weights: layer fc6 has a \(7, 7, 512, 16\) kernel"):
+        build_model("dilated_frontend", 3, (32, 32, 3), norm="none", fc_width=16, encoder_weights=path)

@@ -78,8 +78,9 @@ def _dilated(name, num_classes, input_shape, decoder, norm, width, mean, std, fc
     if context is not None:
         x = context_module(x, num_classes, context)
     model = head(inputs, upsample_x8(x, decoder, num_classes, upsample_kernel), name)
-    if encoder_weights != "none":  # VGG16's 13 convs; fc6/fc7 stay fresh (see docs/models.md)
-        transfer_vgg16(model, encoder_weights, {v: "conv" + v[len("block"):].replace("_conv", "_") for v in VGG16_CONVS})
+    if encoder_weights != "none":  # VGG16's 13 convs, and fc6/fc7 from a file with top (docs/models.md)
+        names = {v: "conv" + v[len("block"):].replace("_conv", "_") for v in VGG16_CONVS}
+        transfer_vgg16(model, encoder_weights, {**names, "fc1": "fc6", "fc2": "fc7"})
     return model
 
 

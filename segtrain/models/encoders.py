@@ -23,6 +23,7 @@ import os
 import re
 from typing import Mapping, Sequence
 
+import h5py
 import keras
 import numpy as np
 
@@ -133,30 +134,74 @@ def load_application(encoder: str, weights: str, input_shape: Sequence = (None, 
         ) from err
 
 
-def _first_conv_kernel(spec: Encoder, layer: keras.layers.Layer, values: list[np.ndarray]) -> list[np.ndarray]:
-    if spec.bgr and layer.name == spec.first_conv:
+def _first_conv_kernel(spec: Encoder, name: str, values: list[np.ndarray]) -> list[np.ndarray]:
+    if spec.bgr and name == spec.first_conv:
         return [values[0][..., ::-1, :].copy(), *values[1:]]
     return values
 
 
-def transfer_vgg16(model: keras.Model, weights: str, names: Mapping[str, str]) -> None:
-    """Copy VGG16's conv weights into ``model``'s layers ``names[vgg16_layer]``.
+def _read_legacy_h5(path: str) -> dict[str, list[np.ndarray]] | None:
+    """Layer name -> weights of a file in the legacy HDF5 layout (the files ``keras.applications``
+    downloads, with or without top); ``None`` for anything else (e.g. ``.weights.h5``)."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        return None
+    with f:
+        if "layer_names" not in f.attrs:
+            return None
+        layers = {}
+        for layer in map(_text, f.attrs["layer_names"]):
+            layers[layer] = [np.asarray(f[layer][_text(w)]) for w in f[layer].attrs["weight_names"]]
+        return layers
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def vgg16_weights(weights: str) -> dict[str, list[np.ndarray]]:
+    """VGG16 layer name -> [kernel, bias] from ``imagenet`` or a file; a legacy file with top
+    (``vgg16_weights_tf_dim_ordering_tf_kernels.h5``) also gives ``fc1`` and ``fc2``."""
+    weights = check_weights(weights)
+    stored = None if weights in ENCODER_WEIGHTS else _read_legacy_h5(weights)
+    if stored is None:
+        source = load_application("vgg16", weights)
+        return {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
+    missing = [name for name in VGG16_CONVS if len(stored.get(name, ())) != 2]
+    if missing:
+        raise SegtrainError(f"{_KEY}: {weights} has no VGG16 layer {missing[0]}; pass the file "
+                            "keras.applications downloads for VGG16 or a .weights.h5 saved from keras.applications.VGG16")
+    return stored
+
+
+def transfer_vgg16(model: keras.Model, weights: str, names: Mapping[str, str]) -> list[str]:
+    """Copy VGG16's weights into ``model``'s layers ``names[vgg16_layer]``; returns the VGG16 layers copied.
 
     Kernels always transfer (the first one with its input channels flipped to RGB); biases
     transfer where the target layer has one (zoo convs followed by a norm have none: the
-    norm's beta takes that role). Target layers hold a ``kernel`` of VGG16's shape.
+    norm's beta takes that role). ``fc1`` / ``fc2`` in ``names`` transfer when the weights
+    have them (a file with top): a dense kernel becomes the conv kernel of the same size
+    (``Flatten`` reads (h, w, c) in row-major order, so fc1's 25088 rows are 7 x 7 x 512).
     """
-    source = load_application("vgg16", weights)
-    spec = ENCODERS["vgg16"]
+    stored, spec = vgg16_weights(weights), ENCODERS["vgg16"]
+    copied = []
     for vgg_name, name in names.items():
-        kernel, bias = _first_conv_kernel(spec, source.get_layer(vgg_name), source.get_layer(vgg_name).get_weights())
+        if vgg_name not in stored:
+            continue
+        kernel, bias = _first_conv_kernel(spec, vgg_name, stored[vgg_name])
         target = model.get_layer(name)
-        if tuple(target.kernel.shape) != kernel.shape:
-            raise SegtrainError(f"{_KEY}: layer {name} has a {tuple(target.kernel.shape)} kernel but VGG16's "
-                                f"{vgg_name} is {kernel.shape}; VGG16 weights need model.width 64")
+        shape = tuple(target.kernel.shape)
+        if kernel.ndim == 2 and kernel.shape[-1] == shape[-1] and kernel.size == np.prod(shape):
+            kernel = kernel.reshape(shape)  # fully connected -> convolution
+        if shape != kernel.shape:
+            raise SegtrainError(f"{_KEY}: layer {name} has a {shape} kernel but VGG16's {vgg_name} is "
+                                f"{kernel.shape}; VGG16 weights need model.width 64 (and fc_width 4096 with top)")
         target.kernel.assign(kernel)
         if getattr(target, "bias", None) is not None:
             target.bias.assign(bias)
+        copied.append(vgg_name)
+    return copied
 
 
 def _atrous_plan(spec: Encoder, output_stride: int) -> dict[str, dict]:
@@ -212,7 +257,7 @@ def build_encoder(x, encoder: str, weights: str = "none", output_stride: int = 3
     if weights != "none":
         for layer in source.layers:
             if layer.weights:
-                rebuilt.get_layer(layer.name).set_weights(_first_conv_kernel(spec, layer, layer.get_weights()))
+                rebuilt.get_layer(layer.name).set_weights(_first_conv_kernel(spec, layer.name, layer.get_weights()))
     return rebuilt
 
 
