@@ -16,7 +16,9 @@ from keras.src.utils import file_utils
 
 from segtrain.errors import SegtrainError
 from segtrain.models import build_model
-from segtrain.models.encoders import CAFFE_MEAN, ENCODERS, VGG16_CONVS, build_encoder, feature_pyramid, load_application
+from segtrain.models.encoders import (CAFFE_MEAN, ENCODERS, VGG16_CONVS, build_encoder, feature_pyramid, load_application,
+                                     normalisation)
+from segtrain.models.registry import stem
 
 
 def _random_vgg16(seed: int = 0) -> keras.Model:
@@ -176,3 +178,20 @@ def test_dilated_fc6_fc7_from_a_file_with_top(tmp_path):
     np.testing.assert_array_equal(model.get_layer("fc7").kernel.numpy()[0, 0], dense["fc2"][0].astype("float32"))
     with pytest.raises(SegtrainError, match=r"^model.encoder_weights: layer fc6 has a \(7, 7, 512, 16\) kernel"):
         build_model("dilated_frontend", 3, (32, 32, 3), norm="none", fc_width=16, encoder_weights=path)
+
+
+@pytest.mark.parametrize("encoder,preprocess", [
+    ("mobilenetv2", keras.applications.mobilenet_v2.preprocess_input),
+    pytest.param("resnet50", keras.applications.resnet50.preprocess_input, marks=pytest.mark.slow)])
+def test_pyramid_with_weights_normalises_like_the_application(tmp_path, encoder, preprocess):
+    """Raw RGB through the zoo stem + rebuilt encoder == the keras.applications model on its preprocess_input."""
+    keras.utils.set_random_seed(5)
+    source = load_application(encoder, "none")
+    path = tmp_path / f"{encoder}.weights.h5"
+    source.save_weights(path)
+    inputs, x = stem((64, 64, 3), *normalisation(encoder, str(path), None, None), multiple=32)
+    model = keras.Model(inputs, feature_pyramid(x, encoder, str(path)))
+    images = _rgb_images((1, 64, 64, 3), seed=5)
+    want = _features(source, ENCODERS[encoder].pyramid, preprocess(images.copy()))
+    for got, ref in zip(model(images, training=False), want):
+        _assert_close(got, ref)

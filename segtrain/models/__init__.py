@@ -7,6 +7,7 @@ from typing import Sequence
 
 import keras
 
+from segtrain.errors import SegtrainError
 from segtrain.models import deeplab, dilated, segnet  # noqa: F401  (register the builders)
 from segtrain.models.layers import DECODERS
 from segtrain.models.registry import decoders_of, get_builder, list_models
@@ -37,4 +38,8 @@ def build_model_from_config(config, input_shape: Sequence) -> keras.Model:
     for key in ("context", "encoder", "encoder_weights", "output_stride"):  # keys only some models take
         if key in accepted and getattr(m, key) is not None:
             kwargs[key] = getattr(m, key)
+    for key, unset in (("encoder", None), ("encoder_weights", "none")):  # never silently ignored
+        if key not in accepted and getattr(m, key) != unset:
+            takers = ", ".join(n for n in list_models() if key in inspect.signature(get_builder(n)).parameters)
+            raise SegtrainError(f"model.{key}: {m.name} does not take it; remove it or use one of {takers}")
     return build_model(m.name, config.data.num_classes, input_shape, decoder=m.decoder, norm=m.norm, **kwargs)
