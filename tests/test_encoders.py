@@ -16,8 +16,15 @@ from keras.src.utils import file_utils
 
 from segtrain.errors import SegtrainError
 from segtrain.models import build_model
-from segtrain.models.encoders import (CAFFE_MEAN, ENCODERS, VGG16_CONVS, build_encoder, feature_pyramid, load_application,
-                                     normalisation)
+from segtrain.models.encoders import (
+    CAFFE_MEAN,
+    ENCODERS,
+    VGG16_CONVS,
+    build_encoder,
+    feature_pyramid,
+    load_application,
+    normalisation,
+)
 from segtrain.models.registry import stem
 
 
@@ -100,8 +107,9 @@ def test_norm_layers_stay_fresh_and_take_kernels_only(tmp_path):
 
 
 def test_offline_imagenet_is_one_line_naming_the_key(monkeypatch):
-    def offline(*args, **kwargs):
-        raise Exception("URL fetch failure on https://storage.googleapis.com/x/vgg16_notop.h5: None -- "
+    def offline(*args, **kwargs):  # keras' get_file raises a plain Exception when the download fails
+        raise Exception(  # noqa: TRY002
+"URL fetch failure on https://storage.googleapis.com/x/vgg16_notop.h5: None -- "
                         "[Errno -3] Temporary failure\nin name resolution")
 
     monkeypatch.setattr(file_utils, "get_file", offline)
@@ -119,8 +127,11 @@ def test_bad_weights_values(tmp_path):
     junk.write_bytes(b"not hdf5")
     with pytest.raises(SegtrainError, match=r"^model.encoder_weights: .*junk.h5 does not hold VGG16 weights"):
         load_application("vgg16", str(junk))
+    vgg_file = _save_downloaded_format(_random_vgg16(), junk)
     with pytest.raises(SegtrainError, match=r"^model.encoder_weights: layer enc1_conv1 has a \(3, 3, 3, 8\) kernel"):
-        build_model("segnet", 3, (32, 32, 3), width=8, encoder_weights=_save_downloaded_format(_random_vgg16(), junk))
+        build_model("segnet", 3, (32, 32, 3), width=8, encoder_weights=vgg_file)
+    with pytest.raises(SegtrainError, match=r"^model.encoder_weights: VGG16 weights need 2-D RGB input .* got \(32, 1\)"):
+        build_model("segnet", 3, (32, 1), width=1, encoder_weights=vgg_file)
 
 
 @pytest.mark.parametrize("encoder", sorted(ENCODERS))
@@ -189,7 +200,7 @@ def test_pyramid_with_weights_normalises_like_the_application(tmp_path, encoder,
     source = load_application(encoder, "none")
     path = tmp_path / f"{encoder}.weights.h5"
     source.save_weights(path)
-    inputs, x = stem((64, 64, 3), *normalisation(encoder, str(path), None, None), multiple=32)
+    inputs, x = stem((64, 64, 3), *normalisation(encoder, str(path), (64, 64, 3), None, None), multiple=32)
     model = keras.Model(inputs, feature_pyramid(x, encoder, str(path)))
     images = _rgb_images((1, 64, 64, 3), seed=5)
     want = _features(source, ENCODERS[encoder].pyramid, preprocess(images.copy()))

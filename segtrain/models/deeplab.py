@@ -71,7 +71,7 @@ def deeplabv3plus(num_classes: int, input_shape: Sequence, decoder: str = "bilin
         raise SegtrainError(f"model.output_stride: deeplabv3plus takes 8 or 16, got {output_stride!r}")
     if len(input_shape) != 3:
         raise SegtrainError(f"model.name: deeplabv3plus is 2-D only (input (height, width, C)), got {tuple(input_shape)}")
-    mean, std = normalisation(encoder, encoder_weights, mean, std)
+    mean, std = normalisation(encoder, encoder_weights, input_shape, mean, std)
     inputs, x = stem(input_shape, mean, std, multiple=output_stride)
     backbone = build_encoder(x, encoder, encoder_weights, output_stride)
     rates = [r * 16 // output_stride for r in ASPP_RATES]

@@ -72,7 +72,7 @@ def upsample_x8(x, decoder: str, num_classes: int, kernel_size: int):
 
 def _dilated(name, num_classes, input_shape, decoder, norm, width, mean, std, fc_width, dropout,
              upsample_kernel, encoder_weights, context=None):
-    mean, std = normalisation("vgg16", encoder_weights, mean, std)
+    mean, std = normalisation("vgg16", encoder_weights, input_shape, mean, std)
     inputs, x = stem(input_shape, mean, std, multiple=8)
     x = frontend(x, num_classes, norm, width, 64 * width if fc_width is None else fc_width, dropout)
     if context is not None:

@@ -98,12 +98,22 @@ def check_weights(weights: str) -> str:
                         "use one of those or fix the path")
 
 
-def normalisation(encoder: str, weights: str, mean, std) -> tuple:
-    """The stem's (mean, std): the weights' own preprocessing when there are weights, else ``mean``/``std``."""
+def normalisation(encoder: str, weights: str, input_shape: Sequence, mean, std) -> tuple:
+    """The stem's (mean, std): the weights' own preprocessing when there are weights, else ``mean``/``std``.
+
+    Checks first that ``weights`` exist and that ``input_shape`` is 2-D RGB if there are weights.
+    """
     if check_weights(weights) == "none":
         return mean, std
     spec = _encoder(encoder)
+    _check_rgb(spec, input_shape)
     return spec.mean, spec.std
+
+
+def _check_rgb(spec: Encoder, input_shape: Sequence) -> None:
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise SegtrainError(f"{_KEY}: {spec.application} weights need 2-D RGB input (height, width, 3), "
+                            f"got {tuple(input_shape)}; set {_KEY}: none")
 
 
 def load_application(encoder: str, weights: str, input_shape: Sequence = (None, None, 3)) -> keras.Model:
@@ -116,9 +126,7 @@ def load_application(encoder: str, weights: str, input_shape: Sequence = (None, 
     build = getattr(keras.applications, spec.application)
     if weights == "none":
         return build(include_top=False, weights=None, input_shape=tuple(input_shape))
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise SegtrainError(f"{_KEY}: {spec.application} weights need 2-D RGB input (height, width, 3), "
-                            f"got {tuple(input_shape)}; set {_KEY}: none")
+    _check_rgb(spec, input_shape)
     try:
         return build(include_top=False, weights=weights, input_shape=tuple(input_shape))
     except Exception as err:  # keras raises plain Exception / ValueError for both failures

@@ -84,7 +84,7 @@ def segnet(num_classes: int, input_shape: Sequence, decoder: str = "unpool", nor
     ``encoder_weights`` (none | imagenet | path) initialises the encoder from VGG16."""
     w = width
     stages = [[w] * 2, [2 * w] * 2, [4 * w] * 3, [8 * w] * 3, [8 * w] * 3]
-    mean, std = normalisation("vgg16", encoder_weights, mean, std)
+    mean, std = normalisation("vgg16", encoder_weights, input_shape, mean, std)
     model = _encoder_decoder(num_classes, input_shape, decoder, norm, mean, std, stages, 3, "relu", "segnet")
     if encoder_weights != "none":
         transfer_vgg16(model, encoder_weights, {v: "enc" + v[len("block"):] for v in VGG16_CONVS})
