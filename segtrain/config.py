@@ -146,12 +146,15 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _resolve_paths(raw: dict, folder: Path) -> None:
-    """Make data.root and output_dir absolute against the folder of the file that set them."""
+    """Make data.root, output_dir and a model.encoder_weights path absolute against the folder of the file that set them."""
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("root"), str):
         data["root"] = str((folder / os.path.expanduser(data["root"])).resolve())
     if isinstance(raw.get("output_dir"), str):
         raw["output_dir"] = str((folder / os.path.expanduser(raw["output_dir"])).resolve())
+    model = raw.get("model")  # model.encoder_weights: a path unless none / imagenet
+    if isinstance(model, dict) and model.get("encoder_weights") not in (None, "none", "imagenet"):
+        model["encoder_weights"] = str((folder / os.path.expanduser(str(model["encoder_weights"]))).resolve())
 
 
 def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:

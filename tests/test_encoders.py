@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras.src.legacy.saving import legacy_h5_format
 from keras.src.utils import file_utils
 
+from segtrain.config import load_config
 from segtrain.errors import SegtrainError
 from segtrain.models import build_model
 from segtrain.models.encoders import (
@@ -206,3 +207,12 @@ def test_pyramid_with_weights_normalises_like_the_application(tmp_path, encoder,
     want = _features(source, ENCODERS[encoder].pyramid, preprocess(images.copy()))
     for got, ref in zip(model(images, training=False), want):
         _assert_close(got, ref)
+
+
+def test_config_weights_path_is_relative_to_the_config_file(tmp_path):
+    (tmp_path / "configs").mkdir()
+    text = "data: {format: folders, root: data, num_classes: 3}\nmodel: {name: segnet, encoder_weights: %s}\n"
+    (tmp_path / "configs" / "a.yaml").write_text(text % "../weights/vgg16.h5")
+    (tmp_path / "configs" / "b.yaml").write_text(text % "imagenet")
+    assert load_config(tmp_path / "configs" / "a.yaml").model.encoder_weights == str(tmp_path / "weights" / "vgg16.h5")
+    assert load_config(tmp_path / "configs" / "b.yaml").model.encoder_weights == "imagenet"
