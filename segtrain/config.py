@@ -89,6 +89,9 @@ class ModelConfig:
     norm: str = "batch"  # batch | layer | group | instance | none
     width: int = 64  # base channel count where the model has one
     context: str = "basic"  # dilated_context: basic | large
+    encoder: Union[str, None] = None  # deeplabv3plus: resnet50 | mobilenetv2; null = the model's default
+    encoder_weights: str = "none"  # segnet, dilated_*, deeplabv3plus: none | imagenet | path to a weights file
+    output_stride: int = 16  # deeplabv3plus: 8 | 16
     mean: Union[list[float], None] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     std: Union[list[float], None] = field(default_factory=lambda: [58.395, 57.12, 57.375])
 
@@ -213,7 +216,7 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _resolve_paths(raw: dict, folder: Path) -> None:
-    """Make data.root, a data.classes table file and output_dir absolute against the folder of the file that set them."""
+    """Make data.root, a data.classes table file, output_dir and a model.encoder_weights path absolute against the folder of the file that set them."""
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("root"), str):
         data["root"] = str((folder / os.path.expanduser(data["root"])).resolve())
@@ -221,6 +224,9 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
         data["classes"] = str((folder / os.path.expanduser(data["classes"])).resolve())  # a colour-table file
     if isinstance(raw.get("output_dir"), str):
         raw["output_dir"] = str((folder / os.path.expanduser(raw["output_dir"])).resolve())
+    model = raw.get("model")  # model.encoder_weights: a path unless none / imagenet
+    if isinstance(model, dict) and model.get("encoder_weights") not in (None, "none", "imagenet"):
+        model["encoder_weights"] = str((folder / os.path.expanduser(str(model["encoder_weights"]))).resolve())
 
 
 def load_raw(path: str | os.PathLike, _seen: tuple = (), _as_written: str = "") -> dict:
@@ -458,6 +464,8 @@ def _check_values(config: Config) -> None:
             f"{src}: key 'train.class_weights' has {len(weights)} values but data.num_classes is {data.num_classes}"
         )
     config.train.loss = normalize_loss_spec(config.train.loss, src)
+    if config.model.output_stride not in (8, 16):
+        raise SegtrainError(f"{src}: key 'model.output_stride' must be 8 or 16, got {config.model.output_stride}")
     if config.train.batch_size < 1 or config.train.epochs < 1:
         raise SegtrainError(f"{src}: keys 'train.batch_size' and 'train.epochs' must be at least 1")
 

@@ -10,15 +10,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from segtrain.errors import SegtrainError
 from segtrain.models.layers import (
+    DECODERS,
+    LEARNED_DECODERS,
     BilinearUpsample,
     ConvNormAct,
     IdentityInit,
     MaxPoolWithIndices,
     MaxUnpool,
+    PadToMultiple,
     ResizeConv,
     TransposedConvUp,
     make_norm,
+    upsampler,
 )
 
 RNG = np.random.default_rng(0)
@@ -230,3 +235,43 @@ def test_identity_init_passes_input_through():
     np.testing.assert_allclose(np.asarray(layer(x)), x, atol=1e-6)
     wide = IdentityInit()((3, 3, 2, 4))  # generalised: each input feeds its group of outputs
     np.testing.assert_allclose(np.asarray(wide)[1, 1], [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
+
+
+def test_upsampler_factory_builds_each_decoder_and_rejects_others():
+    kinds = {"unpool": MaxUnpool, "bilinear": BilinearUpsample, "resize_conv": ResizeConv,
+             "transposed": TransposedConvUp}
+    assert set(kinds) == set(DECODERS) and set(LEARNED_DECODERS) < set(DECODERS)
+    x = rand(2, 5, 6, 3)
+    for decoder, cls in kinds.items():
+        layer = upsampler(decoder, 2, 4, 3, use_bias=False, kernel_initializer="zeros", name=f"up_{decoder}")
+        assert type(layer) is cls and layer.name == f"up_{decoder}"
+        if decoder == "unpool":
+            pooled, indices = MaxPoolWithIndices(2)(x)
+            y = layer([pooled, indices, x])
+        else:
+            y = layer(x)
+        channels = 4 if decoder in LEARNED_DECODERS else 3
+        assert y.shape == (x.shape if decoder == "unpool" else (2, 10, 12, channels)), decoder
+        if decoder in LEARNED_DECODERS:
+            assert layer.bias is None and not np.asarray(layer.kernel).any()
+    with pytest.raises(SegtrainError, match=r"model.decoder: unknown decoder 'deconv'; use one of unpool, "):
+        upsampler("deconv", 2, 4)
+
+
+@pytest.mark.parametrize("spatial", [(5, 8, 6), (None, None, None), (13, 6), (9,)])
+def test_pad_to_multiple_then_same_conv_in_a_compiled_graph(spatial):
+    """Regression (issue 13): a ``Pad`` feeding a 'same' ``Conv3D`` inside ``tf.function`` is
+    fused by TF's oneDNN rewrite (AVX-512 CPUs) into a 'valid' conv, which broke 3-D
+    SegNet-Basic's ``predict``. Checked against NumPy: zero-pad to a multiple of 8, then conv."""
+    n = tuple(s or 5 for s in spatial)
+    x = rand(2, *n, 2)
+    pad = PadToMultiple(8)
+    conv = ConvNormAct(3, 3, norm="none", activation=None, use_bias=True, bias_initializer="random_normal")
+    compiled = tf.function(lambda t: conv(pad(t)), input_signature=[tf.TensorSpec((None, *spatial, 2))])
+    got = np.asarray(compiled(x))
+    padded = np.pad(x, [(0, 0)] + [(0, -k % 8) for k in n] + [(0, 0)])
+    assert got.shape == padded.shape[:-1] + (3,)
+    kernel, bias = (np.asarray(w) for w in conv.weights)
+    want = im2col_conv(padded, kernel, (1,) * len(n), [(1, 1)] * len(n)) + bias
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(pad(x)), padded)

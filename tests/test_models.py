@@ -10,7 +10,8 @@ import pytest
 
 from segtrain.config import from_dict
 from segtrain.errors import SegtrainError
-from segtrain.models import build_model, build_model_from_config, list_models
+from segtrain.models import DECODERS, build_model, build_model_from_config, decoders_of, list_models
+from segtrain.models.segnet import segnet_basic
 
 SEGNETS = ["segnet_basic", "segnet"]
 DILATED = ["dilated_frontend", "dilated_context"]
@@ -26,7 +27,7 @@ def tiny(name, decoder, shape, num_classes=3, **kwargs):
 
 
 def test_registry_lists_all_models():
-    assert list_models() == sorted(SEGNETS + DILATED)
+    assert list_models() == sorted(SEGNETS + DILATED + ["deeplabv3plus"])
 
 
 @pytest.mark.parametrize("name,decoder", COMBOS)
@@ -89,6 +90,20 @@ def test_build_model_from_config_and_errors():
         build_model_from_config(_config(name="unet"), (16, 16, 3))
     with pytest.raises(SegtrainError, match="model.norm"):
         build_model_from_config(_config(norm="batchnorm", width=1), (16, 16, 3))
+
+
+def test_each_family_registers_its_decoders_default_first():
+    assert decoders_of("segnet_basic") == decoders_of("segnet") == DECODERS
+    assert decoders_of("dilated_frontend") == decoders_of("dilated_context") == ("bilinear", "resize_conv", "transposed")
+    for name in list_models():  # the default decoder (decoder=None) is the first registered one
+        default = build_model(name, 2, (16, 16, 1), **{**TINY, "mean": None, "std": None,
+                                                       **({"fc_width": 2} if name in DILATED else {})})
+        assert any(layer.name.endswith(decoders_of(name)[0]) for layer in default.layers), name
+    msg = r"model.decoder: 'unpool' is not applicable to dilated_context; use one of bilinear, resize_conv, transposed"
+    with pytest.raises(SegtrainError, match=msg):
+        build_model("dilated_context", 3, (16, 16, 3), decoder="unpool")
+    with pytest.raises(SegtrainError, match=r"model.decoder: 'deconv' is not a decoder of segnet_basic; use one of unpool"):
+        segnet_basic(3, (16, 16, 3), "deconv")  # checked when the builder is called directly too
 
 
 @pytest.mark.parametrize("name,decoder,norm,shape", [

@@ -12,10 +12,12 @@ from typing import Sequence
 import keras
 
 from segtrain import keras_metrics, losses, schedules  # noqa: F401  (register every serialisable segtrain object)
-from segtrain.models import dilated, segnet  # noqa: F401  (register the builders)
-from segtrain.models.registry import DECODERS, get_builder, list_models
+from segtrain.errors import SegtrainError
+from segtrain.models import deeplab, dilated, segnet  # noqa: F401  (register the builders)
+from segtrain.models.layers import DECODERS
+from segtrain.models.registry import decoders_of, get_builder, list_models
 
-__all__ = ["build_model", "build_model_from_config", "list_models", "DECODERS"]
+__all__ = ["build_model", "build_model_from_config", "list_models", "decoders_of", "DECODERS"]
 
 
 def build_model(name: str, num_classes: int, input_shape: Sequence, decoder: str | None = None,
@@ -37,6 +39,12 @@ def build_model_from_config(config, input_shape: Sequence) -> keras.Model:
     """Build the model a ``Config`` names (``model.*`` keys and ``data.num_classes``)."""
     m = config.model
     kwargs = {"width": m.width, "mean": m.mean, "std": m.std}
-    if "context" in inspect.signature(get_builder(m.name)).parameters:
-        kwargs["context"] = m.context
+    accepted = inspect.signature(get_builder(m.name)).parameters
+    for key in ("context", "encoder", "encoder_weights", "output_stride"):  # keys only some models take
+        if key in accepted and getattr(m, key) is not None:
+            kwargs[key] = getattr(m, key)
+    for key, unset in (("encoder", None), ("encoder_weights", "none")):  # never silently ignored
+        if key not in accepted and getattr(m, key) != unset:
+            takers = ", ".join(n for n in list_models() if key in inspect.signature(get_builder(n)).parameters)
+            raise SegtrainError(f"model.{key}: {m.name} does not take it; remove it or use one of {takers}")
     return build_model(m.name, config.data.num_classes, input_shape, decoder=m.decoder, norm=m.norm, **kwargs)

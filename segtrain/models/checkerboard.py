@@ -23,18 +23,18 @@ import numpy as np
 from segtrain.errors import SegtrainError
 from segtrain.models import build_model
 from segtrain.models.layers import (
-    BilinearUpsample,
+    DECODERS,
+    LEARNED_DECODERS,
     ConvNormAct,
     MaxPoolWithIndices,
-    MaxUnpool,
     ResizeConv,
-    TransposedConvUp,
     nearest_upsample,
+    upsampler,
 )
-from segtrain.models.registry import DECODERS
+from segtrain.models.registry import decoders_of
 
 PROBES = ("constant", "smooth")
-BLOCKS = ("unpool", "resize_conv", "resize_conv_bilinear", "transposed", "bilinear")
+BLOCKS = DECODERS + ("resize_conv_bilinear",)  # + a resize-conv with linear instead of nearest resizing
 
 
 def periodic_energy_share(y: np.ndarray, factors: Sequence[int], margin: int = 0) -> float:
@@ -86,24 +86,24 @@ def upsampling_block(kind: str, filters: int, factor: int, kernel_size: int, see
     ``unpool`` is fed the pool indices of the probe upsampled to the output resolution
     (the encoder feature its pool saw); ties go to the first position in the window.
     """
+    if kind not in BLOCKS:
+        raise SegtrainError(f"checkerboard: unknown block {kind!r}; use one of {', '.join(BLOCKS)}")
     init = keras.initializers.GlorotUniform(seed=seed)
-    if kind == "resize_conv":
-        return ResizeConv(filters, factor, kernel_size, kernel_initializer=init)
     if kind == "resize_conv_bilinear":
         return ResizeConv(filters, factor, kernel_size, interpolation="bilinear", kernel_initializer=init)
-    if kind == "transposed":
-        return TransposedConvUp(filters, factor, kernel_size, kernel_initializer=init)
+    up = upsampler(kind, factor, filters, kernel_size, kernel_initializer=init)
+    if kind in LEARNED_DECODERS:
+        return up
     conv = ConvNormAct(filters, kernel_size, norm="none", activation=None, kernel_initializer=init)
     if kind == "bilinear":
-        return lambda x: conv(BilinearUpsample(factor)(x))
-    if kind == "unpool":
-        def unpool_block(x):
-            rank = len(x.shape) - 2
-            high = nearest_upsample(x, (factor,) * rank)
-            pooled, indices = MaxPoolWithIndices(factor)(high)
-            return conv(MaxUnpool(factor)([pooled, indices, high]))
-        return unpool_block
-    raise SegtrainError(f"checkerboard: unknown block {kind!r}; use one of {', '.join(BLOCKS)}")
+        return lambda x: conv(up(x))
+
+    def unpool_block(x):
+        high = nearest_upsample(x, (factor,) * (len(x.shape) - 2))
+        pooled, indices = MaxPoolWithIndices(factor)(high)
+        return conv(up([pooled, indices, high]))
+
+    return unpool_block
 
 
 def block_score(kind: str, rank: int = 2, factor: int = 2, kernel_size: int = 3, channels: int = 8,
@@ -148,8 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     rows = []
     if args.model:
-        decoders = DECODERS if args.model.startswith("segnet") else ("resize_conv", "transposed", "bilinear")
-        for decoder in decoders:
+        for decoder in decoders_of(args.model):
             rows.append((decoder, model_score(args.model, decoder, args.rank, args.size or 192, args.width,
                                               args.trials or 2, args.seed, args.probe)))
         title = f"{args.model} logits, {args.probe} probe"

@@ -18,10 +18,11 @@ from typing import Sequence
 import keras
 
 from segtrain.errors import SegtrainError
-from segtrain.models.layers import BilinearUpsample, ConvNormAct, IdentityInit, ResizeConv, TransposedConvUp
-from segtrain.models.registry import IMAGENET, check_decoder, head, register_model, stem
+from segtrain.models.encoders import VGG16_CONVS, normalisation, transfer_vgg16
+from segtrain.models.layers import ConvNormAct, IdentityInit, upsampler
+from segtrain.models.registry import IMAGENET, head, register_model, stem
 
-UPSAMPLERS = ("bilinear", "resize_conv", "transposed")
+DILATED_DECODERS = ("bilinear", "resize_conv", "transposed")  # no encoder indices to unpool with; default first
 CONTEXT_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
 LARGE_MULTIPLIERS = (2, 2, 4, 8, 16, 32, 32)
 _POOLS = {1: keras.layers.MaxPooling1D, 2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
@@ -61,37 +62,43 @@ def context_module(x, num_classes: int, context: str, seed: int = 0):
 
 
 def upsample_x8(x, decoder: str, num_classes: int, kernel_size: int):
+    """x8 in one fixed ``bilinear`` step, or in three learned x2 steps of ``num_classes`` channels."""
     if decoder == "bilinear":
-        return BilinearUpsample(8, name="up_bilinear")(x)
-    up = ResizeConv if decoder == "resize_conv" else TransposedConvUp
+        return upsampler(decoder, 8, name="up_bilinear")(x)
     for i in range(1, 4):
-        x = up(num_classes, 2, kernel_size, name=f"up{i}_{decoder}")(x)
+        x = upsampler(decoder, 2, num_classes, kernel_size, name=f"up{i}_{decoder}")(x)
     return x
 
 
 def _dilated(name, num_classes, input_shape, decoder, norm, width, mean, std, fc_width, dropout,
-             upsample_kernel, context=None):
-    check_decoder(decoder, UPSAMPLERS, name)
+             upsample_kernel, encoder_weights, context=None):
+    mean, std = normalisation("vgg16", encoder_weights, input_shape, mean, std)
     inputs, x = stem(input_shape, mean, std, multiple=8)
     x = frontend(x, num_classes, norm, width, 64 * width if fc_width is None else fc_width, dropout)
     if context is not None:
         x = context_module(x, num_classes, context)
-    return head(inputs, upsample_x8(x, decoder, num_classes, upsample_kernel), name)
+    model = head(inputs, upsample_x8(x, decoder, num_classes, upsample_kernel), name)
+    if encoder_weights != "none":  # VGG16's 13 convs, and fc6/fc7 from a file with top (docs/models.md)
+        names = {v: "conv" + v[len("block"):].replace("_conv", "_") for v in VGG16_CONVS}
+        transfer_vgg16(model, encoder_weights, {**names, "fc1": "fc6", "fc2": "fc7"})
+    return model
 
 
-@register_model("dilated_frontend")
+@register_model("dilated_frontend", DILATED_DECODERS)
 def dilated_frontend(num_classes: int, input_shape: Sequence, decoder: str = "bilinear", norm: str = "batch", *,
                      width: int = 64, mean=IMAGENET, std=IMAGENET, fc_width: int | None = None,
-                     dropout: float = 0.5, upsample_kernel: int = 3) -> keras.Model:
-    """VGG-16 dilated front-end (``fc_width`` defaults to 64 x ``width`` = 4096), any rank."""
+                     dropout: float = 0.5, upsample_kernel: int = 3, encoder_weights: str = "none") -> keras.Model:
+    """VGG-16 dilated front-end (``fc_width`` defaults to 64 x ``width`` = 4096), any rank;
+    ``encoder_weights`` (none | imagenet | path) initialises conv1_1..conv5_3 from VGG16."""
     return _dilated("dilated_frontend", num_classes, input_shape, decoder, norm, width, mean, std,
-                    fc_width, dropout, upsample_kernel)
+                    fc_width, dropout, upsample_kernel, encoder_weights)
 
 
-@register_model("dilated_context")
+@register_model("dilated_context", DILATED_DECODERS)
 def dilated_context(num_classes: int, input_shape: Sequence, decoder: str = "bilinear", norm: str = "batch", *,
                     width: int = 64, mean=IMAGENET, std=IMAGENET, context: str = "basic",
-                    fc_width: int | None = None, dropout: float = 0.5, upsample_kernel: int = 3) -> keras.Model:
+                    fc_width: int | None = None, dropout: float = 0.5, upsample_kernel: int = 3,
+                    encoder_weights: str = "none") -> keras.Model:
     """Front-end + context module (``context``: basic | large), any rank."""
     return _dilated("dilated_context", num_classes, input_shape, decoder, norm, width, mean, std,
-                    fc_width, dropout, upsample_kernel, context)
+                    fc_width, dropout, upsample_kernel, encoder_weights, context)

@@ -29,6 +29,9 @@ from segtrain.errors import SegtrainError
 from segtrain.models.subpixel import resize_conv_subpixel
 
 NORMS = ("batch", "layer", "group", "instance", "none")
+# Every decoder (upsampler) a zoo model can name in ``model.decoder``; ``upsampler`` builds them.
+DECODERS = ("unpool", "resize_conv", "transposed", "bilinear")
+LEARNED_DECODERS = ("resize_conv", "transposed")  # upsample and convolve in one layer
 _PKG = "segtrain"
 
 
@@ -420,6 +423,28 @@ class MaxUnpool(keras.layers.Layer):
         return {**super().get_config(), "pool_size": self.pool_size}
 
 
+def upsampler(decoder: str, factor=2, filters: int | None = None, kernel_size=3, *, use_bias: bool = True,
+              kernel_initializer="glorot_uniform", name: str | None = None) -> keras.layers.Layer:
+    """The layer that upsamples by ``factor`` for decoder ``decoder`` (one of ``DECODERS``).
+
+    ``unpool`` is a ``MaxUnpool``, called on ``[values, indices, pre_pool_tensor]``; every
+    other decoder is called on the tensor alone. ``filters``, ``kernel_size``, ``use_bias``
+    and ``kernel_initializer`` apply to the learned ones (``LEARNED_DECODERS``), which
+    convolve while they upsample; ``bilinear`` and ``unpool`` keep the channel count.
+    """
+    if decoder == "unpool":
+        return MaxUnpool(factor, name=name)
+    if decoder == "bilinear":
+        return BilinearUpsample(factor, name=name)
+    if decoder == "resize_conv":
+        return ResizeConv(filters, factor, kernel_size, use_bias=use_bias, kernel_initializer=kernel_initializer,
+                          name=name)
+    if decoder == "transposed":
+        return TransposedConvUp(filters, factor, kernel_size, use_bias=use_bias,
+                                kernel_initializer=kernel_initializer, name=name)
+    raise SegtrainError(f"model.decoder: unknown decoder {decoder!r}; use one of {', '.join(DECODERS)}")
+
+
 def crop_to(x, spatial: Sequence):
     """Keep the first ``spatial[i]`` elements of each spatial axis."""
     return x[(slice(None),) + tuple(slice(0, n) for n in spatial) + (slice(None),)]
@@ -427,15 +452,28 @@ def crop_to(x, spatial: Sequence):
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class PadToMultiple(keras.layers.Layer):
-    """Zero-pad the end of every spatial axis to a multiple of ``multiple`` (a model's total stride)."""
+    """Zero-pad the end of every spatial axis to a multiple of ``multiple`` (a model's total stride).
+
+    The zeros are concatenated, not added with ``ops.pad``: a model's first conv follows this
+    layer, and TensorFlow's oneDNN graph rewrite (on by default on CPUs with AVX-512 VNNI /
+    AMX) fuses a constant-size ``Pad`` into a following ``Conv3D`` and then drops the conv's
+    own 'same' padding, so inside ``tf.function`` (``fit``, ``predict``) the 3-D conv silently
+    computes a 'valid' result (TF 2.21; eager mode and ranks 1-2 are unaffected).
+    """
 
     def __init__(self, multiple: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.multiple = int(multiple)
 
     def call(self, x):
-        spatial = _spatial_shape(x, len(x.shape) - 2)
-        return ops.pad(x, [[0, 0]] + [[0, (-n) % self.multiple] for n in spatial] + [[0, 0]])
+        for axis, n in enumerate(_spatial_shape(x, len(x.shape) - 2), start=1):
+            extra = (-n) % self.multiple
+            if isinstance(extra, int) and extra == 0:
+                continue
+            shape = list(ops.shape(x))
+            shape[axis] = extra
+            x = ops.concatenate([x, ops.zeros(shape, x.dtype)], axis=axis)
+        return x
 
     def compute_output_shape(self, input_shape):
         m = self.multiple

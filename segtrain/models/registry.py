@@ -1,7 +1,10 @@
 """Model name -> builder, plus the input stem and output crop every zoo model shares.
 
 Configs name models (``model.name: segnet_basic``); this table maps the name to code, so
-no config value is ever imported or evaluated. Every builder has the signature
+no config value is ever imported or evaluated. Each model registers the decoders it
+accepts (names from ``layers.DECODERS``, its default first); the registry checks
+``decoder`` before the builder runs, so builders never see one they cannot build.
+Every builder has the signature
 ``builder(num_classes, input_shape, decoder, norm, *, width, mean, std, ...)`` and
 returns a ``keras.Model`` whose inputs are raw pixel values and whose outputs are logits
 of the input's spatial size.
@@ -9,27 +12,46 @@ of the input's spatial size.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable, Sequence
 
 import keras
 
 from segtrain.errors import SegtrainError
-from segtrain.models.layers import CropToMatch, PadToMultiple
+from segtrain.models.layers import DECODERS, CropToMatch, PadToMultiple
 
-DECODERS = ("unpool", "resize_conv", "transposed", "bilinear")
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 IMAGENET = "imagenet"  # default for mean/std: ImageNet for 3-channel 2-D inputs, else none
 
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {}
+_DECODERS: dict[str, tuple[str, ...]] = {}
 
 
-def register_model(name: str):
-    """Decorator: make ``builder`` available to configs as ``model.name: <name>``."""
+def register_model(name: str, decoders: Sequence[str]):
+    """Decorator: make ``builder`` available to configs as ``model.name: <name>``.
+
+    ``decoders`` are the ``model.decoder`` values it accepts; the returned builder raises
+    the ``model.decoder`` error for any other before building anything.
+    """
+    unknown = set(decoders) - set(DECODERS)
+    if unknown:
+        raise ValueError(f"{name}: {sorted(unknown)} are not decoders; DECODERS has {DECODERS}")
+    _DECODERS[name] = tuple(decoders)
 
     def wrap(builder):
-        _BUILDERS[name] = builder
-        return builder
+        signature = inspect.signature(builder)
+
+        @functools.wraps(builder)
+        def checked(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            check_decoder(bound.arguments["decoder"], name)
+            return builder(*args, **kwargs)
+
+        _BUILDERS[name] = checked
+        return checked
 
     return wrap
 
@@ -44,7 +66,14 @@ def get_builder(name: str) -> Callable[..., keras.Model]:
     return _BUILDERS[name]
 
 
-def check_decoder(decoder: str, allowed: Sequence[str], model: str) -> None:
+def decoders_of(name: str) -> tuple[str, ...]:
+    """The decoders model ``name`` accepts, its default first."""
+    get_builder(name)
+    return _DECODERS[name]
+
+
+def check_decoder(decoder: str, model: str) -> None:
+    allowed = _DECODERS[model]
     if decoder not in allowed:
         why = "is not applicable to" if decoder in DECODERS else "is not a decoder of"
         raise SegtrainError(f"model.decoder: {decoder!r} {why} {model}; use one of {', '.join(allowed)}")

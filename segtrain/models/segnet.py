@@ -18,16 +18,9 @@ from typing import Sequence
 
 import keras
 
-from segtrain.models.layers import (
-    ConvNormAct,
-    MaxPoolWithIndices,
-    MaxUnpool,
-    BilinearUpsample,
-    ResizeConv,
-    TransposedConvUp,
-    make_norm,
-)
-from segtrain.models.registry import DECODERS, IMAGENET, check_decoder, head, register_model, stem
+from segtrain.models.encoders import VGG16_CONVS, normalisation, transfer_vgg16
+from segtrain.models.layers import DECODERS, LEARNED_DECODERS, ConvNormAct, MaxPoolWithIndices, make_norm, upsampler
+from segtrain.models.registry import IMAGENET, head, register_model, stem
 
 
 def up_stage(x, pooled, decoder: str, filters: Sequence[int], kernel_size: int, norm: str,
@@ -37,15 +30,11 @@ def up_stage(x, pooled, decoder: str, filters: Sequence[int], kernel_size: int, 
     ``pooled`` is ``(indices, pre_pool_tensor)`` of the mirrored encoder pool (used by
     ``unpool`` only).
     """
+    up = upsampler(decoder, 2, filters[0], kernel_size, use_bias=norm == "none", kernel_initializer="he_normal",
+                   name=f"{name}_{decoder}")
+    x = up([x, *pooled]) if decoder == "unpool" else up(x)
     first = 0
-    if decoder == "unpool":
-        x = MaxUnpool(2, name=f"{name}_unpool")([x, pooled[0], pooled[1]])
-    elif decoder == "bilinear":
-        x = BilinearUpsample(2, name=f"{name}_bilinear")(x)
-    else:
-        up = ResizeConv if decoder == "resize_conv" else TransposedConvUp
-        x = up(filters[0], 2, kernel_size, use_bias=norm == "none", kernel_initializer="he_normal",
-               name=f"{name}_{decoder}")(x)
+    if decoder in LEARNED_DECODERS:  # the upsampler was the stage's first conv
         norm_layer = make_norm(norm, filters[0], name=f"{name}_{decoder}_norm")
         if norm_layer is not None:
             x = norm_layer(x)
@@ -60,7 +49,6 @@ def up_stage(x, pooled, decoder: str, filters: Sequence[int], kernel_size: int, 
 def _encoder_decoder(num_classes, input_shape, decoder, norm, mean, std, stages, kernel_size,
                      decoder_activation, name):
     """``stages``: list of conv widths per encoder stage; the decoder mirrors them."""
-    check_decoder(decoder, DECODERS, name)
     inputs, x = stem(input_shape, mean, std, multiple=2 ** len(stages))
     pools = []
     for s, widths in enumerate(stages, start=1):
@@ -78,7 +66,7 @@ def _encoder_decoder(num_classes, input_shape, decoder, norm, mean, std, stages,
     return head(inputs, logits, name)
 
 
-@register_model("segnet_basic")
+@register_model("segnet_basic", DECODERS)
 def segnet_basic(num_classes: int, input_shape: Sequence, decoder: str = "unpool", norm: str = "batch", *,
                  width: int = 64, mean=IMAGENET, std=IMAGENET, kernel_size: int = 7) -> keras.Model:
     """SegNet-Basic: 4 x (7x7 conv ``width`` + norm + ReLU + 2x2 pool), mirrored linear decoder
@@ -88,11 +76,16 @@ def segnet_basic(num_classes: int, input_shape: Sequence, decoder: str = "unpool
                             kernel_size, None, "segnet_basic")
 
 
-@register_model("segnet")
+@register_model("segnet", DECODERS)
 def segnet(num_classes: int, input_shape: Sequence, decoder: str = "unpool", norm: str = "batch", *,
-           width: int = 64, mean=IMAGENET, std=IMAGENET) -> keras.Model:
+           width: int = 64, mean=IMAGENET, std=IMAGENET, encoder_weights: str = "none") -> keras.Model:
     """SegNet: VGG-16 encoder (13 3x3 convs, 5 pools; widths ``width`` x 1, 2, 4, 8, 8) and the
-    mirrored decoder with norm + ReLU, 1x1 classifier (~29.4M parameters at width 64)."""
+    mirrored decoder with norm + ReLU, 1x1 classifier (~29.4M parameters at width 64).
+    ``encoder_weights`` (none | imagenet | path) initialises the encoder from VGG16."""
     w = width
     stages = [[w] * 2, [2 * w] * 2, [4 * w] * 3, [8 * w] * 3, [8 * w] * 3]
-    return _encoder_decoder(num_classes, input_shape, decoder, norm, mean, std, stages, 3, "relu", "segnet")
+    mean, std = normalisation("vgg16", encoder_weights, input_shape, mean, std)
+    model = _encoder_decoder(num_classes, input_shape, decoder, norm, mean, std, stages, 3, "relu", "segnet")
+    if encoder_weights != "none":
+        transfer_vgg16(model, encoder_weights, {v: "enc" + v[len("block"):] for v in VGG16_CONVS})
+    return model
