@@ -287,7 +287,7 @@ def test_dynamic_size_comes_from_the_run_config_or_is_asked_for(quickstart_run, 
 
     root, model = quickstart_run
     ckpt = root / "runs" / "quickstart" / "checkpoints" / "best.keras"
-    assert default_size(ckpt) == ((64, 64), "")  # data.crop of configs/_base_/sample.yaml
+    assert default_size(ckpt) == ((64, 64), "")  # data.crop of configs/_base_/datasets/sample.yaml
     lone = tmp_path / "lone" / "best.keras"  # no config.yaml two folders up
     lone.parent.mkdir()
     shutil.copy(ckpt, lone)
