@@ -84,6 +84,13 @@ class ScheduleConfig:
 
 
 @dataclass
+class PreciseBNConfig:
+    """BatchNorm statistics recomputed over N training batches before validation/checkpoints (segtrain.precise_bn)."""
+
+    batches: int = 16  # 0 = off (the running averages are kept)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     steps: Union[int, None] = None  # total steps; overrides epochs when set
@@ -94,7 +101,9 @@ class TrainConfig:
     class_weights: Union[str, list[float]] = "none"  # none | median_frequency | [w0, w1, ...]
     val_every: int = 1  # validate every N epochs
     checkpoint_every_steps: int = 0  # 0 = only at epoch ends
-    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
+    # auto: by hardware, see segtrain.precision; none = float32
+    mixed_precision: Literal["auto", "none", "mixed_float16", "mixed_bfloat16"] = "auto"
+    precise_bn: PreciseBNConfig = field(default_factory=PreciseBNConfig)
     jit_compile: bool = False
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
@@ -305,6 +314,8 @@ def _check_values(config: Config) -> None:
         raise SegtrainError(
             f"{src}: key 'train.class_weights' has {len(weights)} values but data.num_classes is {data.num_classes}"
         )
+    if config.train.precise_bn.batches < 0:
+        raise SegtrainError(f"{src}: key 'train.precise_bn.batches' must be 0 (off) or more, got {config.train.precise_bn.batches}")
     if config.train.batch_size < 1 or config.train.epochs < 1:
         raise SegtrainError(f"{src}: keys 'train.batch_size' and 'train.epochs' must be at least 1")
 

@@ -38,6 +38,7 @@ from segtrain.distribute import is_chief, launch_local_workers, make_strategy  #
 from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.losses import masked_cross_entropy_terms, median_frequency_weights  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
+from segtrain.precise_bn import precise_bn_for  # noqa: E402
 from segtrain.run_log import RunLog  # noqa: E402
 from segtrain.schedules import build_schedule  # noqa: E402
 
@@ -179,6 +180,7 @@ class Trainer:
             self.optimizer = build_optimizer(cfg.train, schedule)
             self.optimizer.build(self.model.trainable_variables)
         self._train_step = self._make_train_step()
+        self.precise_bn = precise_bn_for(self.model, cfg, self.dataset_fn, self.verbose and self.chief)
         self._predict = tf.function(
             lambda images: tf.cast(tf.argmax(self.model(images, training=False), axis=-1), tf.uint8),
             reduce_retracing=True,
@@ -300,6 +302,8 @@ class Trainer:
         row = {"epoch": epoch + 1, "step": state["step"], "loss": state["loss_sum"] / max(state["batch"], 1),
                "lr": self._lr(), "seconds": round(seconds, 2)}
         last = state["step"] >= self.total_steps
+        if self.precise_bn:  # population BN statistics for this validation, best and last
+            self.precise_bn.refresh()
         if (epoch + 1) % self.config.train.val_every == 0 or last:
             metrics = self.validate()
             names = metrics["class_names"]

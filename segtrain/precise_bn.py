@@ -1,0 +1,167 @@
+"""Precise BatchNorm: population statistics over N training batches, instead of running averages.
+
+During training a BatchNormalization layer keeps an exponential moving average of its
+batch statistics (momentum 0.99). When the weights move fast (SGD at lr 0.1) those
+averages lag behind them, and a model evaluated with them scores far below what its
+weights can do. PreciseBN (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021;
+Detectron2's ``PreciseBN`` hook; SegNet's ``compute_bn_statistics.py``) recomputes them
+with the weights frozen.
+
+What is computed, per BN layer and channel: the forward pass runs with every (trainable)
+BN layer in training mode, i.e. normalising by its batch statistics as in a training
+step, while the rest of the model (dropout) is in inference mode; no gradient, no
+optimizer step. Each BN layer's float32 input gives per-batch means ``m_k`` and biased
+variances ``v_k`` over ``n_k`` values (what Keras itself computes and averages into
+``moving_variance``: no Bessel correction), and the layer gets the exact mean and biased
+variance of all the values of all the batches::
+
+    moving_mean     = sum_k n_k m_k / sum_k n_k
+    moving_variance = sum_k n_k (v_k + (m_k - moving_mean)^2) / sum_k n_k
+
+i.e. the average of the batch variances plus the variance of the batch means (Detectron2
+averages the batch variances only, which leaves out that second, small term).
+
+Layers are found wherever they are nested (the zoo's ``ConvNormAct`` holds its BN), and
+their inputs are read by wrapping each layer's ``call`` for the duration of the pass.
+Under tf.distribute every worker runs the same N global batches, so every replica
+computes the same statistics and no all-reduce is needed (at the cost of N un-sharded
+forward passes per worker). Frozen (non-trainable) BN layers keep their statistics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import keras
+import numpy as np
+from keras import ops
+
+from segtrain.errors import SegtrainError
+
+
+def batchnorm_layers(model: keras.layers.Layer) -> list[keras.layers.BatchNormalization]:
+    """Every trainable BatchNormalization layer of ``model``, nested ones included, once each."""
+    found, seen = [], set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable and id(layer) not in seen:
+            seen.add(id(layer))
+            found.append(layer)
+    return found
+
+
+class _Moments:
+    """Per-batch (count, mean, biased variance) of one BN layer's input, per channel."""
+
+    def __init__(self, layer: keras.layers.BatchNormalization):
+        self.layer = layer
+        self.counts: list[int] = []
+        self.means: list[np.ndarray] = []
+        self.variances: list[np.ndarray] = []
+
+    def record(self, inputs) -> None:
+        x = ops.cast(inputs, "float32")
+        rank = len(x.shape)
+        axes = [i for i in range(rank) if i != self.layer.axis % rank]
+        mean, variance = ops.moments(x, axes=axes)
+        self.counts.append(int(np.prod([x.shape[i] for i in axes])))  # eager: the shape is known
+        self.means.append(ops.convert_to_numpy(mean).astype(np.float64))
+        self.variances.append(ops.convert_to_numpy(variance).astype(np.float64))
+
+    def population(self) -> tuple[np.ndarray, np.ndarray]:
+        n = np.asarray(self.counts, dtype=np.float64)[:, None]
+        means, variances = np.stack(self.means), np.stack(self.variances)
+        mean = (n * means).sum(0) / n.sum()
+        variance = (n * (variances + (means - mean) ** 2)).sum(0) / n.sum()
+        return mean, variance
+
+
+def _recording_call(moments: _Moments, original: Callable) -> Callable:
+    def call(inputs, training=None, mask=None):
+        if mask is not None:
+            raise SegtrainError(f"precise BN: layer {moments.layer.name} got a mask; masked BatchNorm is not supported")
+        moments.record(inputs)
+        return original(inputs, training=True)
+
+    return call
+
+
+def recompute_bn_statistics(model: keras.Model, batches: Iterable) -> int:
+    """Set every trainable BN layer's moving mean/variance to the population statistics of ``batches``.
+
+    ``batches`` yields model inputs (or ``(inputs, labels)`` pairs). Returns the number of
+    batches used. On any error the layers keep the statistics they had.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    before = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
+    moments = [_Moments(layer) for layer in layers]
+    for m in moments:
+        # An instance attribute shadows the class's call for this pass only.
+        object.__setattr__(m.layer, "call", _recording_call(m, m.layer.call))
+    used = 0
+    try:
+        for batch in batches:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(images, training=False)
+            used += 1
+        if used == 0:
+            raise SegtrainError("precise BN: the training split yielded no batch to compute statistics from")
+        for m in moments:
+            if not m.counts:  # a layer the forward pass never reached keeps its statistics
+                continue
+            mean, variance = m.population()
+            m.layer.moving_mean.assign(mean.astype(np.float32))
+            m.layer.moving_variance.assign(variance.astype(np.float32))
+    except BaseException:
+        for layer, (mean, variance) in zip(layers, before):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+        raise
+    finally:
+        for m in moments:
+            del m.layer.__dict__["call"]
+    return used
+
+
+def training_batches(config, dataset_fn: Callable, count: int) -> Iterator:
+    """The first ``count`` batches of the training pipeline from epoch 0 on (epochs 0, 1, ... if needed).
+
+    The same batches every time: the data layer seeds order and augmentation by
+    (train.seed, epoch, position), never by the step, so a resumed run recomputes exactly
+    what the uninterrupted one did.
+    """
+    epoch = 0
+    while count > 0:
+        ds = dataset_fn(config, config.data.train_split, True, epoch=epoch, skip_batches=0)
+        got = 0
+        for batch in ds.take(count):
+            yield batch
+            got += 1
+        if got == 0:
+            return
+        count -= got
+        epoch += 1
+
+
+class PreciseBN:
+    """The trainer's hook: ``refresh()`` before validation and before checkpoints are written."""
+
+    def __init__(self, model: keras.Model, config, dataset_fn: Callable, verbose: bool = False):
+        self.model, self.config, self.dataset_fn, self.verbose = model, config, dataset_fn, verbose
+        self.num_batches = config.train.precise_bn.batches
+
+    def refresh(self) -> None:
+        started = time.perf_counter()
+        used = recompute_bn_statistics(self.model, training_batches(self.config, self.dataset_fn, self.num_batches))
+        if self.verbose:
+            print(f"  precise BN: statistics of {len(batchnorm_layers(self.model))} BatchNorm layers recomputed "
+                  f"over {used} training batches ({time.perf_counter() - started:.1f} s)")
+
+
+def precise_bn_for(model: keras.Model, config, dataset_fn: Callable, verbose: bool = False) -> PreciseBN | None:
+    """A ``PreciseBN`` hook when ``train.precise_bn.batches`` > 0 and the model has BatchNorm, else None."""
+    if config.train.precise_bn.batches <= 0 or not batchnorm_layers(model):
+        return None
+    return PreciseBN(model, config, dataset_fn, verbose)
