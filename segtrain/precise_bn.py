@@ -165,3 +165,10 @@ def precise_bn_for(model: keras.Model, config, dataset_fn: Callable, verbose: bo
     if config.train.precise_bn.batches <= 0 or not batchnorm_layers(model):
         return None
     return PreciseBN(model, config, dataset_fn, verbose)
+
+
+def recompute_for_config(model: keras.Model, config, num_batches: int) -> int:
+    """``recompute_bn_statistics`` over the first ``num_batches`` batches of ``config``'s training pipeline."""
+    from segtrain.data.pipeline import build_dataset
+
+    return recompute_bn_statistics(model, training_batches(config, build_dataset, num_batches))

@@ -86,3 +86,66 @@ def test_model_without_batchnorm_is_left_alone():
     x = keras.Input((None, None, 3))
     model = keras.Model(x, keras.layers.Conv2D(2, 1)(x))
     assert recompute_bn_statistics(model, iter([np.ones((1, 4, 4, 3), np.float32)])) == 0
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sample_config(tmp_path, precise_batches=4):
+    """A narrow BatchNorm SegNet-Basic on the built-in sample dataset, float32, two short epochs."""
+    import yaml
+
+    path = tmp_path / "bn.yaml"
+    path.write_text(yaml.safe_dump({
+        "_base_": os.path.join(REPO, "configs", "quickstart.yaml"),
+        "data": {"crop": [32, 32], "scale": [1.0, 1.0]},
+        "model": {"norm": "batch", "width": 8},
+        "train": {"epochs": 2, "batch_size": 8, "mixed_precision": "none",
+                  "precise_bn": {"batches": precise_batches}},
+        "output_dir": str(tmp_path / "run"),
+    }))
+    return path
+
+
+def bn_state(model):
+    return [(layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy()) for layer in batchnorm_layers(model)]
+
+
+@pytest.mark.slow
+def test_trainer_writes_precise_statistics_and_evaluate_repairs_stale_ones(tmp_path):
+    import json
+
+    from segtrain.cli import main as cli_main
+    from segtrain.config import load_config
+    from segtrain.evaluation import evaluate
+    from segtrain.inference import load_checkpoint
+    from segtrain.precise_bn import recompute_for_config
+    from segtrain.training import Trainer
+
+    path = sample_config(tmp_path)
+    config = load_config(path)
+    result = Trainer(config, verbose=0).fit()
+    checkpoints = tmp_path / "run" / "checkpoints"
+
+    # last.keras was written after the recompute: recomputing again over the same batches changes nothing.
+    model = load_checkpoint(checkpoints / "last.keras")
+    written = bn_state(model)
+    assert len(written) > 4
+    assert recompute_for_config(model, config, 4) == 4
+    for (mean, var), (mean2, var2) in zip(written, bn_state(model)):
+        np.testing.assert_allclose(mean2, mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(var2, var, rtol=1e-5, atol=1e-6)
+    assert evaluate(config, "val", model=model, verbose=False)["miou"] == pytest.approx(result["miou"], abs=1e-6)
+
+    # Stale statistics (shifted means, shrunk variances) ruin the score; --precise-bn gives it back exactly.
+    for layer in batchnorm_layers(model):
+        layer.moving_mean.assign(layer.moving_mean.numpy() + 2.0)
+        layer.moving_variance.assign(layer.moving_variance.numpy() * 0.05)
+    stale = checkpoints / "stale.keras"
+    model.save(stale)
+    assert evaluate(config, "val", checkpoint=stale, verbose=False)["miou"] < result["miou"] - 0.1
+    assert cli_main(["evaluate", "--config", str(path), "--checkpoint", str(stale), "--precise-bn", "4",
+                     "--json", str(tmp_path / "m.json")]) == 0
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["miou"] == pytest.approx(result["miou"], abs=1e-6) and report["options"]["precise_bn"] == 4
+    assert cli_main(["evaluate", "--config", str(path), "--checkpoint", str(stale), "--precise-bn", "-1"]) == 1
