@@ -93,7 +93,13 @@ def float32_copy(model: keras.Model) -> keras.Model:
         return model
     import segtrain.models  # noqa: F401  (registers the zoo's layers for deserialisation)
 
-    twin = keras.saving.deserialize_keras_object(_float32_config(keras.saving.serialize_keras_object(model)))
+    config = _float32_config(keras.saving.serialize_keras_object(model))
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # sub-layers made in __init__ take the global policy
+    try:
+        twin = keras.saving.deserialize_keras_object(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     twin.set_weights(model.get_weights())
     return twin
 
