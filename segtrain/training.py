@@ -165,7 +165,6 @@ class Trainer:
         keras.utils.set_random_seed(cfg.train.seed)
         policy, why = resolve_policy(cfg.train.mixed_precision)
         keras.mixed_precision.set_global_policy(policy)
-        self.policy = policy
         if self.chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
@@ -333,7 +332,12 @@ class Trainer:
             self.store.save(self.model, self.optimizer, state)
 
     def validate(self) -> dict:
-        """Streaming confusion matrix over the validation split -> ``segtrain.metrics`` report."""
+        """Confusion matrix over the validation split -> ``segtrain.metrics`` report.
+
+        With the default data layer this is ``segtrain evaluate`` on the float32 weights (native
+        labels), so the logged number and the checkpoint's evaluation agree; a custom
+        ``dataset_fn`` is scored on the batches it yields.
+        """
         from segtrain.data.decode import class_names
 
         cfg = self.config
