@@ -22,7 +22,8 @@ i.e. the average of the batch variances plus the variance of the batch means (De
 averages the batch variances only, which leaves out that second, small term).
 
 Layers are found wherever they are nested (the zoo's ``ConvNormAct`` holds its BN), and
-their inputs are read by wrapping each layer's ``call`` for the duration of the pass.
+their inputs are read by shadowing each layer's ``call`` while a ``tf.function`` of the
+forward pass is traced (``BatchMoments``; the trainer traces it once per run).
 Under tf.distribute every worker runs the same N global batches, so every replica
 computes the same statistics and no all-reduce is needed (at the cost of N un-sharded
 forward passes per worker). Frozen (non-trainable) BN layers keep their statistics.
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import keras
 import numpy as np
-from keras import ops
+import tensorflow as tf
 
 from segtrain.errors import SegtrainError
 
@@ -50,78 +51,98 @@ def batchnorm_layers(model: keras.layers.Layer) -> list[keras.layers.BatchNormal
     return found
 
 
-class _Moments:
-    """Per-batch (count, mean, biased variance) of one BN layer's input, per channel."""
-
-    def __init__(self, layer: keras.layers.BatchNormalization):
-        self.layer = layer
-        self.counts: list[int] = []
-        self.means: list[np.ndarray] = []
-        self.variances: list[np.ndarray] = []
-
-    def record(self, inputs) -> None:
-        x = ops.cast(inputs, "float32")
-        rank = len(x.shape)
-        axes = [i for i in range(rank) if i != self.layer.axis % rank]
-        mean, variance = ops.moments(x, axes=axes)
-        self.counts.append(int(np.prod([x.shape[i] for i in axes])))  # eager: the shape is known
-        self.means.append(ops.convert_to_numpy(mean).astype(np.float64))
-        self.variances.append(ops.convert_to_numpy(variance).astype(np.float64))
-
-    def population(self) -> tuple[np.ndarray, np.ndarray]:
-        n = np.asarray(self.counts, dtype=np.float64)[:, None]
-        means, variances = np.stack(self.means), np.stack(self.variances)
-        mean = (n * means).sum(0) / n.sum()
-        variance = (n * (variances + (means - mean) ** 2)).sum(0) / n.sum()
-        return mean, variance
+def _input_moments(layer: keras.layers.BatchNormalization, inputs) -> tuple:
+    """(mean, biased variance, number of values) per channel of one BN layer's input, in float32."""
+    x = tf.cast(inputs, tf.float32)
+    rank = len(x.shape)
+    axes = [i for i in range(rank) if i != layer.axis % rank]
+    mean, variance = tf.nn.moments(x, axes=axes)
+    return mean, variance, tf.reduce_prod(tf.gather(tf.shape(x), axes))
 
 
-def _recording_call(moments: _Moments, original: Callable) -> Callable:
-    def call(inputs, training=None, mask=None):
-        if mask is not None:
-            raise SegtrainError(f"precise BN: layer {moments.layer.name} got a mask; masked BatchNorm is not supported")
-        moments.record(inputs)
-        return original(inputs, training=True)
+class BatchMoments:
+    """A compiled forward pass that returns every trainable BN layer's per-batch input moments.
 
-    return call
+    While tracing, each layer's ``call`` is shadowed by one that records its input's moments
+    and runs the layer in training mode; the traced graph keeps that, so later calls with
+    the same input signature need no tracing. Keep one per model to trace once.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.layers = batchnorm_layers(model)
+        self._seen: dict[str, list] = {}
+        self._forward = tf.function(self._run, reduce_retracing=True)
+
+    def _run(self, images):
+        self._seen = {}
+        self.model(images, training=False)
+        return self._seen
+
+    def _recording_call(self, index: int, layer, original: Callable) -> Callable:
+        def call(inputs, training=None, mask=None):
+            if mask is not None:
+                raise SegtrainError(f"precise BN: layer {layer.name} got a mask; masked BatchNorm is not supported")
+            self._seen.setdefault(str(index), []).append(_input_moments(layer, inputs))
+            return original(inputs, training=True)
+
+        return call
+
+    def __call__(self, images) -> dict[int, list[tuple[np.ndarray, np.ndarray, int]]]:
+        """Layer index -> [(mean, variance, count) per call of that layer] for one batch."""
+        for index, layer in enumerate(self.layers):
+            # An instance attribute shadows the class's call, for (re)tracing only.
+            object.__setattr__(layer, "call", self._recording_call(index, layer, layer.call))
+        try:
+            out = self._forward(images)
+        finally:
+            for layer in self.layers:
+                del layer.__dict__["call"]
+        return {int(k): [tuple(np.asarray(t) for t in entry) for entry in v] for k, v in out.items()}
 
 
-def recompute_bn_statistics(model: keras.Model, batches: Iterable) -> int:
+def population_statistics(moments: list[tuple[np.ndarray, np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact mean and biased variance of all values, from per-batch (mean, biased variance, count)."""
+    n = np.asarray([count for _, _, count in moments], dtype=np.float64)[:, None]
+    means = np.stack([m for m, _, _ in moments]).astype(np.float64)
+    variances = np.stack([v for _, v, _ in moments]).astype(np.float64)
+    mean = (n * means).sum(0) / n.sum()
+    variance = (n * (variances + (means - mean) ** 2)).sum(0) / n.sum()
+    return mean, variance
+
+
+def recompute_bn_statistics(model: keras.Model, batches: Iterable, forward: BatchMoments | None = None) -> int:
     """Set every trainable BN layer's moving mean/variance to the population statistics of ``batches``.
 
-    ``batches`` yields model inputs (or ``(inputs, labels)`` pairs). Returns the number of
-    batches used. On any error the layers keep the statistics they had.
+    ``batches`` yields model inputs (or ``(inputs, labels)`` pairs); ``forward`` is a
+    ``BatchMoments`` of ``model`` to reuse (its trace). Returns the number of batches used.
+    On any error the layers keep the statistics they had.
     """
-    layers = batchnorm_layers(model)
+    forward = forward or BatchMoments(model)
+    layers = forward.layers
     if not layers:
         return 0
     before = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
-    moments = [_Moments(layer) for layer in layers]
-    for m in moments:
-        # An instance attribute shadows the class's call for this pass only.
-        object.__setattr__(m.layer, "call", _recording_call(m, m.layer.call))
+    collected: dict[int, list] = {}
     used = 0
     try:
         for batch in batches:
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(images, training=False)
+            for index, entries in forward(images).items():
+                collected.setdefault(index, []).extend(entries)
             used += 1
         if used == 0:
             raise SegtrainError("precise BN: the training split yielded no batch to compute statistics from")
-        for m in moments:
-            if not m.counts:  # a layer the forward pass never reached keeps its statistics
-                continue
-            mean, variance = m.population()
-            m.layer.moving_mean.assign(mean.astype(np.float32))
-            m.layer.moving_variance.assign(variance.astype(np.float32))
+        for index, layer in enumerate(layers):
+            if index in collected:  # a layer the forward pass never reached keeps its statistics
+                mean, variance = population_statistics(collected[index])
+                layer.moving_mean.assign(mean.astype(np.float32))
+                layer.moving_variance.assign(variance.astype(np.float32))
     except BaseException:
         for layer, (mean, variance) in zip(layers, before):
             layer.moving_mean.assign(mean)
             layer.moving_variance.assign(variance)
         raise
-    finally:
-        for m in moments:
-            del m.layer.__dict__["call"]
     return used
 
 
@@ -151,12 +172,14 @@ class PreciseBN:
     def __init__(self, model: keras.Model, config, dataset_fn: Callable, verbose: bool = False):
         self.model, self.config, self.dataset_fn, self.verbose = model, config, dataset_fn, verbose
         self.num_batches = config.train.precise_bn.batches
+        self.forward = BatchMoments(model)
 
     def refresh(self) -> None:
         started = time.perf_counter()
-        used = recompute_bn_statistics(self.model, training_batches(self.config, self.dataset_fn, self.num_batches))
+        batches = training_batches(self.config, self.dataset_fn, self.num_batches)
+        used = recompute_bn_statistics(self.model, batches, self.forward)
         if self.verbose:
-            print(f"  precise BN: statistics of {len(batchnorm_layers(self.model))} BatchNorm layers recomputed "
+            print(f"  precise BN: statistics of {len(self.forward.layers)} BatchNorm layers recomputed "
                   f"over {used} training batches ({time.perf_counter() - started:.1f} s)")
 
 
