@@ -149,3 +149,20 @@ def test_trainer_writes_precise_statistics_and_evaluate_repairs_stale_ones(tmp_p
     report = json.loads((tmp_path / "m.json").read_text())
     assert report["miou"] == pytest.approx(result["miou"], abs=1e-6) and report["options"]["precise_bn"] == 4
     assert cli_main(["evaluate", "--config", str(path), "--checkpoint", str(stale), "--precise-bn", "-1"]) == 1
+
+
+def test_config_defaults_and_bad_values():
+    from segtrain.config import from_dict
+    from segtrain.errors import SegtrainError
+    from segtrain.precise_bn import precise_bn_for
+
+    raw = {"data": {"format": "voc", "root": "/nowhere", "num_classes": 2}}
+    config = from_dict(raw)
+    assert config.train.precise_bn.batches == 16 and config.train.mixed_precision == "auto"
+    assert precise_bn_for(two_bn_model(), config, dataset_fn=None) is not None
+    x = keras.Input((None, None, 3))
+    assert precise_bn_for(keras.Model(x, keras.layers.Conv2D(2, 1)(x)), config, dataset_fn=None) is None
+    off = from_dict({**raw, "train": {"precise_bn": {"batches": 0}}})
+    assert precise_bn_for(two_bn_model(), off, dataset_fn=None) is None
+    with pytest.raises(SegtrainError, match=r"train.precise_bn.batches"):
+        from_dict({**raw, "train": {"precise_bn": {"batches": -2}}})
