@@ -116,6 +116,13 @@ class ScheduleConfig:
 
 
 @dataclass
+class PreciseBNConfig:
+    """BatchNorm statistics recomputed over N training batches before validation/checkpoints (segtrain.precise_bn)."""
+
+    batches: int = 16  # 0 = off (the running averages are kept)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     steps: Union[int, None] = None  # total steps; overrides epochs when set
@@ -127,7 +134,9 @@ class TrainConfig:
     loss: list[dict[str, Any]] = field(default_factory=lambda: [dict(i) for i in DEFAULT_LOSS])  # see loss_specs
     val_every: int = 1  # validate every N epochs
     checkpoint_every_steps: int = 0  # 0 = only at epoch ends
-    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
+    # auto: by hardware, see segtrain.precision; none = float32
+    mixed_precision: Literal["auto", "none", "mixed_float16", "mixed_bfloat16"] = "auto"
+    precise_bn: PreciseBNConfig = field(default_factory=PreciseBNConfig)
     jit_compile: bool = False
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
@@ -466,6 +475,8 @@ def _check_values(config: Config) -> None:
     config.train.loss = normalize_loss_spec(config.train.loss, src)
     if config.model.output_stride not in (8, 16):
         raise SegtrainError(f"{src}: key 'model.output_stride' must be 8 or 16, got {config.model.output_stride}")
+    if config.train.precise_bn.batches < 0:
+        raise SegtrainError(f"{src}: key 'train.precise_bn.batches' must be 0 (off) or more, got {config.train.precise_bn.batches}")
     if config.train.batch_size < 1 or config.train.epochs < 1:
         raise SegtrainError(f"{src}: keys 'train.batch_size' and 'train.epochs' must be at least 1")
 

@@ -64,9 +64,14 @@ def evaluate(
     window=None,
     stride=None,
     batch_size: int = 4,
+    precise_bn: int = 0,
     verbose: bool = True,
 ) -> dict:
     """Score a checkpoint (or an in-memory ``model``, or ``pred_dir`` PNGs) on ``split``.
+
+    A checkpoint is evaluated in float32 whatever precision it was trained in; with
+    ``precise_bn`` > 0 its BatchNorm statistics are first recomputed over that many
+    training batches (``segtrain.precise_bn``).
 
     Returns the ``compute_metrics`` dict plus ``split``, ``num_images`` and ``confusion_matrix``.
     Files are written to ``output_dir`` when given (``metrics.json`` goes to ``json_path``
@@ -94,8 +99,12 @@ def evaluate(
                 raise SegtrainError(f"{pred_path}: {err}") from None
     else:
         from segtrain.inference import load_checkpoint, num_outputs
+        from segtrain.precise_bn import recompute_for_config
+        from segtrain.precision import float32_copy
 
-        model = load_checkpoint(checkpoint) if model is None else model
+        model = float32_copy(load_checkpoint(checkpoint)) if model is None else model
+        if precise_bn:
+            recompute_for_config(model, config, precise_bn)
         if num_outputs(model) != data_cfg.num_classes:
             raise SegtrainError(
                 f"{checkpoint or 'model'}: predicts {num_outputs(model)} classes but data.num_classes is "
@@ -110,7 +119,8 @@ def evaluate(
     if verbose:
         print(format_table(metrics, names))
     source = str(checkpoint) if checkpoint is not None else (str(pred_dir) if pred_dir is not None else "model")
-    options = {"flip": flip, "scales": list(scales), "window": window, "stride": stride, "resize": data_cfg.resize}
+    options = {"flip": flip, "scales": list(scales), "window": window, "stride": stride, "resize": data_cfg.resize,
+               "precise_bn": precise_bn}
     if output_dir is not None or json_path is not None:
         written = write_report(metrics, source, options, output_dir, json_path)
         if verbose:
@@ -185,6 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", help="train, val or a split name (default: val)")
     parser.add_argument("--json", help="where to write metrics.json (default: OUTPUT_DIR/metrics.json)")
     parser.add_argument("--output-dir", help="folder for the report (default: <output_dir>/eval/<checkpoint or pred-dir name>_<split>)")
+    parser.add_argument("--precise-bn", type=int, default=0, metavar="N",
+                        help="recompute BatchNorm statistics over N training batches first (for checkpoints trained without it)")
     add_tta_arguments(parser)
 
 
@@ -193,6 +205,10 @@ def run(args: argparse.Namespace) -> int:
     options = tta_options(args)
     if args.pred_dir and (options["flip"] or options["scales"] != (1.0,) or options["window"] or options["stride"]):
         raise SegtrainError("--tta, --scales, --window and --stride apply to --checkpoint; --pred-dir scores finished predictions")
+    if args.precise_bn < 0:
+        raise SegtrainError(f"--precise-bn {args.precise_bn}: give a number of training batches (0 = off)")
+    if args.precise_bn and args.pred_dir:
+        raise SegtrainError("--precise-bn applies to --checkpoint; --pred-dir scores finished predictions")
     source = Path(args.checkpoint or args.pred_dir)
     output_dir = args.output_dir or Path(config.output_dir) / "eval" / f"{source.stem}_{split_name(config.data, args.split)}"
     evaluate(
@@ -202,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
         pred_dir=args.pred_dir,
         output_dir=output_dir,
         json_path=args.json,
+        precise_bn=args.precise_bn,
         **options,
     )
     return 0

@@ -1,4 +1,4 @@
-"""Per-epoch run logs: ``log.csv``, TensorBoard scalars and ``curves.png``.
+"""Per-epoch run logs: ``log.csv``, TensorBoard scalars and ``curves.png``; run facts in ``run.log``.
 
 The CSV and the plot are rewritten from the full history (kept in the checkpoint state)
 each epoch, so a resumed run never shows an epoch twice. TensorBoard event files are
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 from pathlib import Path
 
 from segtrain.checkpoints import atomic_write
@@ -84,6 +85,13 @@ class RunLog:
         fig.tight_layout()
         atomic_write(self.dir / "curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=80))
         plt.close(fig)
+
+    def note(self, text: str) -> None:
+        """Append a timestamped line to ``run.log`` (run facts that are not per-epoch numbers)."""
+        if self.enabled:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self.dir / "run.log", "a", encoding="utf-8") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
     def close(self) -> None:
         if self._writer is not None:

@@ -39,6 +39,8 @@ from segtrain.distribute import is_chief, launch_local_workers, make_strategy  #
 from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
+from segtrain.precise_bn import precise_bn_for  # noqa: E402
+from segtrain.precision import Float32Mirror, resolve_policy  # noqa: E402
 from segtrain.run_log import RunLog  # noqa: E402
 from segtrain.schedules import build_schedule  # noqa: E402
 
@@ -57,7 +59,7 @@ def build_optimizer(train: TrainConfig, learning_rate) -> keras.optimizers.Optim
         opt = keras.optimizers.Adam(weight_decay=decay, **common)
     else:
         opt = keras.optimizers.AdamW(weight_decay=cfg.weight_decay, **common)
-    if train.mixed_precision == "mixed_float16":
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
 
@@ -166,7 +168,7 @@ class Trainer:
         if cfg.train.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(cfg.train.seed)
-        policy = "float32" if cfg.train.mixed_precision == "none" else cfg.train.mixed_precision
+        policy, why = resolve_policy(cfg.train.mixed_precision)
         keras.mixed_precision.set_global_policy(policy)
         if self.chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -184,11 +186,16 @@ class Trainer:
             self.optimizer = build_optimizer(cfg.train, schedule)
             self.optimizer.build(self.model.trainable_variables)
         self._train_step = self._make_train_step()
+        self.precise_bn = precise_bn_for(self.model, cfg, self.dataset_fn, self.verbose and self.chief)
+        self._float32_model = Float32Mirror(self.model)
         self._predict = tf.function(
             lambda images: tf.cast(tf.argmax(self.model(images, training=False), axis=-1), tf.uint8),
             reduce_retracing=True,
         )
         self.log = RunLog(self.run_dir, enabled=self.chief)
+        self.log.note(f"dtype policy {policy} ({why}); validation in float32")
+        if self.verbose and self.chief:
+            print(f"dtype policy: {policy} ({why}); validation in float32")
 
     def _steps_per_epoch(self) -> int:
         ds = self.dataset_fn(self.config, self.config.data.train_split, True, epoch=0, skip_batches=0)
@@ -303,6 +310,8 @@ class Trainer:
         row = {"epoch": epoch + 1, "step": state["step"], "loss": state["loss_sum"] / max(state["batch"], 1),
                "lr": self._lr(), "seconds": round(seconds, 2)}
         last = state["step"] >= self.total_steps
+        if self.precise_bn:  # population BN statistics for this validation, best and last
+            self.precise_bn.refresh()
         if (epoch + 1) % self.config.train.val_every == 0 or last:
             metrics = self.validate()
             names = metrics["class_names"]
@@ -326,10 +335,19 @@ class Trainer:
             self.store.save(self.model, self.optimizer, state)
 
     def validate(self) -> dict:
-        """Streaming confusion matrix over the validation split -> ``segtrain.metrics`` report."""
+        """Confusion matrix over the validation split -> ``segtrain.metrics`` report.
+
+        With the default data layer this is ``segtrain evaluate`` on the float32 weights (native
+        labels), so the logged number and the checkpoint's evaluation agree; a custom
+        ``dataset_fn`` is scored on the batches it yields.
+        """
         from segtrain.data.decode import class_names
 
         cfg = self.config
+        if self.dataset_fn is _default_dataset:  # evaluate's per-image path: native labels, float32
+            from segtrain.evaluation import evaluate
+
+            return evaluate(cfg, "val", model=self._float32_model(), verbose=False)
         cm = ConfusionMatrix(cfg.data.num_classes, VOID)
         for images, masks in self.dataset_fn(cfg, cfg.data.val_split, False, epoch=0, skip_batches=0):
             cm.update(masks.numpy(), self._predict(images).numpy())
