@@ -34,6 +34,7 @@ import tensorflow as tf  # noqa: E402
 from segtrain.checkpoints import CheckpointStore, write_json  # noqa: E402
 from segtrain.config import Config, TrainConfig, load_config, save_config  # noqa: E402
 from segtrain.data.palette import VOID  # noqa: E402
+from segtrain.data.pipeline import BatchIterator  # noqa: E402
 from segtrain.distribute import is_chief, launch_local_workers, make_strategy  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.losses import masked_cross_entropy_terms, median_frequency_weights  # noqa: E402
@@ -272,24 +273,25 @@ class Trainer:
         ds = self.dataset_fn(cfg, cfg.data.train_split, True, epoch=epoch, skip_batches=state["batch"])
         ds = ds.take(steps_here - state["batch"])
         every = cfg.train.checkpoint_every_steps
-        for batch in self.strategy.experimental_distribute_dataset(ds):
-            loss, lr = self._train_step(batch)
-            loss = float(loss)
-            if not math.isfinite(loss):
-                kept = f"the last good checkpoint is {self.store.last}" if self.store.last.is_file() else "no checkpoint was written yet"
-                raise SegtrainError(
-                    f"train step {state['step'] + 1}: loss is {loss}; training stopped ({kept}). Lower "
-                    "train.optimizer.learning_rate, add train.schedule.warmup_steps or check the labels"
-                )
-            state["step"] += 1
-            state["batch"] += 1
-            state["loss_sum"] += loss
-            bar.update(state["batch"], [("loss", loss), ("lr", float(lr))])
-            cbs.on_train_batch_end(state["batch"] - 1, {"loss": loss})
-            if stop.requested:
-                return
-            if every and state["step"] % every == 0 and state["batch"] < steps_here:
-                self._save(state)
+        with BatchIterator(self.strategy.experimental_distribute_dataset(ds)) as batches:
+            for batch in batches:
+                loss, lr = self._train_step(batch)
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    kept = f"the last good checkpoint is {self.store.last}" if self.store.last.is_file() else "no checkpoint was written yet"
+                    raise SegtrainError(
+                        f"train step {state['step'] + 1}: loss is {loss}; training stopped ({kept}). Lower "
+                        "train.optimizer.learning_rate, add train.schedule.warmup_steps or check the labels"
+                    )
+                state["step"] += 1
+                state["batch"] += 1
+                state["loss_sum"] += loss
+                bar.update(state["batch"], [("loss", loss), ("lr", float(lr))])
+                cbs.on_train_batch_end(state["batch"] - 1, {"loss": loss})
+                if stop.requested:
+                    return
+                if every and state["step"] % every == 0 and state["batch"] < steps_here:
+                    self._save(state)
 
     def _lr(self) -> float:
         lr = self.optimizer.learning_rate
@@ -328,8 +330,9 @@ class Trainer:
 
         cfg = self.config
         cm = ConfusionMatrix(cfg.data.num_classes, VOID)
-        for images, masks in self.dataset_fn(cfg, cfg.data.val_split, False, epoch=0, skip_batches=0):
-            cm.update(masks.numpy(), self._predict(images).numpy())
+        with BatchIterator(self.dataset_fn(cfg, cfg.data.val_split, False, epoch=0, skip_batches=0)) as batches:
+            for images, masks in batches:
+                cm.update(masks.numpy(), self._predict(images).numpy())
         try:
             names = class_names(cfg.data)
         except SegtrainError:
@@ -386,11 +389,4 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as err:
         print(f"\n{err}", file=sys.stderr)
         return 130
-    except tf.errors.OpError as err:
-        from segtrain.data.pipeline import data_error
-
-        user = data_error(err)
-        if user is None:
-            raise
-        raise user from None
     return 0
