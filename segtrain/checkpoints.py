@@ -7,8 +7,10 @@ Layout of ``<run>/checkpoints/``:
 - ``resume-<step>.npz``: every model variable (weights, BatchNorm statistics, dropout
   seed-generator states) and every optimizer variable (slots, iteration counter, which is
   also the learning-rate schedule position; loss scale under mixed_float16).
-- ``state.json``: epoch, batch within the epoch, global step, best mIoU, history, and the
-  name of the resume file it belongs to.
+- ``state.json``: the ``LoopState`` (epoch, batch within the epoch, global step, best
+  mIoU, history, ...) and the name of the resume file it belongs to.
+- ``previous.keras``, ``state-previous.json``: the committed generation before the newest,
+  kept until the newest is vouched for (see ``CheckpointStore``).
 
 Every file is written to a temporary name and moved into place with ``os.replace``;
 ``state.json`` is written last and is the commit point, so a kill at any moment leaves a
@@ -20,6 +22,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +34,7 @@ import numpy as np
 from segtrain.errors import SegtrainError
 
 STATE = "state.json"
+RESUME_GLOB = "resume-*.npz"
 
 
 def fsync_dir(folder: Path) -> None:
@@ -68,8 +74,39 @@ def save_keras(model: keras.Model, path: Path) -> None:
     atomic_write(path, lambda tmp: model.save(tmp), suffix=".keras")
 
 
+@dataclass
+class LoopState:
+    """Where the training loop is; ``state.json`` holds it (with the name of its resume file)."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # global step
+    loss_sum: float = 0.0  # sum of the current epoch's batch losses
+    best_miou: float | None = None
+    best_epoch: int | None = None
+    history: list[dict] = field(default_factory=list)  # one row per completed epoch
+    done: bool = False
+    total_steps: int | None = None  # the run length it was trained towards (absent in older runs)
+    first_loss: float | None = None  # loss of the first step: the reference for divergence
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LoopState":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
 class CheckpointStore:
-    """Writes and reads the checkpoints of one run folder."""
+    """Writes and reads the checkpoints of one run folder; the only code that knows their layout.
+
+    A checkpoint is committed only if every model and optimizer variable is finite. The
+    committed generation before the newest is kept (``previous.keras``,
+    ``state-previous.json`` and its resume file), because the newest one is vouched for
+    only by the loss of the step after it: when that loss is NaN or has exploded, the
+    trainer calls ``discard_newest`` and the previous, verified checkpoint is committed again.
+    """
 
     def __init__(self, run_dir: str | os.PathLike):
         self.dir = Path(run_dir) / "checkpoints"
@@ -82,49 +119,150 @@ class CheckpointStore:
     def best(self) -> Path:
         return self.dir / "best.keras"
 
-    def save(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, state: dict) -> None:
-        """Write resume arrays, ``last.keras`` and finally ``state.json`` (the commit point)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"resume-{int(state['step']):08d}.npz"
-        arrays = {f"m{i}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
-        arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+    @property
+    def state_file(self) -> Path:
+        return self.dir / STATE
+
+    @property
+    def _previous_model(self) -> Path:
+        return self.dir / "previous.keras"
+
+    @property
+    def _previous_state(self) -> Path:
+        return self.dir / "state-previous.json"
+
+    def clear_resume_state(self) -> None:
+        """Forget the resumable state (a new run starts in this folder); model files stay until overwritten."""
+        for old in [self.state_file, self._previous_state, self._previous_model, *self.dir.glob(RESUME_GLOB)]:
+            old.unlink(missing_ok=True)
+
+    def save(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, state: LoopState) -> None:
+        """Write resume arrays, ``last.keras`` and finally ``state.json`` (the commit point).
+
+        Raises ``NonFiniteCheckpoint`` (and writes nothing) when a variable is NaN or infinite.
+        An ``OSError`` (disk full, folder gone) becomes a ``SegtrainError``; the previously
+        committed checkpoint is then still intact.
+        """
+        arrays = {}
+        for prefix, variables in (("m", model.variables), ("o", optimizer.variables)):
+            for i, var in enumerate(variables):
+                value = np.asarray(var.numpy())
+                if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                    raise NonFiniteCheckpoint(var.path)
+                arrays[f"{prefix}{i}"] = value
+        name = f"resume-{int(state.step):08d}.npz"
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
 
-        atomic_write(self.dir / name, write)
-        save_keras(model, self.last)
-        write_json(self.dir / STATE, {**state, "resume_file": name})
-        for old in self.dir.glob("resume-*.npz"):
-            if old.name != name:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.dir / name, write)
+            committed = self._raw_state()
+            if committed is not None and self.last.is_file() and committed.get("resume_file") != name:
+                _link_over(self.last, self._previous_model)
+                write_json(self._previous_state, committed)
+            save_keras(model, self.last)
+            write_json(self.state_file, {**state.to_json(), "resume_file": name})
+        except OSError as err:
+            raise SegtrainError(
+                f"{self.dir}: could not save the checkpoint of step {state.step} ({err.strerror or err}); nothing "
+                f"was lost ({self.describe_committed()}): free space or fix the folder, then continue with --resume"
+            ) from None
+        self._remove_unreferenced_resume_files()
+
+    def discard_newest(self) -> None:
+        """Commit the previous generation again (the newest checkpoint produced a NaN or exploded loss).
+
+        Without a previous generation, the resume state and ``last.keras`` are removed.
+        """
+        if self._previous_state.is_file() and self._previous_model.is_file():
+            os.replace(self._previous_state, self.state_file)  # the commit point first
+            os.replace(self._previous_model, self.last)
+        else:
+            for path in (self.state_file, self.last, self._previous_state, self._previous_model):
+                path.unlink(missing_ok=True)
+        fsync_dir(self.dir)
+        self._remove_unreferenced_resume_files()
+
+    def _remove_unreferenced_resume_files(self) -> None:
+        keep = set()
+        for path in (self.state_file, self._previous_state):
+            with contextlib.suppress(OSError, ValueError):
+                keep.add(json.loads(path.read_text(encoding="utf-8")).get("resume_file"))
+        for old in self.dir.glob(RESUME_GLOB):
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
 
     def save_best(self, model: keras.Model) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        save_keras(model, self.best)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            save_keras(model, self.best)
+        except OSError as err:
+            raise SegtrainError(f"{self.best}: could not save the best model ({err.strerror or err}); "
+                                "free space or fix the folder, then continue with --resume") from None
 
-    def load_state(self) -> dict | None:
-        path = self.dir / STATE
-        if not path.is_file():
+    def _raw_state(self) -> dict | None:
+        if not self.state_file.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise SegtrainError(f"{path}: unreadable resume state; delete the run folder or drop --resume") from None
+            return json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SegtrainError(f"{self.state_file}: unreadable resume state; delete the run folder or drop --resume") from None
 
-    def restore(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict:
+    def load_state(self) -> LoopState | None:
+        """The committed loop state, or None when this folder holds none."""
+        raw = self._raw_state()
+        return None if raw is None else LoopState.from_json(raw)
+
+    def describe_committed(self) -> str:
+        """Which checkpoint a user can go back to, in words (for error messages)."""
+        state = self.load_state() if self.state_file.is_file() else None
+        if state is None or not self.last.is_file():
+            return "no good checkpoint exists yet"
+        return f"the last good checkpoint is {self.last} (step {state.step})"
+
+    def restore(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> LoopState:
         """Load the committed state into ``model`` and ``optimizer`` (built here if needed)."""
-        state = self.load_state()
-        if state is None:
-            raise SegtrainError(f"{self.dir / STATE}: nothing to resume; train without --resume first")
-        path = self.dir / state["resume_file"]
+        raw = self._raw_state()
+        if raw is None:
+            raise SegtrainError(f"{self.state_file}: nothing to resume; train without --resume first")
+        path = self.dir / str(raw.get("resume_file", ""))
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
-        with np.load(path) as data:
-            _assign(model.variables, [data[f"m{i}"] for i in range(sum(k.startswith("m") for k in data.files))], path)
-            _assign(optimizer.variables, [data[f"o{i}"] for i in range(sum(k.startswith("o") for k in data.files))], path)
-        return state
+        try:
+            with np.load(path) as data:
+                model_values = [data[f"m{i}"] for i in range(sum(k.startswith("m") for k in data.files))]
+                optimizer_values = [data[f"o{i}"] for i in range(sum(k.startswith("o") for k in data.files))]
+        except FileNotFoundError:
+            raise SegtrainError(f"{path}: the resume file named by {self.state_file} is missing; the run cannot "
+                                "continue exactly: start it again without --resume (or in a new output_dir)") from None
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            raise SegtrainError(f"{path}: the resume file is damaged ({err}); start the run again without "
+                                "--resume (or in a new output_dir)") from None
+        _assign(model.variables, model_values, path)
+        _assign(optimizer.variables, optimizer_values, path)
+        return LoopState.from_json(raw)
+
+
+def _link_over(source: Path, target: Path) -> None:
+    """Make ``target`` another name of ``source``'s file, atomically (a copy where links are unsupported)."""
+    tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+class NonFiniteCheckpoint(SegtrainError):
+    """A checkpoint was refused because a variable holds NaN or infinity."""
+
+    def __init__(self, variable: str):
+        super().__init__(f"{variable} is not finite")
+        self.variable = variable
 
 
 def _assign(variables: list, values: list[np.ndarray], path: Path) -> None:
