@@ -143,13 +143,7 @@ class CheckpointStore:
         An ``OSError`` (disk full, folder gone) becomes a ``SegtrainError``; the previously
         committed checkpoint is then still intact.
         """
-        arrays = {}
-        for prefix, variables in (("m", model.variables), ("o", optimizer.variables)):
-            for i, var in enumerate(variables):
-                value = np.asarray(var.numpy())
-                if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-                    raise NonFiniteCheckpoint(var.path)
-                arrays[f"{prefix}{i}"] = value
+        arrays = {**self._finite_arrays("m", model.variables), **self._finite_arrays("o", optimizer.variables)}
         name = f"resume-{int(state.step):08d}.npz"
 
         def write(tmp: Path) -> None:
@@ -171,6 +165,16 @@ class CheckpointStore:
                 f"was lost ({self.describe_committed()}): free space or fix the folder, then continue with --resume"
             ) from None
         self._remove_unreferenced_resume_files()
+
+    def _finite_arrays(self, prefix: str, variables: list) -> dict[str, np.ndarray]:
+        """``{prefix<i>: value}``; ``NonFiniteCheckpoint`` names the first variable holding NaN or infinity."""
+        arrays = {}
+        for i, var in enumerate(variables):
+            value = np.asarray(var.numpy())
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                raise NonFiniteCheckpoint(f"{var.path}: NaN or infinite values, not saved ({self.describe_committed()})")
+            arrays[f"{prefix}{i}"] = value
+        return arrays
 
     def discard_newest(self) -> None:
         """Commit the previous generation again (the newest checkpoint produced a NaN or exploded loss).
@@ -196,6 +200,7 @@ class CheckpointStore:
                 old.unlink(missing_ok=True)
 
     def save_best(self, model: keras.Model) -> None:
+        self._finite_arrays("m", model.variables)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             save_keras(model, self.best)
@@ -259,10 +264,6 @@ def _link_over(source: Path, target: Path) -> None:
 
 class NonFiniteCheckpoint(SegtrainError):
     """A checkpoint was refused because a variable holds NaN or infinity."""
-
-    def __init__(self, variable: str):
-        super().__init__(f"{variable} is not finite")
-        self.variable = variable
 
 
 def _assign(variables: list, values: list[np.ndarray], path: Path) -> None:

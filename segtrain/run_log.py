@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from segtrain.checkpoints import atomic_write
+from segtrain.errors import SegtrainError
 
 SCALARS = ("loss", "lr", "val_miou", "val_pixel_accuracy", "val_mean_accuracy")
 
@@ -36,9 +37,15 @@ class RunLog:
         """Record the newest entry of ``history`` and refresh the CSV and the plot."""
         if not self.enabled or not history:
             return
-        self._tensorboard(history[-1])
-        self._csv(history)
-        self._plot(history)
+        try:
+            self._tensorboard(history[-1])
+            self._csv(history)
+            self._plot(history)
+        except OSError as err:
+            raise SegtrainError(
+                f"{self.dir}: could not write the run logs ({err.strerror or err}); the checkpoint of epoch "
+                f"{history[-1]['epoch']} is saved: free space or fix the folder, then continue with --resume"
+            ) from None
 
     def _tensorboard(self, row: dict) -> None:
         import tensorflow as tf

@@ -336,10 +336,11 @@ class Trainer:
         with BatchIterator(self.strategy.experimental_distribute_dataset(ds)) as batches:
             for batch in batches:
                 loss, lr = self._train_step(batch)
+                loss = float(loss)
                 self._last_batch = batch
-                self._record(state, float(loss))
+                self._record(state, loss)
                 self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, float(lr))
-                cbs.on_train_batch_end(state.batch - 1, {"loss": float(loss)})
+                cbs.on_train_batch_end(state.batch - 1, {"loss": loss})
                 if stop.requested:
                     return
                 if every and state.step % every == 0 and state.batch < steps_here:
@@ -376,7 +377,7 @@ class Trainer:
 
     def _end_epoch(self, state: LoopState, seconds: float) -> dict:
         epoch = state.epoch
-        self._check_finite(state)
+        self._check_finite(state)  # before validation can save best.keras
         row = {"epoch": epoch + 1, "step": state.step, "loss": state.loss_sum / max(state.batch, 1),
                "lr": self._lr(), "seconds": round(seconds, 2)}
         last = state.step >= self.total_steps
@@ -392,7 +393,7 @@ class Trainer:
                     self.store.save_best(self.model)
         state.history.append(row)
         state.epoch, state.batch, state.loss_sum, state.done = epoch + 1, 0, 0.0, last
-        self._save(state, checked=True)
+        self._save(state)
         self.log.epoch_end(state.history)
         self.console.epoch_end(row, self.epochs)
         return row
@@ -402,9 +403,8 @@ class Trainer:
         if self._last_batch is not None and not bool(self._finite_after_step(self._last_batch)):
             raise self._stopped(state.step, "the update left non-finite weights or model outputs (the run diverged)")
 
-    def _save(self, state: LoopState, checked: bool = False) -> None:
-        if not checked:
-            self._check_finite(state)
+    def _save(self, state: LoopState) -> None:
+        self._check_finite(state)
         if self.chief:
             self.store.save(self.model, self.optimizer, state)
 

@@ -433,3 +433,19 @@ def test_console_is_plain_when_redirected_and_bar_and_epoch_line_show_the_same_l
     assert "\x1b" not in shown
     last_bar = shown.split("\r")[-3]  # the bar, the blanking, the epoch line
     assert "3/3  mean loss 0.6000" in last_bar and shown.endswith("\repoch 1/1: mean loss 0.6000  lr 0.01  (1.0 s)\n")
+
+
+def test_checkpoint_store_refuses_non_finite_variables(tmp_path):
+    from segtrain.checkpoints import CheckpointStore, LoopState, NonFiniteCheckpoint
+
+    model = tiny_model(make_config(tmp_path), None)
+    optimizer = keras.optimizers.SGD()
+    optimizer.build(model.trainable_variables)
+    store = CheckpointStore(tmp_path / "run")
+    store.save(model, optimizer, LoopState(step=1))
+    model.layers[-1].bias.assign([np.inf, 0.0])
+    for save in (lambda: store.save(model, optimizer, LoopState(step=2)), lambda: store.save_best(model)):
+        with pytest.raises(NonFiniteCheckpoint, match=r"bias: NaN or infinite values, not saved \(.*\(step 1\)\)"):
+            save()
+    assert store.load_state().step == 1 and not store.best.exists()
+    assert [p.name for p in store.dir.glob("resume-*.npz")] == ["resume-00000001.npz"]
