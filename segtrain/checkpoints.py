@@ -9,8 +9,9 @@ Layout of ``<run>/checkpoints/``:
   also the learning-rate schedule position; loss scale under mixed_float16).
 - ``state.json``: the ``LoopState`` (epoch, batch within the epoch, global step, best
   mIoU, history, ...) and the name of the resume file it belongs to.
-- ``previous.keras``, ``state-previous.json``: the committed generation before the newest,
-  kept until the newest is vouched for (see ``CheckpointStore``).
+- ``state-previous.json`` and the ``previous-<step>.keras`` and resume file it names: the
+  committed generation before the newest, kept until the newest is vouched for (see
+  ``CheckpointStore``).
 
 Every file is written to a temporary name and moved into place with ``os.replace``;
 ``state.json`` is written last and is the commit point, so a kill at any moment leaves a
@@ -35,6 +36,7 @@ from segtrain.errors import SegtrainError
 
 STATE = "state.json"
 RESUME_GLOB = "resume-*.npz"
+PREVIOUS_GLOB = "previous-*.keras"
 
 
 def fsync_dir(folder: Path) -> None:
@@ -102,10 +104,11 @@ class CheckpointStore:
     """Writes and reads the checkpoints of one run folder; the only code that knows their layout.
 
     A checkpoint is committed only if every model and optimizer variable is finite. The
-    committed generation before the newest is kept (``previous.keras``,
-    ``state-previous.json`` and its resume file), because the newest one is vouched for
-    only by the loss of the step after it: when that loss is NaN or has exploded, the
-    trainer calls ``discard_newest`` and the previous, verified checkpoint is committed again.
+    committed generation before the newest is kept (``state-previous.json``, written last
+    for it, names its ``previous-<step>.keras`` and resume file), because the newest one is
+    vouched for only by the loss of the step after it: when that loss is NaN or has
+    exploded, the trainer calls ``discard_newest`` and the previous, verified checkpoint is
+    committed again.
     """
 
     def __init__(self, run_dir: str | os.PathLike):
@@ -124,16 +127,12 @@ class CheckpointStore:
         return self.dir / STATE
 
     @property
-    def _previous_model(self) -> Path:
-        return self.dir / "previous.keras"
-
-    @property
     def _previous_state(self) -> Path:
         return self.dir / "state-previous.json"
 
     def clear_resume_state(self) -> None:
         """Forget the resumable state (a new run starts in this folder); model files stay until overwritten."""
-        for old in [self.state_file, self._previous_state, self._previous_model, *self.dir.glob(RESUME_GLOB)]:
+        for old in [self.state_file, self._previous_state, *self.dir.glob(RESUME_GLOB), *self.dir.glob(PREVIOUS_GLOB)]:
             old.unlink(missing_ok=True)
 
     def save(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, state: LoopState) -> None:
@@ -155,8 +154,10 @@ class CheckpointStore:
             atomic_write(self.dir / name, write)
             committed = self._raw_state()
             if committed is not None and self.last.is_file() and committed.get("resume_file") != name:
-                _link_over(self.last, self._previous_model)
-                write_json(self._previous_state, committed)
+                # The previous generation: its model under a name of its own, then its state (naming that model).
+                previous_model = f"previous-{int(committed['step']):08d}.keras"
+                _link_over(self.last, self.dir / previous_model)
+                write_json(self._previous_state, {**committed, "model_file": previous_model})
             save_keras(model, self.last)
             write_json(self.state_file, {**state.to_json(), "resume_file": name})
         except OSError as err:
@@ -164,7 +165,7 @@ class CheckpointStore:
                 f"{self.dir}: could not save the checkpoint of step {state.step} ({err.strerror or err}); nothing "
                 f"was lost ({self.describe_committed()}): free space or fix the folder, then continue with --resume"
             ) from None
-        self._remove_unreferenced_resume_files()
+        self._remove_unreferenced_files()
 
     def _finite_arrays(self, prefix: str, variables: list) -> dict[str, np.ndarray]:
         """``{prefix<i>: value}``; ``NonFiniteCheckpoint`` names the first variable holding NaN or infinity."""
@@ -181,23 +182,33 @@ class CheckpointStore:
 
         Without a previous generation, the resume state and ``last.keras`` are removed.
         """
-        if self._previous_state.is_file() and self._previous_model.is_file():
+        previous = self._read_json(self._previous_state)
+        model = self.dir / str((previous or {}).get("model_file", ""))
+        if previous is not None and model.is_file():
             os.replace(self._previous_state, self.state_file)  # the commit point first
-            os.replace(self._previous_model, self.last)
+            os.replace(model, self.last)
         else:
-            for path in (self.state_file, self.last, self._previous_state, self._previous_model):
+            for path in (self.state_file, self.last, self._previous_state):
                 path.unlink(missing_ok=True)
         fsync_dir(self.dir)
-        self._remove_unreferenced_resume_files()
+        self._remove_unreferenced_files()
 
-    def _remove_unreferenced_resume_files(self) -> None:
+    def _remove_unreferenced_files(self) -> None:
+        """Resume files and previous models that neither state file names (left by a kill or a discard)."""
         keep = set()
         for path in (self.state_file, self._previous_state):
-            with contextlib.suppress(OSError, ValueError):
-                keep.add(json.loads(path.read_text(encoding="utf-8")).get("resume_file"))
-        for old in self.dir.glob(RESUME_GLOB):
+            data = self._read_json(path) or {}
+            keep.update(str(data.get(key)) for key in ("resume_file", "model_file"))
+        for old in [*self.dir.glob(RESUME_GLOB), *self.dir.glob(PREVIOUS_GLOB)]:
             if old.name not in keep:
                 old.unlink(missing_ok=True)
+
+    @staticmethod
+    def _read_json(path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
 
     def save_best(self, model: keras.Model) -> None:
         self._finite_arrays("m", model.variables)

@@ -80,6 +80,12 @@ def test_tiny_training_learns_and_writes_the_run_folder(tmp_path):
     np.testing.assert_allclose(loaded.predict(images[:2], verbose=0), trainer.model.predict(images[:2], verbose=0),
                                rtol=1e-5, atol=1e-5)
     assert (run / "checkpoints" / "best.keras").is_file()
+    # Two committed generations: the newest and the one before it (and nothing else).
+    previous = json.loads((run / "checkpoints" / "state-previous.json").read_text())
+    assert previous["step"] == 12 and previous["model_file"] == "previous-00000012.keras"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best.keras", "last.keras", "previous-00000012.keras", "resume-00000012.npz", "resume-00000016.npz",
+        "state-previous.json", "state.json"]
 
 
 class Poison(keras.callbacks.Callback):
@@ -220,6 +226,7 @@ def test_nan_loss_after_a_checkpoint_falls_back_to_the_one_before(tmp_path):
     state = json.loads((checkpoints / "state.json").read_text())
     assert state["step"] == 4 and state["epoch"] == 1 and state["resume_file"] == "resume-00000004.npz"
     assert sorted(p.name for p in checkpoints.glob("resume-*.npz")) == ["resume-00000004.npz"]
+    assert not list(checkpoints.glob("previous-*.keras")) and not (checkpoints / "state-previous.json").exists()
     model = keras.models.load_model(checkpoints / "last.keras", custom_objects={"NanLossSwitch": NanLossSwitch})
     for a, b in zip(model.get_weights(), straight.model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
