@@ -161,9 +161,10 @@ class CheckpointStore:
             save_keras(model, self.last)
             write_json(self.state_file, {**state.to_json(), "resume_file": name})
         except OSError as err:
+            then = "continue with --resume" if self.state_file.is_file() else "start the run again"
             raise SegtrainError(
                 f"{self.dir}: could not save the checkpoint of step {state.step} ({err.strerror or err}); nothing "
-                f"was lost ({self.describe_committed()}): free space or fix the folder, then continue with --resume"
+                f"was lost ({self.describe_committed()}): free space or fix the folder, then {then}"
             ) from None
         self._remove_unreferenced_files()
 
