@@ -1,15 +1,20 @@
 """`segtrain <command>`: one sub-command per module, each exposing ``add_arguments`` and ``run``.
 
 User mistakes (``SegtrainError``) print as one line and exit 1; anything else is a bug
-and keeps its traceback.
+and keeps its traceback. TensorFlow's start-up chatter (oneDNN and CUDA notices, ``failed
+call to cuInit`` on machines without a GPU) is silenced: a user cannot act on it, and it
+buried the one error line. ``TF_CPP_MIN_LOG_LEVEL=0`` in the environment brings back
+TensorFlow's runtime log.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import tempfile
 
 from segtrain.errors import SegtrainError
 
@@ -25,10 +30,37 @@ COMMANDS = {
     "checkerboard": ("segtrain.models.checkerboard", "score decoders' upsampling for checkerboard artifacts"),
 }
 
+# Commands that load TensorFlow (some only inside ``run``): it is loaded up front, quietly.
+USES_TENSORFLOW = {"train", "evaluate", "predict", "export", "checkerboard"}
+
+
+@contextlib.contextmanager
+def _native_startup_quiet():
+    """Send what native libraries print to fd 2 while they load to a file; replay it if loading fails.
+
+    TensorFlow's C++ start-up lines are written before its log level is read (absl prints
+    everything until it is initialised), so only a redirect of the file descriptor hides them.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode(errors="replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read by TensorFlow when it loads
     parser = argparse.ArgumentParser(prog="segtrain", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = argv[0] if argv and argv[0] in COMMANDS else None
@@ -36,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            modules[name] = importlib.import_module(module_name)
+            with _native_startup_quiet():
+                if name in USES_TENSORFLOW:
+                    with contextlib.suppress(ImportError):  # the command says so itself if it needs it
+                        importlib.import_module("tensorflow")
+                modules[name] = importlib.import_module(module_name)
             modules[name].add_arguments(cmd)
     args = parser.parse_args(argv)
     try:

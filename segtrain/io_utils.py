@@ -54,6 +54,35 @@ def temporary_path(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}{suffix}")
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries in ``folder`` whose writing process no longer exists (a killed save's litter)."""
+    removed = []
+    for path in Path(folder).glob(f".*{TMP_SUFFIX}*"):
+        pid = _writer_pid(path.name)
+        if pid is not None and pid != os.getpid() and not _alive(pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _writer_pid(name: str) -> int | None:
+    """The pid inside a ``temporary_path`` name (``.<name>.<pid>.segtrain-tmp[suffix]``)."""
+    head = name.split(TMP_SUFFIX, 1)[0]
+    pid = head.rsplit(".", 1)[-1]
+    return int(pid) if pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = "", *, fsync: bool = True) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it over ``path``.
 

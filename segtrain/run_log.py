@@ -1,8 +1,12 @@
-"""Per-epoch run logs: ``log.csv``, TensorBoard scalars and ``curves.png``; run facts in ``run.log``.
+"""What a run reports: per-epoch logs (``log.csv``, TensorBoard scalars, ``curves.png``), run facts in ``run.log``, and the console.
 
 The CSV and the plot are rewritten from the full history (kept in the checkpoint state)
 each epoch, so a resumed run never shows an epoch twice. TensorBoard event files are
 append-only: an epoch replayed after a crash appears again there with the same values.
+
+The console shows a one-line progress bar only when stdout is a terminal; redirected to a
+file it gets one plain line per epoch (no carriage returns, no ANSI codes). The bar and the
+epoch line show the same loss: the mean of the epoch's batch losses so far.
 """
 
 from __future__ import annotations
@@ -10,10 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from segtrain.checkpoints import atomic_write
+from segtrain.errors import SegtrainError
 
 SCALARS = ("loss", "lr", "val_miou", "val_pixel_accuracy", "val_mean_accuracy")
 
@@ -30,9 +37,15 @@ class RunLog:
         """Record the newest entry of ``history`` and refresh the CSV and the plot."""
         if not self.enabled or not history:
             return
-        self._tensorboard(history[-1])
-        self._csv(history)
-        self._plot(history)
+        try:
+            self._tensorboard(history[-1])
+            self._csv(history)
+            self._plot(history)
+        except OSError as err:
+            raise SegtrainError(
+                f"{self.dir}: could not write the run logs ({err.strerror or err}); the checkpoint of epoch "
+                f"{history[-1]['epoch']} is saved: free space or fix the folder, then continue with --resume"
+            ) from None
 
     def _tensorboard(self, row: dict) -> None:
         import tensorflow as tf
@@ -97,3 +110,55 @@ class RunLog:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class ConsoleLog:
+    """Progress and epoch summaries on stdout (chief only)."""
+
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None, refresh_s: float = 0.2):
+        self.enabled = enabled
+        self.stream = stream or sys.stdout
+        self.live = enabled and self.stream.isatty()
+        self.refresh_s = refresh_s
+        self._shown = 0.0
+        self._width = 0
+
+    def step(self, epoch: int, epochs: int, batch: int, batches: int, mean_loss: float, lr: float) -> None:
+        """Redraw the progress line (terminals only, at most every ``refresh_s`` and at the last batch)."""
+        now = time.monotonic()
+        if not self.live or (now - self._shown < self.refresh_s and batch < batches):
+            return
+        self._shown = now
+        self._redraw(f"epoch {epoch + 1}/{epochs}  {batch}/{batches}  mean loss {mean_loss:.4f}  lr {lr:.3g}")
+
+    def epoch_end(self, row: dict, epochs: int) -> None:
+        if not self.enabled:
+            return
+        if self.live:
+            self._redraw("")
+            self.stream.write("\r")
+        self.stream.write(epoch_summary(row, epochs) + "\n")
+        self.stream.flush()
+
+    def line(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def _redraw(self, text: str) -> None:
+        self.stream.write("\r" + text.ljust(self._width))
+        self._width = len(text)
+        self.stream.flush()
+
+
+def epoch_summary(row: dict, epochs: int) -> str:
+    """One epoch's line (two with per-class IoU): ``epoch 3/10: mean loss 0.2711  lr 0.005 ...``."""
+    text = f"epoch {row['epoch']}/{epochs}: mean loss {row['loss']:.4f}  lr {row['lr']:.3g}"
+    if "val_miou" in row:
+        text += (f"  val mIoU {row['val_miou']:.4f}  pixel acc {row['val_pixel_accuracy']:.4f}"
+                 f"  mean acc {row['val_mean_accuracy']:.4f}")
+    text += f"  ({row['seconds']:.1f} s)"
+    if "val_miou" in row:
+        ious = "  ".join(f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in row["val_per_class_iou"].items())
+        text += f"\n  per-class IoU: {ious}"
+    return text

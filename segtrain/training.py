@@ -11,7 +11,13 @@ Run folder (``output_dir``): ``config.yaml`` (resolved), ``class_weights.json`` 
 computed), ``checkpoints/`` (see ``segtrain.checkpoints``), ``log.csv``, ``tensorboard/``,
 ``curves.png``. Resume restores weights, optimizer slots and step (hence the schedule),
 epoch and batch position (the data layer replays the same batches), loss accumulators,
-best mIoU and history.
+best mIoU and history; a finished run resumed with a larger length continues to it.
+
+Faults end the run with one ``SegtrainError`` line and never leave a bad checkpoint
+committed: a non-finite or exploded loss stops it, a checkpoint is written only when the
+weights and the model's outputs are finite, and a checkpoint whose weights then produce a
+bad loss is discarded for the one before (``CheckpointStore.discard_newest``). The run
+folder is locked while a run writes in it (``segtrain.run_lock``).
 """
 
 from __future__ import annotations
@@ -32,17 +38,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from segtrain.checkpoints import CheckpointStore, write_json  # noqa: E402
+from segtrain.checkpoints import CheckpointStore, LoopState, write_json  # noqa: E402
 from segtrain.config import Config, TrainConfig, load_config, save_config  # noqa: E402
 from segtrain.data.palette import VOID  # noqa: E402
+from segtrain.data.pipeline import BatchIterator  # noqa: E402
 from segtrain.distribute import is_chief, launch_local_workers, make_strategy  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
 from segtrain.precise_bn import precise_bn_for  # noqa: E402
 from segtrain.precision import Float32Mirror, resolve_policy  # noqa: E402
-from segtrain.run_log import RunLog  # noqa: E402
+from segtrain.io_utils import remove_stale_temporaries  # noqa: E402
+from segtrain.run_lock import RunLock  # noqa: E402
+from segtrain.run_log import ConsoleLog, RunLog  # noqa: E402
 from segtrain.schedules import build_schedule  # noqa: E402
+
+# A step whose loss exceeds this multiple of the first step's (or of 1, if larger) has diverged.
+DIVERGENCE_FACTOR = 1000.0
 
 ModelFn = Callable[[Config, tuple], keras.Model]
 DatasetFn = Callable[..., tf.data.Dataset]
@@ -141,7 +153,7 @@ class Trainer:
         strategy: a tf.distribute strategy (default: from ``train.distribute``).
         loss_fn: replaces ``train.loss`` and ``train.class_weights``: a ``segtrain.losses.SegmentationLoss``,
             or ``(masks, logits) -> scalar`` taken as the mean loss of a replica's batch.
-        verbose: 0 silent, 1 progress bar and epoch summaries.
+        verbose: 0 silent, 1 progress (a bar on a terminal) and epoch summaries.
     """
 
     def __init__(self, config: Config, *, model_fn: ModelFn | None = None, dataset_fn: DatasetFn | None = None,
@@ -158,6 +170,8 @@ class Trainer:
         self.store = CheckpointStore(self.run_dir)
         self.model: keras.Model | None = None
         self.optimizer = None
+        self._lock: RunLock | None = None
+        self._last_batch = None
 
     # ---- setup -------------------------------------------------------------------------
     def _setup(self, resume: bool) -> None:
@@ -171,14 +185,19 @@ class Trainer:
         policy, why = resolve_policy(cfg.train.mixed_precision)
         keras.mixed_precision.set_global_policy(policy)
         if self.chief:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock(self.run_dir)
+            self._lock.acquire()
+            for folder in (self.run_dir, self.store.dir):
+                remove_stale_temporaries(folder)
             if not resume:
-                for old in [self.store.dir / "state.json", *self.store.dir.glob("resume-*.npz")]:
-                    old.unlink(missing_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+                self.store.clear_resume_state()
+            try:
+                save_config(cfg, self.run_dir / "config.yaml")
+            except OSError as err:
+                raise SegtrainError(f"output_dir: cannot write {self.run_dir / 'config.yaml'} "
+                                    f"({err.strerror or err}); free space or choose another output_dir") from None
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
-        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.class_weights = class_weights_for(cfg, self.run_dir, self.chief)
         with self.strategy.scope():
             self.model = self.model_fn(cfg, _input_shape(cfg))
@@ -186,6 +205,7 @@ class Trainer:
             self.optimizer = build_optimizer(cfg.train, schedule)
             self.optimizer.build(self.model.trainable_variables)
         self._train_step = self._make_train_step()
+        self._finite_after_step = self._make_finite_check()
         self.precise_bn = precise_bn_for(self.model, cfg, self.dataset_fn, self.verbose and self.chief)
         self._float32_model = Float32Mirror(self.model)
         self._predict = tf.function(
@@ -194,6 +214,7 @@ class Trainer:
         )
         self.log = RunLog(self.run_dir, enabled=self.chief)
         self.log.note(f"dtype policy {policy} ({why}); validation in float32")
+        self.console = ConsoleLog(enabled=bool(self.verbose and self.chief))
         if self.verbose and self.chief:
             print(f"dtype policy: {policy} ({why}); validation in float32")
 
@@ -235,6 +256,28 @@ class Trainer:
 
         return step
 
+    def _make_finite_check(self):
+        """``check(batch) -> bool``: every variable finite, and the model's outputs on ``batch`` too.
+
+        The loss of a step is computed before its update, so a finite loss does not vouch for
+        the weights it leaves behind (lr 1e30: finite loss, weights of 1e30, non-finite
+        logits); this runs before every checkpoint so that only a usable model is committed.
+        """
+        model, strategy = self.model, self.strategy
+        variables = [v for v in [*model.variables, *self.optimizer.variables] if "float" in str(v.dtype)]
+
+        def replica_bad(images, masks):
+            logits = model(images, training=False)
+            return tf.cast(tf.logical_not(tf.reduce_all(tf.math.is_finite(logits))), tf.int32)
+
+        @tf.function
+        def check(batch):
+            bad = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_bad, args=batch), axis=None)
+            weights_ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+            return tf.logical_and(tf.equal(bad, 0), weights_ok)
+
+        return check
+
     # ---- loop --------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
         """Train (or continue with ``resume``) to the end; returns the final metrics."""
@@ -246,70 +289,109 @@ class Trainer:
             keras.mixed_precision.set_global_policy(previous_policy)
             if getattr(self, "log", None):
                 self.log.close()
-
-    def _fresh_state(self) -> dict:
-        return {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "best_miou": None,
-                "best_epoch": None, "history": [], "done": False}
+            if self._lock is not None:
+                self._lock.release()
 
     def _loop(self, resume: bool) -> dict:
-        state = self.store.restore(self.model, self.optimizer) if resume else self._fresh_state()
+        state = self._resumed_state() if resume else LoopState(total_steps=self.total_steps)
+        self.epochs = state.epoch + math.ceil((self.total_steps - state.step + state.batch) / self.steps_per_epoch)
+        if state.done:
+            self.console.line(f"the run in {self.run_dir} is complete (step {state.step} of {self.total_steps}); "
+                              "raise train.epochs or train.steps to continue it")
+            return self._final_metrics(state)
         cbs = keras.callbacks.CallbackList(self.callbacks, model=self.model)
         cbs.on_train_begin()
         with _StopFlag() as stop:
-            while not state["done"]:
-                epoch = state["epoch"]
+            while not state.done:
+                epoch = state.epoch
                 cbs.on_epoch_begin(epoch)
                 started = time.perf_counter()
                 self._run_epoch(state, stop, cbs)
                 if not stop.requested:
                     cbs.on_epoch_end(epoch, self._end_epoch(state, time.perf_counter() - started))
-                if stop.requested and not state["done"]:
+                if stop.requested and not state.done:
                     self._save(state)
                     raise TrainingInterrupted(
-                        f"interrupted at step {state['step']}; checkpoint saved in {self.store.dir}, "
+                        f"interrupted at step {state.step}; checkpoint saved in {self.store.dir}, "
                         "continue with --resume"
                     )
         cbs.on_train_end()
         return self._final_metrics(state)
 
-    def _run_epoch(self, state: dict, stop: _StopFlag, cbs) -> None:
-        cfg, epoch = self.config, state["epoch"]
-        steps_here = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
-        show = self.verbose and self.chief
-        if show:
-            print(f"Epoch {epoch + 1}/{self.epochs}")
-        bar = keras.utils.Progbar(steps_here, verbose=1 if show else 0, stateful_metrics=["lr"])
-        ds = self.dataset_fn(cfg, cfg.data.train_split, True, epoch=epoch, skip_batches=state["batch"])
-        ds = ds.take(steps_here - state["batch"])
+    def _resumed_state(self) -> LoopState:
+        """The committed state, continued to this config's length (``train.epochs``/``steps`` may have grown)."""
+        state = self.store.restore(self.model, self.optimizer)
+        planned = state.total_steps if state.total_steps is not None else (state.step if state.done else None)
+        if state.step > self.total_steps:
+            raise SegtrainError(
+                f"train.steps/train.epochs: the run in {self.run_dir} is already at step {state.step}, past the "
+                f"{self.total_steps} steps this config asks for; raise them to continue, or use a new output_dir"
+            )
+        schedule = self.config.train.schedule.name
+        if planned is not None and planned != self.total_steps and schedule in ("poly", "cosine"):
+            raise SegtrainError(
+                f"train.steps/train.epochs: the run in {self.run_dir} decays its learning rate ({schedule}) over "
+                f"{planned} steps; resuming with {self.total_steps} would bend that curve at step {state.step}. "
+                "Resume with the original length, or start a new run (constant and step schedules can be extended)"
+            )
+        state.total_steps = self.total_steps
+        state.done = state.step >= self.total_steps and state.batch == 0
+        return state
+
+    def _run_epoch(self, state: LoopState, stop: _StopFlag, cbs) -> None:
+        cfg, epoch = self.config, state.epoch
+        steps_here = min(self.steps_per_epoch, state.batch + self.total_steps - state.step)
+        ds = self.dataset_fn(cfg, cfg.data.train_split, True, epoch=epoch, skip_batches=state.batch)
+        ds = ds.take(steps_here - state.batch)
         every = cfg.train.checkpoint_every_steps
-        for batch in self.strategy.experimental_distribute_dataset(ds):
-            loss, lr = self._train_step(batch)
-            loss = float(loss)
-            if not math.isfinite(loss):
-                kept = f"the last good checkpoint is {self.store.last}" if self.store.last.is_file() else "no checkpoint was written yet"
-                raise SegtrainError(
-                    f"train step {state['step'] + 1}: loss is {loss}; training stopped ({kept}). Lower "
-                    "train.optimizer.learning_rate, add train.schedule.warmup_steps or check the labels"
-                )
-            state["step"] += 1
-            state["batch"] += 1
-            state["loss_sum"] += loss
-            bar.update(state["batch"], [("loss", loss), ("lr", float(lr))])
-            cbs.on_train_batch_end(state["batch"] - 1, {"loss": loss})
-            if stop.requested:
-                return
-            if every and state["step"] % every == 0 and state["batch"] < steps_here:
-                self._save(state)
+        with BatchIterator(self.strategy.experimental_distribute_dataset(ds)) as batches:
+            for batch in batches:
+                loss, lr = self._train_step(batch)
+                loss = float(loss)
+                self._last_batch = batch
+                self._record(state, loss)
+                self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, float(lr))
+                cbs.on_train_batch_end(state.batch - 1, {"loss": loss})
+                if stop.requested:
+                    return
+                if every and state.step % every == 0 and state.batch < steps_here:
+                    self._save(state)
+
+    def _record(self, state: LoopState, loss: float) -> None:
+        """Count a finished step; stop on a non-finite or exploding loss before anything is saved."""
+        step = state.step + 1
+        if not math.isfinite(loss):
+            raise self._stopped(step, f"loss is {loss}", loss_of_newest=True)
+        if state.first_loss is None and loss > 0:
+            state.first_loss = loss
+        reference = max(state.first_loss or 1.0, 1.0)
+        if loss > DIVERGENCE_FACTOR * reference:
+            raise self._stopped(step, f"loss {loss:.3g} is over {DIVERGENCE_FACTOR:g} times {reference:.3g} (the "
+                                      "first step's loss, at least 1): the run diverged", loss_of_newest=True)
+        state.step, state.batch, state.loss_sum = step, state.batch + 1, state.loss_sum + loss
+
+    def _stopped(self, step: int, what: str, loss_of_newest: bool = False) -> SegtrainError:
+        """The error that ends a failed run; ``loss_of_newest``: the failure is the loss of ``step``, made with
+        the weights of step ``step - 1``, so a checkpoint of that step is bad and is discarded."""
+        if loss_of_newest and self.chief:
+            committed = self.store.load_state()
+            if committed is not None and committed.step == step - 1:
+                self.store.discard_newest()
+        return SegtrainError(
+            f"train step {step}: {what}; training stopped ({self.store.describe_committed()}). Lower "
+            "train.optimizer.learning_rate, add train.schedule.warmup_steps or check the labels"
+        )
 
     def _lr(self) -> float:
         lr = self.optimizer.learning_rate
         return float(lr(self.optimizer.iterations) if callable(lr) else lr)
 
-    def _end_epoch(self, state: dict, seconds: float) -> dict:
-        epoch = state["epoch"]
-        row = {"epoch": epoch + 1, "step": state["step"], "loss": state["loss_sum"] / max(state["batch"], 1),
+    def _end_epoch(self, state: LoopState, seconds: float) -> dict:
+        epoch = state.epoch
+        self._check_finite(state)  # before validation can save best.keras
+        row = {"epoch": epoch + 1, "step": state.step, "loss": state.loss_sum / max(state.batch, 1),
                "lr": self._lr(), "seconds": round(seconds, 2)}
-        last = state["step"] >= self.total_steps
+        last = state.step >= self.total_steps
         if self.precise_bn:  # population BN statistics for this validation, best and last
             self.precise_bn.refresh()
         if (epoch + 1) % self.config.train.val_every == 0 or last:
@@ -318,19 +400,24 @@ class Trainer:
             row.update(val_miou=metrics["miou"], val_pixel_accuracy=metrics["pixel_accuracy"],
                        val_mean_accuracy=metrics["mean_accuracy"],
                        val_per_class_iou={n: _num(v) for n, v in zip(names, metrics["per_class_iou"])})
-            if not math.isnan(metrics["miou"]) and (state["best_miou"] is None or metrics["miou"] > state["best_miou"]):
-                state["best_miou"], state["best_epoch"] = metrics["miou"], epoch + 1
+            if not math.isnan(metrics["miou"]) and (state.best_miou is None or metrics["miou"] > state.best_miou):
+                state.best_miou, state.best_epoch = metrics["miou"], epoch + 1
                 if self.chief:
                     self.store.save_best(self.model)
-        state["history"].append(row)
-        state.update(epoch=epoch + 1, batch=0, loss_sum=0.0, done=last)
+        state.history.append(row)
+        state.epoch, state.batch, state.loss_sum, state.done = epoch + 1, 0, 0.0, last
         self._save(state)
-        self.log.epoch_end(state["history"])
-        if self.verbose and self.chief:
-            print(_summary(row))
+        self.log.epoch_end(state.history)
+        self.console.epoch_end(row, self.epochs)
         return row
 
-    def _save(self, state: dict) -> None:
+    def _check_finite(self, state: LoopState) -> None:
+        """Refuse to go on (or save) when the last update left non-finite weights or outputs."""
+        if self._last_batch is not None and not bool(self._finite_after_step(self._last_batch)):
+            raise self._stopped(state.step, "the update left non-finite weights or model outputs (the run diverged)")
+
+    def _save(self, state: LoopState) -> None:
+        self._check_finite(state)
         if self.chief:
             self.store.save(self.model, self.optimizer, state)
 
@@ -349,38 +436,29 @@ class Trainer:
 
             return evaluate(cfg, "val", model=self._float32_model(), verbose=False)
         cm = ConfusionMatrix(cfg.data.num_classes, VOID)
-        for images, masks in self.dataset_fn(cfg, cfg.data.val_split, False, epoch=0, skip_batches=0):
-            cm.update(masks.numpy(), self._predict(images).numpy())
+        with BatchIterator(self.dataset_fn(cfg, cfg.data.val_split, False, epoch=0, skip_batches=0)) as batches:
+            for images, masks in batches:
+                cm.update(masks.numpy(), self._predict(images).numpy())
         try:
             names = class_names(cfg.data)
         except SegtrainError:
             names = None
         return cm.metrics(names)
 
-    def _final_metrics(self, state: dict) -> dict:
-        last = next((r for r in reversed(state["history"]) if "val_miou" in r), {})
-        out = {"loss": state["history"][-1]["loss"] if state["history"] else None,
+    def _final_metrics(self, state: LoopState) -> dict:
+        last = next((r for r in reversed(state.history) if "val_miou" in r), {})
+        out = {"loss": state.history[-1]["loss"] if state.history else None,
                "miou": last.get("val_miou"), "pixel_accuracy": last.get("val_pixel_accuracy"),
                "mean_accuracy": last.get("val_mean_accuracy"), "per_class_iou": last.get("val_per_class_iou"),
-               "best_miou": state["best_miou"], "best_epoch": state["best_epoch"],
-               "epochs": state["epoch"], "steps": state["step"], "run_dir": str(self.run_dir)}
-        if self.verbose and self.chief and out["miou"] is not None:
-            print(f"mIoU: {out['miou']:.3f}")
+               "best_miou": state.best_miou, "best_epoch": state.best_epoch,
+               "epochs": state.epoch, "steps": state.step, "run_dir": str(self.run_dir)}
+        if out["miou"] is not None:
+            self.console.line(f"mIoU: {out['miou']:.3f}")
         return out
 
 
 def _num(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
-
-
-def _summary(row: dict) -> str:
-    text = f"  epoch {row['epoch']}: loss {row['loss']:.4f}  lr {row['lr']:.3g}"
-    if "val_miou" in row:
-        text += (f"  val mIoU {row['val_miou']:.4f}  pixel acc {row['val_pixel_accuracy']:.4f}"
-                 f"  mean acc {row['val_mean_accuracy']:.4f}")
-        ious = "  ".join(f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in row["val_per_class_iou"].items())
-        text += f"\n  per-class IoU: {ious}"
-    return text + f"  ({row['seconds']:.1f} s)"
 
 
 def train(config: Config, resume: bool = False, **kwargs) -> dict:
@@ -407,11 +485,4 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as err:
         print(f"\n{err}", file=sys.stderr)
         return 130
-    except tf.errors.OpError as err:
-        from segtrain.data.pipeline import data_error
-
-        user = data_error(err)
-        if user is None:
-            raise
-        raise user from None
     return 0

@@ -3,7 +3,7 @@
 Each case writes one small broken thing (a config, a data file, a checkpoint, a label PNG)
 into a copy of a tiny generated dataset and runs a ``segtrain`` command on it. The promise
 under test, for every case: exit code 1, exactly one line on stderr (``error: ...``), the
-file or key named in it, and no half-written file (``.tmp-*``) left in the output folder.
+file or key named in it, and no half-written file (a ``*.segtrain-tmp`` temporary) left in the output folder.
 Cases marked ``accept`` are inputs that look odd but are valid (a UTF-8 BOM in a list file):
 they must succeed.
 
@@ -29,6 +29,7 @@ from PIL import Image
 
 from segtrain.cli import main
 from segtrain.data.palette import pil_palette, voc_colormap
+from segtrain.io_utils import TMP_SUFFIX
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 3
@@ -396,7 +397,7 @@ def check_outcome(code, err: str, named: str, w: World, accept: bool) -> None:
     assert code == 1, f"exit code {code}, stderr:\n{err}"
     assert len(lines) == 1 and lines[0].startswith("error: "), f"expected one 'error:' line, got:\n{err}"
     assert named in lines[0], f"{named!r} not named in: {lines[0]}"
-    litter = [p for p in w.out.rglob(".tmp*")] if w.out.is_dir() else []
+    litter = list(w.out.rglob(f"*{TMP_SUFFIX}*")) if w.out.is_dir() else []
     assert not litter, f"half-written files left: {litter}"
 
 

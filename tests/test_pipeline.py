@@ -150,3 +150,26 @@ def test_decoded_cache_gives_the_same_batches_and_decodes_once(root, monkeypatch
     assert_same(collect(build_dataset(cached, "val", False)), expected_val)
     # 60 training + 20 validation files, each decoded once although two epochs ran.
     assert len(calls) == len(set(calls)) == 80
+
+
+def test_batch_iterator_turns_a_bad_file_into_its_error_and_leaves_no_live_iterator(root):
+    """Issue 14.1: an iterator kept alive by the exception's frames until interpreter shutdown hung the
+    process there; BatchIterator must have destroyed it (no garbage collection needed) when the error arrives."""
+    import gc
+    import weakref
+
+    from segtrain.data.pipeline import BatchIterator
+    from segtrain.errors import SegtrainError
+
+    config = make_config(root, num_classes=3, classes=["a", "b", "c"])  # the sample masks hold class 3
+    gc.disable()
+    try:
+        with BatchIterator(build_dataset(config, "train", True)) as batches:
+            inner = weakref.ref(batches._iterator)
+            with pytest.raises(SegtrainError, match=r"SegmentationClass/.*\.png: mask values 3 .*num_classes") as info:
+                for _ in batches:
+                    pass
+            assert info.value.__context__ is None and info.value.__cause__ is None
+            assert inner() is None
+    finally:
+        gc.enable()

@@ -1,4 +1,5 @@
-"""Exact resume: a run SIGKILLed mid-epoch and resumed ends where the uninterrupted run ends.
+"""Exact resume: a run SIGKILLed mid-epoch and resumed ends where the uninterrupted run ends;
+resuming a finished run to a new length; damaged resume files; litter of killed saves.
 
 Real data layer (the built-in sample dataset, augmented), real zoo model (narrow SegNet-Basic
 with BatchNorm), op determinism on CPU; subprocesses so the kill is a real SIGKILL.
@@ -15,6 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+from test_training import in_memory, make_config, make_data, tiny_model
+
+from segtrain.io_utils import TMP_SUFFIX
+from segtrain.errors import SegtrainError
+from segtrain.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH, EPOCHS = 7, 2  # 60 sample images, batch 8
@@ -110,3 +117,63 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert len(wa) == len(wb)
     for x, y in zip(wa, wb):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+
+
+# ---- in-process resume cases on the tiny model of test_training ------------------------------
+def tiny_trainer(tmp_path, **train):
+    images, masks = make_data()
+    return Trainer(make_config(tmp_path, **train), model_fn=tiny_model, dataset_fn=in_memory(images, masks), verbose=0)
+
+
+def test_resume_of_a_finished_run_with_more_epochs_continues_to_the_new_end(tmp_path, capsys):
+    straight = tiny_trainer(tmp_path / "straight", epochs=4)
+    expected = straight.fit()
+    tiny_trainer(tmp_path / "grown", epochs=2).fit()
+    grown = tiny_trainer(tmp_path / "grown", epochs=4)
+    got = grown.fit(resume=True)
+    assert got["steps"] == expected["steps"] == 16 and got["epochs"] == 4
+    assert got["miou"] == pytest.approx(expected["miou"], abs=1e-6)
+    for a, b in zip(straight.model.get_weights(), grown.model.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    # Resuming it again at the same length: nothing to do, and it says so.
+    again = tiny_trainer(tmp_path / "grown", epochs=4)
+    again.verbose = 1
+    assert again.fit(resume=True)["steps"] == 16
+    assert "is complete (step 16 of 16); raise train.epochs or train.steps" in capsys.readouterr().out
+
+
+def test_resume_to_another_length_under_a_decaying_schedule_is_refused(tmp_path):
+    tiny_trainer(tmp_path, epochs=1, schedule={"name": "cosine"}).fit()
+    with pytest.raises(SegtrainError, match=r"train.steps/train.epochs: .*cosine.* over 4 steps; resuming with 8"):
+        tiny_trainer(tmp_path, epochs=2, schedule={"name": "cosine"}).fit(resume=True)
+    with pytest.raises(SegtrainError, match=r"already at step 4, past the 2 steps"):
+        tiny_trainer(tmp_path, steps=2).fit(resume=True)
+
+
+def test_missing_or_truncated_resume_file_is_one_clear_error(tmp_path):
+    tiny_trainer(tmp_path, epochs=1).fit()
+    resume_file = next((tmp_path / "run" / "checkpoints").glob("resume-*.npz"))
+    resume_file.write_bytes(resume_file.read_bytes()[: resume_file.stat().st_size // 2])
+    with pytest.raises(SegtrainError, match=rf"{resume_file.name}: the resume file is damaged"):
+        tiny_trainer(tmp_path, epochs=2).fit(resume=True)
+    resume_file.unlink()
+    with pytest.raises(SegtrainError, match=rf"{resume_file.name}: the resume file named by .*state.json is missing"):
+        tiny_trainer(tmp_path, epochs=2).fit(resume=True)
+
+
+def test_resume_removes_temporaries_of_dead_processes_only(tmp_path):
+    run = tmp_path / "run"
+    tiny_trainer(tmp_path, epochs=1).fit()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        litter = [run / f".log.csv.{dead.pid}{TMP_SUFFIX}", run / "checkpoints" / f".resume-00000002.npz.{dead.pid}{TMP_SUFFIX}"]
+        kept = run / "checkpoints" / f".last.keras.{alive.pid}{TMP_SUFFIX}.keras"
+        for path in [*litter, kept]:
+            path.write_bytes(b"x" * 1000)
+        tiny_trainer(tmp_path, epochs=2).fit(resume=True)
+        assert not any(path.exists() for path in litter) and kept.exists()
+    finally:
+        alive.kill()
+        alive.wait()

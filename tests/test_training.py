@@ -1,9 +1,15 @@
 """The training loop on a tiny model and in-memory data: learning, run folder, faults, schedules."""
 
+import errno
+import io
 import json
 import math
 import os
+import re
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,6 +20,7 @@ import tensorflow as tf
 
 from segtrain.config import from_dict
 from segtrain.errors import SegtrainError
+from segtrain.io_utils import TMP_SUFFIX
 from segtrain.schedules import WarmupSchedule
 from segtrain.training import Trainer, TrainingInterrupted
 
@@ -29,13 +36,10 @@ def make_data(seed=0):
     return images, masks
 
 
-def in_memory(images, masks, poison_epoch=None):
+def in_memory(images, masks):
     def dataset_fn(config, split, training, *, epoch=0, skip_batches=0):
         order = np.random.default_rng([config.train.seed, epoch]).permutation(N) if training else np.arange(N)
-        x = images[order].copy()
-        if training and epoch == poison_epoch:
-            x[:] = np.nan
-        ds = tf.data.Dataset.from_tensor_slices((x, masks[order]))
+        ds = tf.data.Dataset.from_tensor_slices((images[order], masks[order]))
         return ds.batch(config.train.batch_size, drop_remainder=training).skip(skip_batches)
 
     return dataset_fn
@@ -77,18 +81,156 @@ def test_tiny_training_learns_and_writes_the_run_folder(tmp_path):
     np.testing.assert_allclose(loaded.predict(images[:2], verbose=0), trainer.model.predict(images[:2], verbose=0),
                                rtol=1e-5, atol=1e-5)
     assert (run / "checkpoints" / "best.keras").is_file()
+    # Two committed generations: the newest and the one before it (and nothing else).
+    previous = json.loads((run / "checkpoints" / "state-previous.json").read_text())
+    assert previous["step"] == 12 and previous["model_file"] == "previous-00000012.keras"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best.keras", "last.keras", "previous-00000012.keras", "resume-00000012.npz", "resume-00000016.npz",
+        "state-previous.json", "state.json"]
+
+
+class Poison(keras.callbacks.Callback):
+    """Fills the kernels of the given layers with ``value`` when global step ``at_step`` has finished.
+
+    NaN *inputs* are no fault injection: inside a tf.function Grappler fuses Conv2D + BiasAdd +
+    ReLU into oneDNN's _FusedConv2D, whose ReLU maps NaN to 0, so on such builds the loss of
+    NaN images stays finite (issue 13). A NaN logits kernel gives a NaN loss on any machine.
+    """
+
+    def __init__(self, at_step, value, layers=(-1,)):
+        super().__init__()
+        self.at_step, self.value, self.layers, self.seen = at_step, value, layers, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.at_step:
+            for index in self.layers:
+                kernel = self.model.layers[index].kernel
+                kernel.assign(np.full(kernel.shape, self.value, np.float32))
+
+
+def committed(run):
+    """(state.json, weights of last.keras) of a run folder."""
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    return state, keras.models.load_model(run / "checkpoints" / "last.keras")
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
     images, masks = make_data()
     config = make_config(tmp_path, epochs=3)
-    trainer = Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks, poison_epoch=1), verbose=0)
-    with pytest.raises(SegtrainError, match=r"loss is nan.*last good checkpoint"):
+    poison = Poison(at_step=N // 4, value=np.nan)  # the last step of epoch 1: its save is refused
+    trainer = Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), callbacks=[poison], verbose=0)
+    with pytest.raises(SegtrainError, match=r"train step 4: .*non-finite.*no good checkpoint exists yet"):
         trainer.fit()
-    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
+    assert not (tmp_path / "run" / "checkpoints" / "state.json").exists()
+
+    poison = Poison(at_step=N // 4 + 1, value=np.nan)  # after epoch 1's checkpoint: step 6 has a NaN loss
+    trainer = Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), callbacks=[poison], verbose=0)
+    with pytest.raises(SegtrainError, match=r"train step 6: loss is nan.*the last good checkpoint is .*last.keras \(step 4\)"):
+        trainer.fit()
+    state, model = committed(tmp_path / "run")
     assert state["epoch"] == 1 and state["step"] == N // 4  # the end of the last good epoch
-    weights = keras.models.load_model(tmp_path / "run" / "checkpoints" / "last.keras").get_weights()
-    assert all(np.isfinite(w).all() for w in weights)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_finite_loss_with_exploded_weights_is_never_committed(tmp_path):
+    """Issue 14.2: the loss of step k is computed before its update, so it can be finite while the
+    update leaves weights whose outputs are not (here: kernels of 1e30, logits overflow)."""
+    images, masks = make_data()
+    config = make_config(tmp_path, epochs=2, checkpoint_every_steps=1)
+    poison = Poison(at_step=3, value=1e30, layers=(-2, -1))
+    trainer = Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), callbacks=[poison], verbose=0)
+    with pytest.raises(SegtrainError, match=r"train step 3: the update left non-finite.*checkpoint is .*\(step 2\)"):
+        trainer.fit()
+    state, model = committed(tmp_path / "run")
+    assert state["step"] == 2
+    assert np.isfinite(model.predict(images[:4], verbose=0)).all()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_huge_learning_rate_stops_and_names_a_verified_checkpoint(tmp_path, optimizer):
+    """The issue's reproductions: SGD at lr 1e30 (an exploded "last good" checkpoint) and Adam at lr 1e9
+    (completed with loss 5.8e18 and exit code 0). A checkpoint counts as good once the loss of the
+    step after it (computed with its weights) was finite and not exploded."""
+    images, masks = make_data()
+    lr = 1e30 if optimizer == "sgd" else 1e9
+    config = make_config(tmp_path, epochs=3, checkpoint_every_steps=1, optimizer={"name": optimizer, "learning_rate": lr})
+    history = StepLosses()
+    with pytest.raises(SegtrainError, match=r"diverged|loss is nan") as raised:
+        Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), callbacks=[history], verbose=0).fit()
+    failed = int(re.match(r"train step (\d+):", str(raised.value)).group(1))
+    run = tmp_path / "run"
+    if (run / "checkpoints" / "state.json").exists():
+        state, model = committed(run)
+        assert f"last.keras (step {state['step']})" in str(raised.value)
+        assert np.isfinite(model.predict(images, verbose=0)).all()
+        # the step after the named checkpoint trained on its weights with a sane loss
+        assert state["step"] < failed - 1 and history.losses[state["step"]] < 1000 * max(history.losses[0], 1)
+    else:
+        assert "no good checkpoint exists yet" in str(raised.value)
+        assert not (run / "checkpoints" / "last.keras").exists()
+
+
+class StepLosses(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(logs["loss"])
+
+
+class NanLossSwitch(keras.layers.Layer):
+    """Adds a training loss that is NaN once its integer switch is on; outputs and float weights stay finite,
+    so a checkpoint written with the switch on passes every check and only the next step's loss fails."""
+
+    def build(self, input_shape):
+        self.on = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False, name="on")
+
+    def call(self, x, training=None):
+        if training:
+            self.add_loss(keras.ops.where(self.on > 0, float("nan"), 0.0))
+        return x
+
+
+def switchable_model(config, input_shape):
+    x = keras.Input((None, None, 3))
+    y = NanLossSwitch()(keras.layers.Rescaling(1 / 127.5, offset=-1)(x))
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(y)
+    return keras.Model(x, keras.layers.Conv2D(config.data.num_classes, 1)(y))
+
+
+class SwitchOn(keras.callbacks.Callback):
+    def __init__(self, at_step):
+        super().__init__()
+        self.at_step, self.seen = at_step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.at_step:
+            self.model.layers[2].on.assign(1)
+
+
+def test_nan_loss_after_a_checkpoint_falls_back_to_the_one_before(tmp_path):
+    """Checkpoint every step; the weights saved after step 5 give a NaN loss at step 6: step 5's checkpoint
+    is discarded and step 4's is committed again (state, resume file and last.keras agree)."""
+    images, masks = make_data()
+    straight = Trainer(make_config(tmp_path / "ref", steps=4), model_fn=switchable_model,
+                       dataset_fn=in_memory(images, masks), verbose=0)
+    straight.fit()
+    config = make_config(tmp_path, epochs=3, checkpoint_every_steps=1)
+    trainer = Trainer(config, model_fn=switchable_model, dataset_fn=in_memory(images, masks),
+                      callbacks=[SwitchOn(at_step=5)], verbose=0)
+    with pytest.raises(SegtrainError, match=r"train step 6: loss is nan.*last.keras \(step 4\)"):
+        trainer.fit()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    state = json.loads((checkpoints / "state.json").read_text())
+    assert state["step"] == 4 and state["epoch"] == 1 and state["resume_file"] == "resume-00000004.npz"
+    assert sorted(p.name for p in checkpoints.glob("resume-*.npz")) == ["resume-00000004.npz"]
+    assert not list(checkpoints.glob("previous-*.keras")) and not (checkpoints / "state-previous.json").exists()
+    model = keras.models.load_model(checkpoints / "last.keras", custom_objects={"NanLossSwitch": NanLossSwitch})
+    for a, b in zip(model.get_weights(), straight.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
 def test_weighted_run_uses_explicit_class_weights(tmp_path):
@@ -149,3 +291,169 @@ def test_schedule_matches_formula_and_serialises(name):
         assert float(sched(step)) == pytest.approx(want, rel=1e-5, abs=1e-7), step
     back = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sched))
     assert back.get_config() == sched.get_config()
+
+
+# ---- the command line, in subprocesses: exit codes, stderr, hangs --------------------------
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "configs" / "quickstart.yaml"
+BAD_LABELS = ["--set", "data.num_classes=3", "--set", "data.classes=[a,b,c]"]  # the sample masks hold class 3
+
+
+def segtrain_train(*args, timeout=120):
+    """``segtrain train`` in a fresh process, with the user's default environment (no log-level override)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, "-m", "segtrain", "train", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_bad_mask_exits_1_with_one_stderr_line(tmp_path):
+    done = segtrain_train("--config", str(QUICKSTART), *BAD_LABELS, "--set", "train.steps=2",
+                          "--set", f"output_dir={tmp_path / 'run'}")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr  # no TensorFlow start-up lines
+    assert done.stderr.startswith("error: ") and "SegmentationClass" in done.stderr and "num_classes" in done.stderr
+
+
+@pytest.mark.slow
+def test_bad_mask_never_hangs_at_exit(tmp_path):
+    """Issue 14.1: the error line printed, then the process hung in the tf.data iterator's destructor (or
+    aborted with rc 134) in 19 of 27 runs; the hang showed in 2 of 8 runs on this machine before the fix."""
+    for attempt in range(10):
+        try:
+            done = segtrain_train("--config", str(QUICKSTART), *BAD_LABELS, "--set", "train.steps=2",
+                                  "--set", f"output_dir={tmp_path / 'run'}", timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"attempt {attempt + 1}: the process did not exit within 90 s after the data error")
+        assert done.returncode == 1, (attempt, done.returncode, done.stderr[-2000:])
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+
+
+# ---- the run folder: one run at a time, unusable folders, full disks ------------------------
+HOLD_LOCK = "import sys, time; from segtrain.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)"
+
+
+def test_second_run_in_a_folder_is_refused_and_a_killed_holder_does_not_block(tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = segtrain_train("--config", str(QUICKSTART), "--set", "train.steps=1", "--set", f"output_dir={run}")
+        assert second.returncode == 1
+        assert second.stderr.splitlines() == [second.stderr.strip()], second.stderr
+        assert f"is in use by another training run (pid {holder.pid} on " in second.stderr
+        assert not (run / "checkpoints").exists() and not (run / "config.yaml").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # The holder died without cleaning up: its lock file stays, the lock does not.
+    assert (run / ".lock").read_text().startswith(f"pid {holder.pid} ")
+    images, masks = make_data()
+    Trainer(make_config(tmp_path, epochs=1), model_fn=tiny_model, dataset_fn=in_memory(images, masks), verbose=0).fit()
+    Trainer(make_config(tmp_path, epochs=2), model_fn=tiny_model, dataset_fn=in_memory(images, masks),
+            verbose=0).fit(resume=True)
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["step"] == 2 * N // 4
+
+
+def writable(folder):
+    try:
+        (folder / "probe").mkdir()
+    except OSError:
+        return False
+    (folder / "probe").rmdir()
+    return True
+
+
+def test_output_dir_that_is_a_file_or_read_only_is_one_error(tmp_path):
+    images, masks = make_data()
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for target in (afile, afile / "run"):
+        config = make_config(tmp_path, epochs=1)
+        config.output_dir = str(target)
+        with pytest.raises(SegtrainError, match=rf"output_dir: cannot write to {target} "):
+            Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), verbose=0).fit()
+    locked = tmp_path / "readonly"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if writable(locked):  # root ignores permissions; sysfs refuses even root
+        locked = Path("/sys")
+        if not locked.is_dir() or writable(locked):
+            pytest.skip("no read-only folder available to this user")
+    config = make_config(tmp_path, epochs=1)
+    config.output_dir = str(locked / "run")
+    with pytest.raises(SegtrainError, match=rf"output_dir: cannot write to {locked / 'run'} "):
+        Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), verbose=0).fit()
+
+
+def test_disk_full_while_saving_is_one_error_and_keeps_the_committed_checkpoint(tmp_path, monkeypatch):
+    images, masks = make_data()
+    real_savez, calls = np.savez, []
+
+    def savez_on_a_full_disk(fh, **arrays):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint: half written, then the disk is full
+            fh.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_savez(fh, **arrays)
+
+    monkeypatch.setattr(np, "savez", savez_on_a_full_disk)
+    config = make_config(tmp_path, epochs=2)
+    with pytest.raises(SegtrainError, match=r"could not save the checkpoint of step 8 \(No space left on device\); "
+                                            r"nothing was lost \(.*last.keras \(step 4\)\).*--resume"):
+        Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), verbose=0).fit()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert json.loads((checkpoints / "state.json").read_text())["step"] == 4
+    assert not list(checkpoints.glob(f".*{TMP_SUFFIX}*"))
+    monkeypatch.setattr(np, "savez", real_savez)
+    result = Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), verbose=0).fit(resume=True)
+    assert result["steps"] == 8
+
+
+# ---- console output ------------------------------------------------------------------------
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_console_is_plain_when_redirected_and_bar_and_epoch_line_show_the_same_loss(tmp_path, capsys):
+    images, masks = make_data()
+    trainer = Trainer(make_config(tmp_path, epochs=2), model_fn=tiny_model, dataset_fn=in_memory(images, masks))
+    trainer.fit()
+    out = capsys.readouterr().out  # not a terminal: no bar, no carriage returns, no ANSI codes
+    assert "\r" not in out and "\x1b" not in out
+    history = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())["history"]
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    for line, row in zip(lines, history):
+        assert f"mean loss {row['loss']:.4f}" in line
+
+    from segtrain.run_log import ConsoleLog
+
+    terminal = Terminal()
+    console = ConsoleLog(stream=terminal, refresh_s=0.0)
+    losses = [0.9, 0.5, 0.4]
+    for i in range(3):
+        console.step(0, 1, i + 1, 3, float(np.mean(losses[: i + 1])), 0.01)
+    console.epoch_end({"epoch": 1, "loss": float(np.mean(losses)), "lr": 0.01, "seconds": 1.0}, 1)
+    shown = terminal.getvalue()
+    assert "\x1b" not in shown
+    last_bar = shown.split("\r")[-3]  # the bar, the blanking, the epoch line
+    assert "3/3  mean loss 0.6000" in last_bar and shown.endswith("\repoch 1/1: mean loss 0.6000  lr 0.01  (1.0 s)\n")
+
+
+def test_checkpoint_store_refuses_non_finite_variables(tmp_path):
+    from segtrain.checkpoints import CheckpointStore, LoopState, NonFiniteCheckpoint
+
+    model = tiny_model(make_config(tmp_path), None)
+    optimizer = keras.optimizers.SGD()
+    optimizer.build(model.trainable_variables)
+    store = CheckpointStore(tmp_path / "run")
+    store.save(model, optimizer, LoopState(step=1))
+    model.layers[-1].bias.assign([np.inf, 0.0])
+    for save in (lambda: store.save(model, optimizer, LoopState(step=2)), lambda: store.save_best(model)):
+        with pytest.raises(NonFiniteCheckpoint, match=r"bias: NaN or infinite values, not saved \(.*\(step 1\)\)"):
+            save()
+    assert store.load_state().step == 1 and not store.best.exists()
+    assert [p.name for p in store.dir.glob("resume-*.npz")] == ["resume-00000001.npz"]

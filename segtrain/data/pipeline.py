@@ -19,7 +19,8 @@ Output: ``(image float32 [B, H, W, 3] in 0..255, mask uint8 [B, H, W])``; 255 = 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import traceback
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -99,6 +100,57 @@ def data_error(err: BaseException) -> SegtrainError | None:
     if _ERROR_TAG not in text:
         return None
     return SegtrainError(text.split(_ERROR_TAG, 1)[1].splitlines()[0])
+
+
+class BatchIterator:
+    """Iterates a tf.data (or distributed) dataset and destroys its iterator the moment it stops.
+
+    A tf.data iterator still alive at interpreter shutdown, with parallel map workers inside
+    ``tf.numpy_function``, hangs the process (the workers wait for the GIL, the iterator's
+    destructor waits for them) or aborts it (``terminate called without an active
+    exception``). An exception raised by ``next()`` carries TensorFlow frames that reference
+    the iterator, so after a bad data file the iterator used to live until shutdown. Here the
+    iterator is deleted while the process runs (its destructor releases the GIL, so the
+    workers finish), the frames of a TensorFlow error are cleared, and a data error
+    surfaces as its ``SegtrainError``. Use it as a context manager so that an error in the
+    loop body closes it too::
+
+        with BatchIterator(dataset) as batches:
+            for batch in batches:
+                ...
+    """
+
+    def __init__(self, dataset: Iterable):
+        self._iterator: Iterator | None = iter(dataset)
+
+    def __enter__(self) -> "BatchIterator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self) -> "BatchIterator":
+        return self
+
+    def __next__(self):
+        if self._iterator is None:
+            raise StopIteration
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self.close()
+            raise
+        except tf.errors.OpError as err:
+            traceback.clear_frames(err.__traceback__)
+            user = data_error(err)
+            self.close()
+            if user is None:
+                raise
+        raise user from None  # outside the except block: no reference to TensorFlow's error is kept
+
+    def close(self) -> None:
+        """Destroy the iterator now (waits for its in-flight map workers)."""
+        self._iterator = None
 
 
 def _static_hw(data_cfg: DataConfig, training: bool) -> tuple[int | None, int | None]:

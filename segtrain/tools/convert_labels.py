@@ -29,11 +29,11 @@ from segtrain.errors import SegtrainError
 from segtrain.io_utils import (
     IMAGE_EXTENSIONS,
     PNG_COMPRESS_LEVEL,
-    TMP_SUFFIX,
     Progress,
     is_image_file,
     make_output_dir,
     open_image,
+    remove_stale_temporaries,
     write_png,
 )
 
@@ -265,13 +265,7 @@ def plan_files(input_dir: Path, output_dir: Path, *, in_place: bool = False) -> 
 
 def _remove_stale_temporaries(pairs: Sequence[tuple[Path, Path]]) -> int:
     """Delete temporaries that a killed earlier run left next to its outputs."""
-    removed = 0
-    for folder in {dst.parent for _, dst in pairs}:
-        if folder.is_dir():
-            for tmp in folder.glob(f".*{TMP_SUFFIX}*"):
-                tmp.unlink(missing_ok=True)
-                removed += 1
-    return removed
+    return sum(len(remove_stale_temporaries(folder)) for folder in {dst.parent for _, dst in pairs} if folder.is_dir())
 
 
 # --------------------------------------------------------------------------- running
