@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             with _native_startup_quiet():
                 if name in USES_TENSORFLOW:
                     with contextlib.suppress(ImportError):  # the command says so itself if it needs it
-                        importlib.import_module("tensorflow")
+                        tf = importlib.import_module("tensorflow")
+                        tf.config.list_physical_devices("GPU")  # CUDA's probe prints 'failed call to cuInit' here
                 modules[name] = importlib.import_module(module_name)
             modules[name].add_arguments(cmd)
     args = parser.parse_args(argv)
