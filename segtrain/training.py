@@ -39,7 +39,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from segtrain.checkpoints import CheckpointStore, LoopState, write_json  # noqa: E402
-from segtrain.config import Config, TrainConfig, load_config, save_config  # noqa: E402
+from segtrain.config import Config, TrainConfig, input_channels, load_config, save_config  # noqa: E402
 from segtrain.data.palette import VOID  # noqa: E402
 from segtrain.data.pipeline import BatchIterator  # noqa: E402
 from segtrain.distribute import is_chief, launch_local_workers, make_strategy  # noqa: E402
@@ -111,7 +111,7 @@ def _default_dataset(config: Config, split: str, training: bool, *, epoch: int =
 
 def _input_shape(config: Config) -> tuple:
     """Spatial size left open: training crops and (padded) validation images differ in size."""
-    return (None, None, 3)
+    return (None, None, input_channels(config.data))
 
 
 class _StopFlag:

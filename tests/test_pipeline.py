@@ -135,16 +135,16 @@ def test_iter_masks_streams_every_mask(root):
 
 
 def test_decoded_cache_gives_the_same_batches_and_decodes_once(root, monkeypatch):
-    import segtrain.data.pipeline as pipeline
+    import segtrain.data.samples as samples_module  # the per-sample decoding both loaders share
 
     plain = make_config(root, **AUGMENTED)
     cached = make_config(root, cache=True, **AUGMENTED)
     expected = [collect(build_dataset(plain, "train", True, epoch=e)) for e in (0, 1)]
     expected_val = collect(build_dataset(plain, "val", False))
     calls = []
-    real_read_pair = pipeline.read_pair
-    monkeypatch.setattr(pipeline, "read_pair", lambda *a: calls.append(a[0]) or real_read_pair(*a))
-    monkeypatch.setattr(pipeline, "_DECODED", {})
+    real_read_pair = samples_module.read_pair
+    monkeypatch.setattr(samples_module, "read_pair", lambda *a: calls.append(a[0]) or real_read_pair(*a))
+    monkeypatch.setattr(samples_module, "_DECODED", {})
     for e in (0, 1):  # a new dataset per epoch, as the trainer builds them
         assert_same(collect(build_dataset(cached, "train", True, epoch=e)), expected[e])
     assert_same(collect(build_dataset(cached, "val", False)), expected_val)

@@ -7,91 +7,42 @@ Python (Pillow decodes palette PNGs correctly, albumentations augments) through
 ``tf.numpy_function`` with ``num_parallel_calls``; Pillow and OpenCV release the GIL while
 they work, so several samples decode at once, and ``deterministic=True`` keeps the order.
 
-Exact resume: in training, the file order of epoch ``e`` is a permutation seeded by
-``(train.seed, e)`` and the augmentation of the sample at position ``p`` is seeded by
-``(train.seed, e, p)``; nothing depends on what ran before, so ``skip_batches=k`` (which
-skips whole batches before anything is decoded) gives exactly the tail of the full epoch.
+Exact resume: the order and the per-sample seeds come from ``samples.py`` (NumPy, shared
+with the TensorFlow-free ``loader.py``): in training, epoch ``e`` is a permutation seeded by
+``(train.seed, e)`` and the sample at position ``p`` is augmented with a seed from
+``(train.seed, e, p)``, so ``skip_batches=k`` (which skips whole batches before anything is
+decoded) gives exactly the tail of the full epoch.
 The last incomplete training batch is dropped, so every training batch has the same size.
 
-Output: ``(image float32 [B, H, W, 3] in 0..255, mask uint8 [B, H, W])``; 255 = void.
+Output: ``(image float32 [B, H, W, C] in 0..255 (C = data.channels, 3 by default), mask uint8 [B, H, W])``; 255 = void.
 """
 
 from __future__ import annotations
 
-import threading
 import traceback
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from segtrain.config import Config, DataConfig
-from segtrain.data.augment import augment, train_transform, val_transform
-from segtrain.data.decode import read_mask, read_pair
+from segtrain.config import Config, DataConfig, input_channels
+from segtrain.data.decode import read_mask
 from segtrain.data.palette import VOID
+from segtrain.data.samples import SampleLoader, checked_batch_size, epoch_arrays, static_hw
 from segtrain.data.sources import Sample, list_samples
 from segtrain.errors import SegtrainError
 
 _ERROR_TAG = "SegtrainError: "
 
 
-def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
-    """The sample order of a training epoch: a permutation that depends on (seed, epoch) only."""
-    return np.random.default_rng([seed % 2**32, epoch]).permutation(num_samples)
-
-
-def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
-    """One augmentation seed per position of an epoch, independent of every other position."""
-    return np.array(
-        [np.random.SeedSequence([seed % 2**32, epoch, int(p)]).generate_state(1)[0] for p in positions],
-        dtype=np.int64,
-    )
-
-
-# data.cache: decoded (image, mask) pairs kept for the life of the process, shared by the
-# datasets of every epoch (the trainer builds one per epoch). Keyed by the files and the
-# decoding settings, so two configs never see each other's labels.
-_DECODED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-_DECODED_LOCK = threading.Lock()
-
-
-class _Loader:
-    """Decode + augment one sample by index; callable from many tf.data threads at once."""
-
-    def __init__(self, samples: list[Sample], data_cfg: DataConfig, training: bool):
-        self.samples, self.data_cfg, self.training = samples, data_cfg, training
-        self._local = threading.local()  # albumentations transforms are re-seeded per call: one per thread
-        decoding = (data_cfg.format, data_cfg.classes, data_cfg.colors, data_cfg.void_color,
-                    data_cfg.num_classes, data_cfg.ignore_index, sorted(data_cfg.label_map.items()))
-        self._cache_key = repr(decoding) if data_cfg.cache else None
-
-    def _decode(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        if self._cache_key is None:
-            return read_pair(sample.image, sample.mask, self.data_cfg)
-        key = (str(sample.image), str(sample.mask), self._cache_key)
-        pair = _DECODED.get(key)
-        if pair is None:
-            pair = read_pair(sample.image, sample.mask, self.data_cfg)
-            for array in pair:
-                array.setflags(write=False)  # augmentation must copy, never edit the cached pair
-            with _DECODED_LOCK:
-                _DECODED[key] = pair
-        return pair
-
-    def _transform(self):
-        transform = getattr(self._local, "transform", None)
-        if transform is None:
-            make = train_transform if self.training else val_transform
-            transform = self._local.transform = make(self.data_cfg)
-        return transform
+class _Loader(SampleLoader):
+    """``SampleLoader`` for ``tf.numpy_function``: a ``SegtrainError`` travels as a tagged ValueError."""
 
     def __call__(self, index: np.int64, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        sample = self.samples[int(index)]
         try:
-            image, mask = self._decode(sample)
+            return super().__call__(index, seed)
         except SegtrainError as err:
             raise ValueError(_ERROR_TAG + str(err)) from None  # tf keeps the message; see data_error()
-        return augment(self._transform(), image, mask, seed=int(seed) if self.training else None)
 
 
 def data_error(err: BaseException) -> SegtrainError | None:
@@ -153,24 +104,6 @@ class BatchIterator:
         self._iterator = None
 
 
-def _static_hw(data_cfg: DataConfig, training: bool) -> tuple[int | None, int | None]:
-    if training and data_cfg.crop is not None:
-        return tuple(data_cfg.crop)
-    if data_cfg.resize is not None and (not training or tuple(data_cfg.scale) == (1.0, 1.0)):
-        h, w = data_cfg.resize
-        if not training and data_cfg.val_pad_to > 1:
-            k = data_cfg.val_pad_to
-            h, w = -(-h // k) * k, -(-w // k) * k
-        return h, w
-    return None, None
-
-
-def _epoch_arrays(num_samples: int, seed: int, epoch: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    positions = np.arange(start, stop)
-    order = epoch_order(num_samples, seed, epoch)
-    return order[positions].astype(np.int64), sample_seeds(seed, epoch, positions)
-
-
 def _index_stream(num_samples: int, batch_size: int, seed: int, training: bool, epoch: int, skip_batches: int, repeat: bool):
     start = skip_batches * batch_size
     if not training:
@@ -180,12 +113,12 @@ def _index_stream(num_samples: int, batch_size: int, seed: int, training: bool, 
             stream = stream.repeat()
         return stream.skip(start)
     used = (num_samples // batch_size) * batch_size  # drop the incomplete last batch before decoding it
-    stream = tf.data.Dataset.from_tensor_slices(_epoch_arrays(num_samples, seed, epoch, min(start, used), used))
+    stream = tf.data.Dataset.from_tensor_slices(epoch_arrays(num_samples, seed, epoch, min(start, used), used))
     if repeat:
 
         def one_epoch(e):
             idx, seeds = tf.numpy_function(
-                lambda e: _epoch_arrays(num_samples, seed, int(e), 0, used), [e], [tf.int64, tf.int64], stateful=False
+                lambda e: epoch_arrays(num_samples, seed, int(e), 0, used), [e], [tf.int64, tf.int64], stateful=False
             )
             return tf.data.Dataset.from_tensor_slices((idx, seeds))
 
@@ -215,18 +148,14 @@ def build_dataset(
     """
     data_cfg = config.data
     samples = list_samples(data_cfg, split) if samples is None else list(samples)
-    batch_size = batch_size or (config.train.batch_size if training else 1)
-    if training and len(samples) < batch_size:
-        raise SegtrainError(
-            f"train.batch_size: {batch_size} is larger than the {len(samples)} samples of split "
-            f"'{split}'; lower train.batch_size"
-        )
+    batch_size = checked_batch_size(config, split, len(samples), training, batch_size)
     loader = _Loader(samples, data_cfg, training)
-    h, w = _static_hw(data_cfg, training)
+    h, w = static_hw(data_cfg, training)
+    channels = input_channels(data_cfg)
 
     def load(index, seed):
         image, mask = tf.numpy_function(loader, [index, seed], [tf.uint8, tf.uint8], stateful=False)
-        image.set_shape([h, w, 3])
+        image.set_shape([h, w, channels])
         mask.set_shape([h, w])
         return tf.cast(image, tf.float32), mask  # cast here, in the parallel map, not on whole batches
 

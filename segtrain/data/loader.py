@@ -1,0 +1,108 @@
+"""The batches of ``pipeline.build_dataset`` as NumPy arrays, without TensorFlow.
+
+For environments that have JAX or PyTorch but no TensorFlow (a lent GPU machine, whose
+TensorFlow wheel is too large to carry). The order, the per-sample augmentation seeds and
+the decoding are ``samples.py``'s, the same code the tf.data pipeline runs, so for the same
+(seed, epoch, position) both yield identical batches (tested batch for batch).
+
+Samples decode and augment on a pool of worker threads (Pillow, OpenCV and NumPy release the
+GIL while they work); at most ``prefetch_batches`` batches are decoded ahead of the consumer,
+and batches come out in order. A bad file raises the decoder's one-line ``SegtrainError``
+itself, not a wrapper.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from segtrain.config import Config
+from segtrain.data.palette import VOID
+from segtrain.data.samples import SampleLoader, checked_batch_size, epoch_arrays, static_hw
+from segtrain.data.sources import Sample, list_samples
+
+
+class NumpyLoader:
+    """Batches of ``(image float32 [B, H, W, C] in 0..255, mask uint8 [B, H, W])`` for a split.
+
+    Same arguments and batches as ``build_dataset`` (no ``repeat``: build one per epoch).
+    Training: order and augmentation seeded by (train.seed, epoch), incomplete last batch
+    dropped. Validation: file order, deterministic resize/pad, batches of 1 by default, padded
+    with image 0 / mask 255 when sizes differ. ``skip_batches`` skips whole batches before
+    decoding; ``len()`` is the number of batches left to yield. ``workers`` defaults to
+    ``data.num_parallel_calls``, or the CPU count when that is 0.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        split: str,
+        training: bool,
+        *,
+        epoch: int = 0,
+        skip_batches: int = 0,
+        batch_size: int | None = None,
+        samples: list[Sample] | None = None,
+        workers: int | None = None,
+        prefetch_batches: int = 2,
+    ):
+        data_cfg = config.data
+        samples = list_samples(data_cfg, split) if samples is None else list(samples)
+        self.batch_size = checked_batch_size(config, split, len(samples), training, batch_size)
+        self.training = training
+        self._load = SampleLoader(samples, data_cfg, training)
+        self._hw = static_hw(data_cfg, training)
+        start = skip_batches * self.batch_size
+        if training:
+            used = (len(samples) // self.batch_size) * self.batch_size
+            self._indices, self._seeds = epoch_arrays(len(samples), config.train.seed, epoch, min(start, used), used)
+        else:
+            self._indices = np.arange(min(start, len(samples)), len(samples), dtype=np.int64)
+            self._seeds = np.zeros_like(self._indices)
+        self.workers = workers or data_cfg.num_parallel_calls or os.cpu_count() or 1
+        self.prefetch_batches = max(1, prefetch_batches)
+
+    def __len__(self) -> int:
+        return -(-len(self._indices) // self.batch_size)  # training positions are whole batches already
+
+    def _sample(self, index: np.int64, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = self._load(index, seed)
+        return image.astype(np.float32), mask  # cast on the worker, as build_dataset does in its parallel map
+
+    def _collate(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        if self._hw[0] is not None:
+            return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        # tf.data padded_batch: pad bottom/right to the largest sample of the batch
+        h = max(p[1].shape[0] for p in pairs)
+        w = max(p[1].shape[1] for p in pairs)
+        images = np.zeros((len(pairs), h, w, pairs[0][0].shape[2]), np.float32)
+        masks = np.full((len(pairs), h, w), VOID, np.uint8)
+        for i, (image, mask) in enumerate(pairs):
+            images[i, : image.shape[0], : image.shape[1]] = image
+            masks[i, : mask.shape[0], : mask.shape[1]] = mask
+        return images, masks
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        jobs = zip(self._indices, self._seeds)
+        depth = max(self.workers, self.prefetch_batches * self.batch_size)  # samples submitted ahead
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="segtrain-loader")
+        pending: collections.deque[Future] = collections.deque()
+        try:
+            for job in jobs:
+                pending.append(pool.submit(self._sample, *job))
+                if len(pending) >= depth:
+                    break
+            while pending:
+                batch = []
+                while pending and len(batch) < self.batch_size:
+                    batch.append(pending.popleft().result())  # re-raises a worker's SegtrainError as is
+                    job = next(jobs, None)
+                    if job is not None:
+                        pending.append(pool.submit(self._sample, *job))
+                yield self._collate(batch)
+        finally:  # also when the consumer stops early or a sample failed: no decoding left running
+            pool.shutdown(wait=True, cancel_futures=True)

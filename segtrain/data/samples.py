@@ -1,0 +1,111 @@
+"""One sample of an epoch: which file sits at each position, its augmentation seed, its decoding.
+
+Shared by the tf.data pipeline (``pipeline.py``) and the NumPy loader (``loader.py``), so both
+yield the same batches by construction; nothing here imports TensorFlow.
+
+In training, the file order of epoch ``e`` is a permutation seeded by ``(train.seed, e)`` and
+the augmentation of the sample at position ``p`` is seeded by ``(train.seed, e, p)``; nothing
+depends on what ran before, so skipping whole batches gives exactly the tail of the epoch.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from segtrain.config import Config, DataConfig
+from segtrain.data.augment import augment, train_transform, val_transform
+from segtrain.data.decode import read_pair
+from segtrain.data.sources import Sample
+from segtrain.errors import SegtrainError
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of a training epoch: a permutation that depends on (seed, epoch) only."""
+    return np.random.default_rng([seed % 2**32, epoch]).permutation(num_samples)
+
+
+def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+    """One augmentation seed per position of an epoch, independent of every other position."""
+    return np.array(
+        [np.random.SeedSequence([seed % 2**32, epoch, int(p)]).generate_state(1)[0] for p in positions],
+        dtype=np.int64,
+    )
+
+
+def epoch_arrays(num_samples: int, seed: int, epoch: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sample index, augmentation seed) for the training positions ``start..stop-1`` of an epoch."""
+    positions = np.arange(start, stop)
+    order = epoch_order(num_samples, seed, epoch)
+    return order[positions].astype(np.int64), sample_seeds(seed, epoch, positions)
+
+
+def checked_batch_size(config: Config, split: str, num_samples: int, training: bool, batch_size: int | None) -> int:
+    """The batch size (``train.batch_size`` in training, 1 for validation, unless given); a
+    training split smaller than one batch is an error: dropping the incomplete batch leaves none."""
+    batch_size = batch_size or (config.train.batch_size if training else 1)
+    if training and num_samples < batch_size:
+        raise SegtrainError(
+            f"train.batch_size: {batch_size} is larger than the {num_samples} samples of split "
+            f"'{split}'; lower train.batch_size"
+        )
+    return batch_size
+
+
+def static_hw(data_cfg: DataConfig, training: bool) -> tuple[int | None, int | None]:
+    """The (height, width) every sample has after augmentation, or (None, None) when sizes vary."""
+    if training and data_cfg.crop is not None:
+        return tuple(data_cfg.crop)
+    if data_cfg.resize is not None and (not training or tuple(data_cfg.scale) == (1.0, 1.0)):
+        h, w = data_cfg.resize
+        if not training and data_cfg.val_pad_to > 1:
+            k = data_cfg.val_pad_to
+            h, w = -(-h // k) * k, -(-w // k) * k
+        return h, w
+    return None, None
+
+
+# data.cache: decoded (image, mask) pairs kept for the life of the process, shared by the
+# datasets of every epoch (the trainer builds one per epoch). Keyed by the files and the
+# decoding settings, so two configs never see each other's labels.
+_DECODED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_DECODED_LOCK = threading.Lock()
+
+
+class SampleLoader:
+    """Decode + augment one sample by index; callable from many threads at once.
+
+    A bad file raises the decoder's one-line ``SegtrainError``.
+    """
+
+    def __init__(self, samples: list[Sample], data_cfg: DataConfig, training: bool):
+        self.samples, self.data_cfg, self.training = samples, data_cfg, training
+        self._local = threading.local()  # albumentations transforms are re-seeded per call: one per thread
+        decoding = (data_cfg.format, data_cfg.classes, data_cfg.colors, data_cfg.void_color,
+                    data_cfg.num_classes, data_cfg.ignore_index, sorted(data_cfg.label_map.items()))
+        self._cache_key = repr(decoding) if data_cfg.cache else None
+
+    def _decode(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache_key is None:
+            return read_pair(sample.image, sample.mask, self.data_cfg)
+        key = (str(sample.image), str(sample.mask), self._cache_key)
+        pair = _DECODED.get(key)
+        if pair is None:
+            pair = read_pair(sample.image, sample.mask, self.data_cfg)
+            for array in pair:
+                array.setflags(write=False)  # augmentation must copy, never edit the cached pair
+            with _DECODED_LOCK:
+                _DECODED[key] = pair
+        return pair
+
+    def _transform(self):
+        transform = getattr(self._local, "transform", None)
+        if transform is None:
+            make = train_transform if self.training else val_transform
+            transform = self._local.transform = make(self.data_cfg)
+        return transform
+
+    def __call__(self, index: np.int64, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = self._decode(self.samples[int(index)])
+        return augment(self._transform(), image, mask, seed=int(seed) if self.training else None)
