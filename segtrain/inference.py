@@ -340,9 +340,11 @@ def run(args: argparse.Namespace) -> int:
     table = prediction_table(args.palette, config, classes)
     resize = config.data.resize if config is not None else None
     out = Path(args.output)
+    channels = int(model.input_shape[-1])
     for path in progress(images, "predict"):
-        image = read_image(path)
+        image = read_image(path, channels)
         mask = predict_at_training_size(model, image, resize, **options)
+        image = image if channels == 3 else np.repeat(image[..., :1], 3, axis=-1)  # shown as grey
         write_png(out / f"{path.stem}.png", mask, palette=table.pil_palette())
         drawn = table.colorize(mask)
         if args.overlay:
