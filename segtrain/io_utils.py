@@ -196,8 +196,10 @@ class Progress:
     stderr off a terminal holds nothing but warnings and the one ``error:`` line.
     """
 
-    def __init__(self, total: int, label: str, *, unit: str = "it", enabled: bool = True, stream: IO[str] | None = None):
+    def __init__(self, total: int, label: str, *, unit: str = "it", enabled: bool = True, stream: IO[str] | None = None,
+                 refresh_s: float = 0.1):
         self.total, self.label, self.unit, self.enabled = int(total), label, unit, enabled
+        self.refresh_s, self.info, self._width = refresh_s, "", 0
         if stream is None:
             stream = sys.stderr if sys.stderr.isatty() else sys.stdout
         self.stream = stream
@@ -205,16 +207,23 @@ class Progress:
         self.done, self.start, self._drawn = 0, time.perf_counter(), float("-inf")
         self._tenths = 0
 
-    def update(self, n: int = 1) -> None:
-        self.done += n
+    def update(self, n: int = 1, info: str = "") -> None:
+        """Count ``n`` more items; ``info`` (e.g. a running loss) is shown after the counts."""
+        self.update_to(self.done + n, info)
+
+    def update_to(self, done: int, info: str = "") -> None:
+        """Set the count (a resumed loop starts past zero)."""
+        self.done, self.info = done, info
         if not self.enabled:
             return
         now = time.perf_counter()
         finished = self.done >= self.total
         if self.tty:
-            if now - self._drawn >= 0.1 or finished:
+            if now - self._drawn >= self.refresh_s or finished:
                 self._drawn = now
-                self.stream.write("\r" + self._line(now))
+                line = self._line(now)
+                self.stream.write("\r" + line.ljust(self._width))
+                self._width = len(line)
                 self.stream.flush()
         else:
             tenths = 10 * self.done // max(self.total, 1)
@@ -227,10 +236,11 @@ class Progress:
         rate = self.done / max(now - self.start, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         counts = f"{self.done}/{self.total} {rate:.1f} {self.unit}/s"
+        info = f"  {self.info}" if self.info else ""
         if not self.tty:
-            return f"{self.label} {counts}"
+            return f"{self.label} {counts}{info}"
         filled = 30 * min(self.done, self.total) // max(self.total, 1)
-        return f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {counts} eta {eta:.0f}s"
+        return f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {counts} eta {eta:.0f}s{info}"
 
     def close(self) -> None:
         if self.enabled and self.tty and self.done:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from segtrain.checkpoints import atomic_write
+from segtrain.io_utils import Progress, atomic_write
 from segtrain.errors import SegtrainError
 
 SCALARS = ("loss", "lr", "val_miou", "val_pixel_accuracy", "val_mean_accuracy")
@@ -113,30 +113,34 @@ class RunLog:
 
 
 class ConsoleLog:
-    """Progress and epoch summaries on stdout (chief only)."""
+    """Progress and epoch summaries on stdout (chief only).
+
+    On a terminal each epoch gets the shared ``io_utils.Progress`` bar with the running mean
+    loss and the learning rate; off a terminal (logs, CI) only the epoch lines are written.
+    """
 
     def __init__(self, enabled: bool = True, stream: TextIO | None = None, refresh_s: float = 0.2):
         self.enabled = enabled
         self.stream = stream or sys.stdout
         self.live = enabled and self.stream.isatty()
         self.refresh_s = refresh_s
-        self._shown = 0.0
-        self._width = 0
+        self._bar: Progress | None = None
 
     def step(self, epoch: int, epochs: int, batch: int, batches: int, mean_loss: float, lr: float) -> None:
-        """Redraw the progress line (terminals only, at most every ``refresh_s`` and at the last batch)."""
-        now = time.monotonic()
-        if not self.live or (now - self._shown < self.refresh_s and batch < batches):
+        """Redraw the epoch's bar (terminals only, at most every ``refresh_s`` and at the last batch)."""
+        if not self.live:
             return
-        self._shown = now
-        self._redraw(f"epoch {epoch + 1}/{epochs}  {batch}/{batches}  mean loss {mean_loss:.4f}  lr {lr:.3g}")
+        if self._bar is None:
+            self._bar = Progress(batches, f"epoch {epoch + 1}/{epochs}", unit="step", stream=self.stream,
+                                 refresh_s=self.refresh_s)
+        self._bar.update_to(batch, f"mean loss {mean_loss:.4f}  lr {lr:.3g}")
 
     def epoch_end(self, row: dict, epochs: int) -> None:
         if not self.enabled:
             return
-        if self.live:
-            self._redraw("")
-            self.stream.write("\r")
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         self.stream.write(epoch_summary(row, epochs) + "\n")
         self.stream.flush()
 
@@ -144,11 +148,6 @@ class ConsoleLog:
         if self.enabled:
             self.stream.write(text + "\n")
             self.stream.flush()
-
-    def _redraw(self, text: str) -> None:
-        self.stream.write("\r" + text.ljust(self._width))
-        self._width = len(text)
-        self.stream.flush()
 
 
 def epoch_summary(row: dict, epochs: int) -> str:

@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from segtrain.checkpoints import CheckpointStore, LoopState, write_json  # noqa: E402
+from segtrain.checkpoints import CheckpointStore, LoopState  # noqa: E402
 from segtrain.config import Config, TrainConfig, input_channels, load_config, save_config  # noqa: E402
 from segtrain.data.palette import VOID  # noqa: E402
 from segtrain.data.pipeline import BatchIterator  # noqa: E402
@@ -48,7 +48,7 @@ from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
 from segtrain.precise_bn import precise_bn_for  # noqa: E402
 from segtrain.precision import Float32Mirror, resolve_policy  # noqa: E402
-from segtrain.io_utils import remove_stale_temporaries  # noqa: E402
+from segtrain.io_utils import remove_stale_temporaries, write_json  # noqa: E402
 from segtrain.run_lock import RunLock  # noqa: E402
 from segtrain.run_log import ConsoleLog, RunLog  # noqa: E402
 from segtrain.schedules import build_schedule  # noqa: E402

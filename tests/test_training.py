@@ -439,8 +439,9 @@ def test_console_is_plain_when_redirected_and_bar_and_epoch_line_show_the_same_l
     console.epoch_end({"epoch": 1, "loss": float(np.mean(losses)), "lr": 0.01, "seconds": 1.0}, 1)
     shown = terminal.getvalue()
     assert "\x1b" not in shown
-    last_bar = shown.split("\r")[-3]  # the bar, the blanking, the epoch line
-    assert "3/3  mean loss 0.6000" in last_bar and shown.endswith("\repoch 1/1: mean loss 0.6000  lr 0.01  (1.0 s)\n")
+    last_bar, summary = shown.split("\r")[-1].split("\n")[:2]  # the last bar, then the epoch line
+    assert "3/3" in last_bar and "mean loss 0.6000" in last_bar
+    assert shown.endswith("\nepoch 1/1: mean loss 0.6000  lr 0.01  (1.0 s)\n")
 
 
 def test_checkpoint_store_refuses_non_finite_variables(tmp_path):
