@@ -4,22 +4,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
+from conftest import sample_config
 from PIL import Image
 
 from segtrain import cli
-from segtrain.config import from_dict
 from segtrain.data.check import check_dataset, check_splits
-from segtrain.data.synthetic import SAMPLE_CLASSES, ensure_sample_dataset
-
-
-@pytest.fixture(scope="module")
-def sample_root(tmp_path_factory) -> Path:
-    return ensure_sample_dataset(tmp_path_factory.mktemp("data") / "sample")
 
 
 def make_config(root):
-    return from_dict({"data": {"format": "voc", "root": str(root), "num_classes": 4, "classes": list(SAMPLE_CLASSES)}})
+    return sample_config(root)
 
 
 def snapshot(root: Path) -> dict:

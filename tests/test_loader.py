@@ -12,24 +12,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sample_config
 from PIL import Image
 
-from segtrain.config import from_dict
 from segtrain.data.loader import NumpyLoader
-from segtrain.data.synthetic import SAMPLE_CLASSES, ensure_sample_dataset
 from segtrain.errors import SegtrainError
 
 AUGMENTED = dict(crop=[32, 32], scale=[0.75, 1.5], color_jitter=0.5, hflip=True)
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return ensure_sample_dataset(tmp_path_factory.mktemp("data") / "sample")
+def root(sample_root) -> Path:
+    return sample_root
 
 
 def make_config(root, seed=0, batch_size=4, **data):
-    base = {"format": "voc", "root": str(root), "num_classes": 4, "classes": list(SAMPLE_CLASSES)}
-    return from_dict({"data": {**base, **data}, "train": {"batch_size": batch_size, "seed": seed}})
+    return sample_config(root, train={"batch_size": batch_size, "seed": seed}, **data)
 
 
 def tf_batches(config, split, training, **kwargs):

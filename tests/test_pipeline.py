@@ -8,24 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sample_config
 import tensorflow as tf
 from PIL import Image
 
-from segtrain.config import from_dict
 from segtrain.data.decode import read_image, read_mask
 from segtrain.data.pipeline import build_dataset, data_error, iter_masks, steps_per_epoch
 from segtrain.data.sources import list_samples
-from segtrain.data.synthetic import SAMPLE_CLASSES, ensure_sample_dataset
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return ensure_sample_dataset(tmp_path_factory.mktemp("data") / "sample")
+def root(sample_root) -> Path:
+    return sample_root
 
 
 def make_config(root, seed=0, batch_size=4, **data):
-    base = {"format": "voc", "root": str(root), "num_classes": 4, "classes": list(SAMPLE_CLASSES)}
-    return from_dict({"data": {**base, **data}, "train": {"batch_size": batch_size, "seed": seed}})
+    return sample_config(root, train={"batch_size": batch_size, "seed": seed}, **data)
 
 
 AUGMENTED = dict(crop=[32, 32], scale=[0.75, 1.5], color_jitter=0.5, hflip=True)
