@@ -64,6 +64,7 @@ def evaluate(
     window=None,
     stride=None,
     batch_size: int = 4,
+    blend: str | None = None,
     precise_bn: int = 0,
     verbose: bool = True,
 ) -> dict:
@@ -110,7 +111,7 @@ def evaluate(
                 f"{checkpoint or 'model'}: predicts {num_outputs(model)} classes but data.num_classes is "
                 f"{data_cfg.num_classes} in {config.source}"
             )
-        options = {"flip": flip, "scales": scales, "window": window, "stride": stride, "batch_size": batch_size}
+        options = {"flip": flip, "scales": scales, "window": window, "stride": stride, "batch_size": batch_size, "blend": blend}
         for sample in progress(samples, label, enabled=verbose):
             image, gt = read_pair(sample.image, sample.mask, data_cfg)
             matrix.update(gt, predict_at_training_size(model, image, data_cfg.resize, **options))

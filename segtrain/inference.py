@@ -5,13 +5,11 @@ logits at the input's size, so an image goes in as it was decoded. Test-time aug
 averages *softmax probabilities* over the flips and scales (mmsegmentation's convention);
 a probability map is resized back to the image size before averaging.
 
-Sliding windows: windows of ``window`` pixels start every ``stride`` pixels, the last one
-flush with the image edge. Each window's logits are trusted only away from its inner
-edges: a margin of ``(window - stride) // 2`` pixels on sides that are not the image
-border is left out, and where trusted regions overlap they are averaged. For a fully
-convolutional model whose receptive field reaches at most that margin, the result equals
-whole-image inference. Windows go through the model ``batch_size`` at a time, so memory is
-bounded by the batch plus two image-sized accumulators, whatever the image size.
+Sliding windows (``segtrain.sliding_window``, one N-D loop for signals, images and volumes):
+windows of ``window`` pixels start every ``stride`` pixels, the last one flush with the edge,
+and overlapping outputs are blended either by trusting each window only away from its inner
+edges (``margin``, the default for 2-D images: exact for a receptive field within the margin)
+or by a Gaussian importance map (``gaussian``, nnU-Net's blend, the default for volumes).
 
 Keras is imported on first use, so ``segtrain evaluate --pred-dir`` stays TensorFlow-free.
 """
@@ -27,8 +25,9 @@ import numpy as np
 from segtrain.data.palette import ColorTable
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, parse_size, progress, write_png
+from segtrain.sliding_window import BLENDS, sliding_window
 
-WindowSize = int | tuple[int, int] | None
+WindowSize = int | tuple[int, ...] | None
 
 
 # ---------------------------------------------------------------- checkpoint and forward pass
@@ -76,19 +75,19 @@ def num_outputs(model) -> int:
     return int(model.output_shape[-1])
 
 
-def _fixed_size(model) -> tuple[int, int] | None:
-    """The (height, width) a model was built for, or None when it accepts any size."""
-    height, width = model.input_shape[1:3]
-    return (int(height), int(width)) if height is not None and width is not None else None
+def _fixed_size(model) -> tuple[int, ...] | None:
+    """The spatial size a model was built for, or None when it accepts any size."""
+    sizes = model.input_shape[1:-1]
+    return tuple(int(s) for s in sizes) if all(s is not None for s in sizes) else None
 
 
 def _forward(model, batch: np.ndarray) -> np.ndarray:
     import keras
 
     logits = keras.ops.convert_to_numpy(model(batch.astype(np.float32), training=False)).astype(np.float32)
-    if logits.shape[1:3] != batch.shape[1:3]:
+    if logits.shape[1:-1] != batch.shape[1:-1]:
         raise SegtrainError(
-            f"model output is {logits.shape[1]}x{logits.shape[2]} for a {batch.shape[1]}x{batch.shape[2]} input; "
+            f"model output is {'x'.join(map(str, logits.shape[1:-1]))} for a {'x'.join(map(str, batch.shape[1:-1]))} input; "
             "segtrain expects logits at the input's size"
         )
     return logits
@@ -110,74 +109,52 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- sliding window
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def _starts(size: int, window: int, stride: int) -> list[int]:
-    """Window starts along one axis: every ``stride``, the last window flush with the end."""
-    if size <= window:
-        return [0]
-    return list(range(0, size - window, stride)) + [size - window]
-
-
-def _trust(start: int, window: int, size: int, margin: int) -> np.ndarray:
-    """1 where a window's output is trusted: not within ``margin`` of an inner (non-image) edge."""
-    weight = np.ones(window, dtype=np.float32)
-    if start > 0:
-        weight[:margin] = 0
-    if start + window < size:
-        weight[window - margin :] = 0
-    return weight
-
-
-def _sliding_logits(model, image: np.ndarray, window: tuple[int, int], stride: tuple[int, int], batch_size: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    pad_h, pad_w = max(window[0] - height, 0), max(window[1] - width, 0)
-    if pad_h or pad_w:  # only fixed-size models get here with a small image: pad, crop back
-        padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        return _sliding_logits(model, padded, window, stride, batch_size)[:height, :width]
-    margins = [(w - s) // 2 for w, s in zip(window, stride)]
-    total = None
-    count = np.zeros((height, width, 1), dtype=np.float32)
-    boxes = [(y, x) for y in _starts(height, window[0], stride[0]) for x in _starts(width, window[1], stride[1])]
-    for first in range(0, len(boxes), batch_size):
-        chunk = boxes[first : first + batch_size]
-        crops = np.stack([image[y : y + window[0], x : x + window[1]] for y, x in chunk])
-        logits = _forward(model, crops)
-        if total is None:
-            total = np.zeros((height, width, logits.shape[-1]), dtype=np.float32)
-        for (y, x), out in zip(chunk, logits):
-            weight = np.outer(_trust(y, window[0], height, margins[0]), _trust(x, window[1], width, margins[1]))[..., None]
-            total[y : y + window[0], x : x + window[1]] += out * weight
-            count[y : y + window[0], x : x + window[1]] += weight
-    return total / count
+def _per_axis(value: int | Sequence[int], rank: int, flag: str) -> tuple[int, ...]:
+    sizes = (int(value),) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+    sizes = sizes * rank if len(sizes) == 1 else sizes
+    if len(sizes) != rank:
+        raise SegtrainError(f"{flag} {'x'.join(map(str, sizes))}: give one size or {rank} sizes (one per spatial axis of this model)")
+    return sizes
 
 
 def predict_logits(
-    model, image: np.ndarray, *, window: WindowSize = None, stride: WindowSize = None, batch_size: int = 4
+    model,
+    image: np.ndarray,
+    *,
+    window: WindowSize = None,
+    stride: WindowSize = None,
+    batch_size: int = 4,
+    blend: str | None = None,
 ) -> np.ndarray:
-    """(H, W, C) float32 logits of one raw-pixel (H, W, 3) image, whole or by sliding windows.
+    """(*spatial, K) float32 logits of one raw (*spatial, C) array, whole or by sliding windows.
 
-    A model built for a fixed input size is always run by windows of that size.
-    ``stride`` defaults to two thirds of the window (512 -> 341).
+    Works for 1-D signals, 2-D images and 3-D volumes alike (``segtrain.sliding_window``).
+    A model built for a fixed input size is always run by windows of that size. ``stride``
+    defaults to two thirds of the window (512 -> 341) with ``blend="margin"`` and to half of
+    it (nnU-Net's step 0.5) with ``blend="gaussian"``. ``blend`` None is ``margin`` for 2-D
+    images (segtrain's behaviour before volumes) and ``gaussian`` for 1-D and 3-D inputs.
     """
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3:
-        raise SegtrainError(f"expected one (height, width, channels) image, got shape {image.shape}")
+    rank = len(model.input_shape) - 2
+    if image.ndim != rank + 1:
+        raise SegtrainError(f"expected one ({rank} spatial axes, channels) array for this model, got shape {image.shape}")
     fixed = _fixed_size(model)
     if window is None and fixed is None:
         return _forward(model, image[None])[0]
-    win = _pair(window) if window is not None else fixed
+    blend = blend or ("margin" if rank == 2 else "gaussian")
+    win = _per_axis(window, rank, "--window") if window is not None else fixed
     if fixed is not None and win != fixed:
-        raise SegtrainError(f"--window {win[0]}x{win[1]}: this model only accepts {fixed[0]}x{fixed[1]} inputs; use that window")
-    step = _pair(stride) if stride is not None else (max(win[0] * 2 // 3, 1), max(win[1] * 2 // 3, 1))
-    if not (0 < step[0] <= win[0] and 0 < step[1] <= win[1]):
-        raise SegtrainError(f"--stride {step[0]}x{step[1]}: must be between 1 and the window size {win[0]}x{win[1]}")
-    if fixed is None:  # an any-size model never needs a window larger than the image
-        win = (min(win[0], image.shape[0]), min(win[1], image.shape[1]))
-        step = (min(step[0], win[0]), min(step[1], win[1]))
-    return _sliding_logits(model, image, win, step, batch_size)
+        raise SegtrainError(f"--window {'x'.join(map(str, win))}: this model only accepts {'x'.join(map(str, fixed))} inputs; use that window")
+    if stride is not None:
+        step = _per_axis(stride, rank, "--stride")
+    else:
+        step = tuple(max(w * 2 // 3 if blend == "margin" else w // 2, 1) for w in win)
+    if not all(0 < s <= w for s, w in zip(step, win)):
+        raise SegtrainError(f"--stride {'x'.join(map(str, step))}: must be between 1 and the window size {'x'.join(map(str, win))}")
+    if fixed is None:  # an any-size model never needs a window larger than the array
+        win = tuple(min(w, n) for w, n in zip(win, image.shape[:-1]))
+        step = tuple(min(s, w) for s, w in zip(step, win))
+    return sliding_window(lambda batch: _forward(model, batch), image, win, step, batch_size=batch_size, blend=blend)
 
 
 def predict_probs(
@@ -189,6 +166,7 @@ def predict_probs(
     window: WindowSize = None,
     stride: WindowSize = None,
     batch_size: int = 4,
+    blend: str | None = None,
 ) -> np.ndarray:
     """(H, W, C) softmax probabilities averaged over scales and (optionally) horizontal flips."""
     image = np.asarray(image, dtype=np.float32)
@@ -199,7 +177,7 @@ def predict_probs(
         scaled = resize_bilinear(image, size)
         for flipped in (False, True) if flip else (False,):
             view = scaled[:, ::-1] if flipped else scaled
-            logits = predict_logits(model, np.ascontiguousarray(view), window=window, stride=stride, batch_size=batch_size)
+            logits = predict_logits(model, np.ascontiguousarray(view), window=window, stride=stride, batch_size=batch_size, blend=blend)
             probs = resize_bilinear(softmax(logits[:, ::-1] if flipped else logits), (height, width))
             total = probs if total is None else total + probs
             passes += 1
@@ -215,12 +193,13 @@ def predict_mask(
     window: WindowSize = None,
     stride: WindowSize = None,
     batch_size: int = 4,
+    blend: str | None = None,
 ) -> np.ndarray:
     """(H, W) uint8 class indices: argmax of the (test-time augmented) prediction."""
     if not flip and tuple(scales) == (1.0,):
-        scores = predict_logits(model, image, window=window, stride=stride, batch_size=batch_size)
+        scores = predict_logits(model, image, window=window, stride=stride, batch_size=batch_size, blend=blend)
     else:
-        scores = predict_probs(model, image, flip=flip, scales=scales, window=window, stride=stride, batch_size=batch_size)
+        scores = predict_probs(model, image, flip=flip, scales=scales, window=window, stride=stride, batch_size=batch_size, blend=blend)
     return np.argmax(scores, axis=-1).astype(np.uint8)
 
 
@@ -246,6 +225,7 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", help="sliding-window size in pixels, N or HxW (default: whole image)")
     parser.add_argument("--stride", help="sliding-window step, N or HxW (default: 2/3 of the window)")
     parser.add_argument("--window-batch", type=int, default=4, help="windows per forward pass (bounds memory)")
+    parser.add_argument("--blend", choices=BLENDS, help="how overlapping windows combine: margin (default for images) or gaussian (default for volumes and series)")
 
 
 def tta_options(args: argparse.Namespace) -> dict:
@@ -261,9 +241,10 @@ def tta_options(args: argparse.Namespace) -> dict:
     return {
         "flip": args.tta == "flip",
         "scales": scales,
-        "window": None if args.window is None else parse_size(args.window, "--window"),
-        "stride": None if args.stride is None else parse_size(args.stride, "--stride"),
+        "window": None if args.window is None else parse_size(args.window, "--window", rank=None),
+        "stride": None if args.stride is None else parse_size(args.stride, "--stride", rank=None),
         "batch_size": args.window_batch,
+        "blend": args.blend,
     }
 
 
