@@ -217,6 +217,56 @@ def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | N
     return np.argmax(resize_bilinear(probs, image.shape[:2]), axis=-1).astype(np.uint8)
 
 
+# ---------------------------------------------------------------- volumes and series
+VOLUME_FORMATS = ("nifti", "series")  # data formats predicted as whole arrays by N-D sliding windows
+
+
+def read_labelled_array(sample, data_cfg) -> tuple[np.ndarray, np.ndarray, object]:
+    """(image, label, volume) of a ``nifti`` case or ``series`` sample; ``volume`` (affine, header) is None for series."""
+    if data_cfg.format == "nifti":
+        from segtrain.data.nifti import read_case
+
+        volume = read_case(sample, data_cfg)
+        return volume.image, volume.label, volume
+    from segtrain.data.series import read_series
+
+    signal, labels = read_series(sample, data_cfg)
+    return signal, labels, None
+
+
+def predict_array(model, image: np.ndarray, data_cfg, *, window=None, stride=None, batch_size: int = 4, blend=None, **tta) -> np.ndarray:
+    """uint8 class indices of a whole volume or signal; the window defaults to ``data.patch``.
+
+    Test-time flips and scales are 2-D only: asking for them here is an error.
+    """
+    if tta.get("flip") or tuple(tta.get("scales", (1.0,))) != (1.0,):
+        raise SegtrainError(f"--tta and --scales apply to 2-D images; data.format {data_cfg.format} is predicted without them")
+    window = window if window is not None else data_cfg.patch
+    logits = predict_logits(model, image, window=window, stride=stride, batch_size=batch_size, blend=blend)
+    return np.argmax(logits, axis=-1).astype(np.uint8)
+
+
+def _predict_volumes(model, config, split: str, out: Path, options: dict) -> int:
+    """Write ``<case>.nii.gz`` (source affine and header) or ``<name>.npy`` label arrays of a split."""
+    from segtrain.data.nifti import write_label_volume
+    from segtrain.data.sources import list_samples
+    from segtrain.io_utils import atomic_write
+
+    samples = list_samples(config.data, split)
+    for sample in progress(samples, "predict"):
+        image, _, volume = read_labelled_array(sample, config.data)
+        labels = predict_array(model, image, config.data, **options)
+        if volume is not None:
+            write_label_volume(out / f"{sample.name}.nii.gz", labels, volume.affine, volume.header)
+        else:
+            def save(tmp: Path, labels=labels) -> None:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, labels)
+
+            atomic_write(out / f"{sample.name}.npy", save, fsync=False)
+    return len(samples)
+
+
 # ---------------------------------------------------------------- shared CLI pieces
 def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
     """The test-time options shared by `segtrain evaluate` and `segtrain predict`."""
@@ -283,7 +333,7 @@ def prediction_table(palette: str | None, config, classes: int) -> ColorTable:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
     parser.add_argument("--input", help="an image file or a folder of images (default with --split: the split's images)")
-    parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png)")
+    parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png); <case>.nii.gz / <name>.npy for nifti / series configs")
     parser.add_argument("--config", help="experiment YAML: images are predicted at its data.resize, drawn in its class colours; ground truth with --split")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--split", help="with --config: the split whose ground truth gives image | truth | prediction strips")
@@ -304,6 +354,18 @@ def run(args: argparse.Namespace) -> int:
         raise SegtrainError("give --input FILE_OR_DIR, or --config with --split to predict a dataset split")
     config = load_config(args.config, args.overrides) if args.config else None
     options = tta_options(args)
+    if config is not None and config.data.format in VOLUME_FORMATS:
+        if args.input or not args.split:
+            raise SegtrainError(f"data.format {config.data.format}: predict a split of {args.config} with --split (--input reads 2-D images)")
+        model = load_checkpoint(args.checkpoint)
+        if num_outputs(model) != config.data.num_classes:
+            raise SegtrainError(
+                f"{args.checkpoint}: model predicts {num_outputs(model)} classes but data.num_classes is "
+                f"{config.data.num_classes} in {args.config}"
+            )
+        count = _predict_volumes(model, config, args.split, Path(args.output), options)
+        print(f"wrote {count} prediction(s) to {args.output}")
+        return 0
     truth: dict[str, Path] = {}
     if args.split:
         from segtrain.data.sources import list_samples
