@@ -24,7 +24,7 @@ import numpy as np
 
 from segtrain.data.palette import ColorTable
 from segtrain.errors import SegtrainError
-from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, parse_size, progress, write_png
+from segtrain.io_utils import IMAGE_EXTENSIONS, format_size, list_images, parse_size, progress, write_png
 from segtrain.sliding_window import BLENDS, sliding_window
 
 WindowSize = int | tuple[int, ...] | None
@@ -87,7 +87,7 @@ def _forward(model, batch: np.ndarray) -> np.ndarray:
     logits = keras.ops.convert_to_numpy(model(batch.astype(np.float32), training=False)).astype(np.float32)
     if logits.shape[1:-1] != batch.shape[1:-1]:
         raise SegtrainError(
-            f"model output is {'x'.join(map(str, logits.shape[1:-1]))} for a {'x'.join(map(str, batch.shape[1:-1]))} input; "
+            f"model output is {format_size(logits.shape[1:-1])} for a {format_size(batch.shape[1:-1])} input; "
             "segtrain expects logits at the input's size"
         )
     return logits
@@ -113,7 +113,7 @@ def _per_axis(value: int | Sequence[int], rank: int, flag: str) -> tuple[int, ..
     sizes = (int(value),) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
     sizes = sizes * rank if len(sizes) == 1 else sizes
     if len(sizes) != rank:
-        raise SegtrainError(f"{flag} {'x'.join(map(str, sizes))}: give one size or {rank} sizes (one per spatial axis of this model)")
+        raise SegtrainError(f"{flag} {format_size(sizes)}: give one size or {rank} sizes (one per spatial axis of this model)")
     return sizes
 
 
@@ -144,13 +144,13 @@ def predict_logits(
     blend = blend or ("margin" if rank == 2 else "gaussian")
     win = _per_axis(window, rank, "--window") if window is not None else fixed
     if fixed is not None and win != fixed:
-        raise SegtrainError(f"--window {'x'.join(map(str, win))}: this model only accepts {'x'.join(map(str, fixed))} inputs; use that window")
+        raise SegtrainError(f"--window {format_size(win)}: this model only accepts {format_size(fixed)} inputs; use that window")
     if stride is not None:
         step = _per_axis(stride, rank, "--stride")
     else:
         step = tuple(max(w * 2 // 3 if blend == "margin" else w // 2, 1) for w in win)
     if not all(0 < s <= w for s, w in zip(step, win)):
-        raise SegtrainError(f"--stride {'x'.join(map(str, step))}: must be between 1 and the window size {'x'.join(map(str, win))}")
+        raise SegtrainError(f"--stride {format_size(step)}: must be between 1 and the window size {format_size(win)}")
     if fixed is None:  # an any-size model never needs a window larger than the array
         win = tuple(min(w, n) for w, n in zip(win, image.shape[:-1]))
         step = tuple(min(s, w) for s, w in zip(step, win))
