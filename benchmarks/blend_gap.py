@@ -5,7 +5,9 @@ Not a speed benchmark: how far `gaussian` and `margin` blending land from whole-
 """
 import keras
 import numpy as np
+
 from segtrain.inference import predict_logits
+
 keras.utils.set_random_seed(0)
 layers = [keras.Input((None, None, None, 2))] + [keras.layers.Conv3D(8, 3, padding="same", activation="relu") for _ in range(5)] + [keras.layers.Conv3D(5, 3, padding="same")]
 m = keras.Sequential(layers)

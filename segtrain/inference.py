@@ -24,7 +24,14 @@ import numpy as np
 
 from segtrain.data.palette import ColorTable
 from segtrain.errors import SegtrainError
-from segtrain.io_utils import IMAGE_EXTENSIONS, format_size, list_images, parse_size, progress, write_png
+from segtrain.io_utils import (
+    IMAGE_EXTENSIONS,
+    format_size,
+    list_images,
+    parse_size,
+    progress,
+    write_png,
+)
 from segtrain.sliding_window import BLENDS, sliding_window
 
 WindowSize = int | tuple[int, ...] | None

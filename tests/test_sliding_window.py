@@ -1,5 +1,7 @@
 """segtrain.sliding_window: coverage, the Gaussian importance map, blending vs whole-array inference in 1-D/2-D/3-D."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ def test_windows_cover_every_voxel(size, window, stride):
         covered[start : start + window] += 1
     assert covered.min() >= 1 and len(covered) == size
     assert starts[0] == 0 and starts[-1] + min(window, size) == size  # last window flush with the end
-    assert all(b - a <= stride for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= stride for a, b in itertools.pairwise(starts))
 
 
 def test_gaussian_importance_matches_numpy_formula():
