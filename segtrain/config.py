@@ -143,10 +143,18 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """What `segtrain evaluate` scores besides every class: label groups, each as one binary class."""
+
+    groups: dict[str, list[int]] = field(default_factory=dict)  # e.g. BRATS {whole_tumour: [1, 2, 3, 4], core: [1, 3, 4]}
+
+
+@dataclass
 class Config:
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     output_dir: str = "runs/default"
     source: str = "<dict>"  # the file this config came from (not a YAML key)
 

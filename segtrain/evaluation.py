@@ -1,10 +1,12 @@
-"""`segtrain evaluate`: the split-wide report of a checkpoint, or of a folder of predicted PNGs.
+"""`segtrain evaluate`: the split-wide report of a checkpoint, or of a folder of predictions.
 
 Every image adds to one confusion matrix (``segtrain.metrics``), and the metrics come
 from that matrix once at the end: see docs/evaluation.md for why that, and not an average
 over images, is the number to compare. Writes ``metrics.json``, ``confusion_matrix.json``
 and a row-normalised ``confusion_matrix.png``. With ``--pred-dir`` no model (and no
 TensorFlow) is involved: predictions made by any tool are scored the same way.
+NIfTI volumes and 1-D series are predicted whole by N-D sliding windows; label groups
+(BRATS' whole tumour, tumour core, enhancing) are scored as binary classes from the same matrix.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from segtrain.data.sources import list_samples, split_name
 from segtrain.errors import SegtrainError
 from segtrain.inference import add_tta_arguments, predict_at_training_size, tta_options
 from segtrain.io_utils import atomic_write, open_image, progress, write_json
-from segtrain.metrics import ConfusionMatrix, format_table
+from segtrain.metrics import ConfusionMatrix, format_groups, format_table, group_metrics
 
 
 def read_prediction(path: Path) -> np.ndarray:
@@ -38,16 +40,88 @@ def read_prediction(path: Path) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def _prediction_files(pred_dir: Path, names: Sequence[str]) -> list[Path]:
-    """The prediction for each sample name, matched by file stem; every missing one is listed."""
+def _prediction_files(pred_dir: Path, names: Sequence[str], extension: str = ".png") -> list[Path]:
+    """The prediction for each sample name (``<name><extension>``); every missing one is listed."""
     if not pred_dir.is_dir():
         raise SegtrainError(f"{pred_dir}: --pred-dir folder not found")
-    found = {p.stem: p for p in pred_dir.iterdir() if p.suffix.lower() == ".png"}
+    found = {p.name[: -len(extension)]: p for p in pred_dir.iterdir() if p.name.lower().endswith(extension)}
     missing = [name for name in names if name not in found]
     if missing:
         more = f" (and {len(missing) - 1} more: {', '.join(missing[1:6])}{', ...' if len(missing) > 6 else ''})" if len(missing) > 1 else ""
-        raise SegtrainError(f"{pred_dir / (missing[0] + '.png')}: no prediction for sample {missing[0]}{more}")
+        raise SegtrainError(f"{pred_dir / (missing[0] + extension)}: no prediction for sample {missing[0]}{more}")
     return [found[name] for name in names]
+
+
+# ---------------------------------------------------------------- volumes and series
+PREDICTION_EXTENSIONS = {"nifti": ".nii.gz", "series": ".npy"}
+
+
+def read_predicted_array(path: Path, gt: np.ndarray, volume) -> np.ndarray:
+    """A predicted label volume (.nii.gz, checked against the case's grid) or signal (.npy) -> uint8 classes."""
+    from segtrain.data.nifti import AFFINE_TOLERANCE
+
+    try:
+        if volume is not None:
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            pred, affine = np.asanyarray(img.dataobj), img.affine
+        else:
+            pred, affine = np.load(path, allow_pickle=False), None
+    except Exception as err:  # noqa: BLE001 - nibabel and numpy raise many types for a bad file
+        raise SegtrainError(f"{path}: not a readable prediction ({type(err).__name__}: {err})") from None
+    if pred.shape != gt.shape:
+        raise SegtrainError(f"{path}: prediction has shape {pred.shape} but the ground truth {gt.shape}; predict the whole case")
+    if affine is not None and not np.allclose(affine, volume.affine, atol=AFFINE_TOLERANCE):
+        raise SegtrainError(f"{path}: affine differs from the case's; the prediction is in another voxel space (write it with the source affine)")
+    if pred.dtype.kind == "f" and not np.array_equal(pred, np.round(pred)):
+        raise SegtrainError(f"{path}: prediction holds non-integer values; save class indices")
+    if pred.size and (pred.min() < 0 or pred.max() > 255):
+        raise SegtrainError(f"{path}: prediction values {pred.min()}..{pred.max()} are not class indices 0..255")
+    return pred.astype(np.uint8)
+
+
+def _score_arrays(config: Config, samples, matrix: ConfusionMatrix, groups: dict, *, model, pred_dir, options: dict,
+                  label: str, verbose: bool) -> list[dict]:
+    """Add every case of a nifti/series split to ``matrix``; returns each case's Dice (per class and group)."""
+    from segtrain.inference import predict_array, read_labelled_array
+
+    data_cfg = config.data
+    predictions = None
+    if pred_dir is not None:
+        predictions = _prediction_files(Path(pred_dir), [s.name for s in samples], PREDICTION_EXTENSIONS[data_cfg.format])
+    per_case = []
+    for index, sample in enumerate(progress(samples, label, enabled=verbose)):
+        image, gt, volume = read_labelled_array(sample, data_cfg)
+        if predictions is not None:
+            pred = read_predicted_array(predictions[index], gt, volume)
+        else:
+            pred = predict_array(model, image, data_cfg, **options)
+        case = ConfusionMatrix(data_cfg.num_classes)
+        try:
+            case.update(gt, pred)
+        except SegtrainError as err:
+            raise SegtrainError(f"{predictions[index] if predictions else sample.name}: {err}") from None
+        matrix.merge(case)
+        scores = case.metrics()
+        per_case.append({"name": sample.name, "dice": scores["per_class_dice"],
+                         "groups": {g: v["dice"] for g, v in group_metrics(case.result(), groups).items()}})
+    return per_case
+
+
+def parse_groups(text: str) -> dict[str, list[int]]:
+    """``--groups "whole=1,2,3,4;core=1,3,4;enhancing=4"`` -> {name: classes}."""
+    groups = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, classes = part.partition("=")
+        try:
+            members = [int(c) for c in classes.split(",")]
+        except ValueError:
+            members = []
+        if not name.strip() or not members:
+            raise SegtrainError(f"--groups {text!r}: expected name=class,class;name=class, e.g. whole=1,2,3,4;core=1,3,4;enhancing=4")
+        groups[name.strip()] = members
+    return groups
 
 
 def evaluate(
@@ -64,7 +138,9 @@ def evaluate(
     window=None,
     stride=None,
     batch_size: int = 4,
+    blend: str | None = None,
     precise_bn: int = 0,
+    groups: dict[str, Sequence[int]] | None = None,
     verbose: bool = True,
 ) -> dict:
     """Score a checkpoint (or an in-memory ``model``, or ``pred_dir`` PNGs) on ``split``.
@@ -73,7 +149,12 @@ def evaluate(
     ``precise_bn`` > 0 its BatchNorm statistics are first recomputed over that many
     training batches (``segtrain.precise_bn``).
 
-    Returns the ``compute_metrics`` dict plus ``split``, ``num_images`` and ``confusion_matrix``.
+    ``groups`` (default ``evaluate.groups`` of the config) are label groups scored as binary
+    classes from the same matrix (``segtrain.metrics.group_metrics``). ``nifti`` and ``series``
+    splits are predicted whole, by N-D sliding windows of ``data.patch`` unless ``window`` is
+    given; their report also has ``per_case`` Dice (per class and group).
+
+    Returns the ``compute_metrics`` dict plus ``split``, ``num_images``, ``confusion_matrix`` and ``groups``.
     Files are written to ``output_dir`` when given (``metrics.json`` goes to ``json_path``
     if that is given); nothing is written when both are None.
     """
@@ -84,7 +165,14 @@ def evaluate(
     names = class_names(data_cfg)
     matrix = ConfusionMatrix(data_cfg.num_classes)
     label = f"evaluate {split_name(data_cfg, split)}"
-    if pred_dir is not None:
+    groups = dict(config.evaluate.groups if groups is None else groups)
+    group_metrics(matrix.result(), groups)  # a bad group fails before any prediction
+    per_case = None
+    volumes = data_cfg.format in PREDICTION_EXTENSIONS
+    if volumes and pred_dir is not None:
+        per_case = _score_arrays(config, samples, matrix, groups, model=None, pred_dir=pred_dir, options={},
+                                 label=label, verbose=verbose)
+    elif pred_dir is not None:
         predictions = _prediction_files(Path(pred_dir), [s.name for s in samples])
         for sample, pred_path in progress(list(zip(samples, predictions)), label, enabled=verbose):
             gt, pred = read_mask(sample.mask, data_cfg), read_prediction(pred_path)
@@ -110,17 +198,26 @@ def evaluate(
                 f"{checkpoint or 'model'}: predicts {num_outputs(model)} classes but data.num_classes is "
                 f"{data_cfg.num_classes} in {config.source}"
             )
-        options = {"flip": flip, "scales": scales, "window": window, "stride": stride, "batch_size": batch_size}
-        for sample in progress(samples, label, enabled=verbose):
-            image, gt = read_pair(sample.image, sample.mask, data_cfg)
-            matrix.update(gt, predict_at_training_size(model, image, data_cfg.resize, **options))
+        options = {"flip": flip, "scales": scales, "window": window, "stride": stride, "batch_size": batch_size, "blend": blend}
+        if volumes:
+            per_case = _score_arrays(config, samples, matrix, groups, model=model, pred_dir=None, options=options,
+                                     label=label, verbose=verbose)
+        else:
+            for sample in progress(samples, label, enabled=verbose):
+                image, gt = read_pair(sample.image, sample.mask, data_cfg)
+                matrix.update(gt, predict_at_training_size(model, image, data_cfg.resize, **options))
     metrics = matrix.metrics(names)
-    metrics.update(split=split_name(data_cfg, split), num_images=len(samples), confusion_matrix=matrix.result().tolist())
+    metrics.update(split=split_name(data_cfg, split), num_images=len(samples), confusion_matrix=matrix.result().tolist(),
+                   groups=group_metrics(matrix.result(), groups))
+    if per_case is not None:
+        metrics["per_case"] = per_case
     if verbose:
         print(format_table(metrics, names))
+        if groups:
+            print(format_groups(metrics["groups"]))
     source = str(checkpoint) if checkpoint is not None else (str(pred_dir) if pred_dir is not None else "model")
     options = {"flip": flip, "scales": list(scales), "window": window, "stride": stride, "resize": data_cfg.resize,
-               "precise_bn": precise_bn}
+               "precise_bn": precise_bn, "blend": blend}
     if output_dir is not None or json_path is not None:
         written = write_report(metrics, source, options, output_dir, json_path)
         if verbose:
@@ -191,7 +288,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a .keras checkpoint to evaluate")
-    source.add_argument("--pred-dir", help="a folder of predicted PNGs (palette or grey, named <sample>.png)")
+    source.add_argument("--pred-dir", help="a folder of predictions named <sample>.png (palette or grey), <case>.nii.gz (nifti) or <name>.npy (series)")
+    parser.add_argument("--groups", help="label groups scored as binary classes, e.g. whole=1,2,3,4;core=1,3,4;enhancing=4 (default: evaluate.groups)")
     parser.add_argument("--split", default="val", help="train, val or a split name (default: val)")
     parser.add_argument("--json", help="where to write metrics.json (default: OUTPUT_DIR/metrics.json)")
     parser.add_argument("--output-dir", help="folder for the report (default: <output_dir>/eval/<checkpoint or pred-dir name>_<split>)")
@@ -203,10 +301,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     options = tta_options(args)
-    if args.pred_dir and (options["flip"] or options["scales"] != (1.0,) or options["window"] or options["stride"]):
-        raise SegtrainError("--tta, --scales, --window and --stride apply to --checkpoint; --pred-dir scores finished predictions")
+    if args.pred_dir and (options["flip"] or options["scales"] != (1.0,) or options["window"] or options["stride"] or options["blend"]):
+        raise SegtrainError("--tta, --scales, --window, --stride and --blend apply to --checkpoint; --pred-dir scores finished predictions")
     if args.precise_bn < 0:
         raise SegtrainError(f"--precise-bn {args.precise_bn}: give a number of training batches (0 = off)")
+    if args.precise_bn and config.data.format in PREDICTION_EXTENSIONS:
+        raise SegtrainError(f"--precise-bn: not available for data.format {config.data.format} yet (it draws 2-D training batches)")
     if args.precise_bn and args.pred_dir:
         raise SegtrainError("--precise-bn applies to --checkpoint; --pred-dir scores finished predictions")
     source = Path(args.checkpoint or args.pred_dir)
@@ -219,6 +319,7 @@ def run(args: argparse.Namespace) -> int:
         output_dir=output_dir,
         json_path=args.json,
         precise_bn=args.precise_bn,
+        groups=None if args.groups is None else parse_groups(args.groups),
         **options,
     )
     return 0

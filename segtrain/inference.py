@@ -5,13 +5,11 @@ logits at the input's size, so an image goes in as it was decoded. Test-time aug
 averages *softmax probabilities* over the flips and scales (mmsegmentation's convention);
 a probability map is resized back to the image size before averaging.
 
-Sliding windows: windows of ``window`` pixels start every ``stride`` pixels, the last one
-flush with the image edge. Each window's logits are trusted only away from its inner
-edges: a margin of ``(window - stride) // 2`` pixels on sides that are not the image
-border is left out, and where trusted regions overlap they are averaged. For a fully
-convolutional model whose receptive field reaches at most that margin, the result equals
-whole-image inference. Windows go through the model ``batch_size`` at a time, so memory is
-bounded by the batch plus two image-sized accumulators, whatever the image size.
+Sliding windows (``segtrain.sliding_window``, one N-D loop for signals, images and volumes):
+windows of ``window`` pixels start every ``stride`` pixels, the last one flush with the edge,
+and overlapping outputs are blended either by trusting each window only away from its inner
+edges (``margin``, the default for 2-D images: exact for a receptive field within the margin)
+or by a Gaussian importance map (``gaussian``, nnU-Net's blend, the default for volumes).
 
 Keras is imported on first use, so ``segtrain evaluate --pred-dir`` stays TensorFlow-free.
 """
@@ -26,9 +24,17 @@ import numpy as np
 
 from segtrain.data.palette import ColorTable
 from segtrain.errors import SegtrainError
-from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, parse_size, progress, write_png
+from segtrain.io_utils import (
+    IMAGE_EXTENSIONS,
+    format_size,
+    list_images,
+    parse_size,
+    progress,
+    write_png,
+)
+from segtrain.sliding_window import BLENDS, sliding_window
 
-WindowSize = int | tuple[int, int] | None
+WindowSize = int | tuple[int, ...] | None
 
 
 # ---------------------------------------------------------------- checkpoint and forward pass
@@ -76,19 +82,19 @@ def num_outputs(model) -> int:
     return int(model.output_shape[-1])
 
 
-def _fixed_size(model) -> tuple[int, int] | None:
-    """The (height, width) a model was built for, or None when it accepts any size."""
-    height, width = model.input_shape[1:3]
-    return (int(height), int(width)) if height is not None and width is not None else None
+def _fixed_size(model) -> tuple[int, ...] | None:
+    """The spatial size a model was built for, or None when it accepts any size."""
+    sizes = model.input_shape[1:-1]
+    return tuple(int(s) for s in sizes) if all(s is not None for s in sizes) else None
 
 
 def _forward(model, batch: np.ndarray) -> np.ndarray:
     import keras
 
     logits = keras.ops.convert_to_numpy(model(batch.astype(np.float32), training=False)).astype(np.float32)
-    if logits.shape[1:3] != batch.shape[1:3]:
+    if logits.shape[1:-1] != batch.shape[1:-1]:
         raise SegtrainError(
-            f"model output is {logits.shape[1]}x{logits.shape[2]} for a {batch.shape[1]}x{batch.shape[2]} input; "
+            f"model output is {format_size(logits.shape[1:-1])} for a {format_size(batch.shape[1:-1])} input; "
             "segtrain expects logits at the input's size"
         )
     return logits
@@ -110,74 +116,52 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- sliding window
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def _starts(size: int, window: int, stride: int) -> list[int]:
-    """Window starts along one axis: every ``stride``, the last window flush with the end."""
-    if size <= window:
-        return [0]
-    return list(range(0, size - window, stride)) + [size - window]
-
-
-def _trust(start: int, window: int, size: int, margin: int) -> np.ndarray:
-    """1 where a window's output is trusted: not within ``margin`` of an inner (non-image) edge."""
-    weight = np.ones(window, dtype=np.float32)
-    if start > 0:
-        weight[:margin] = 0
-    if start + window < size:
-        weight[window - margin :] = 0
-    return weight
-
-
-def _sliding_logits(model, image: np.ndarray, window: tuple[int, int], stride: tuple[int, int], batch_size: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    pad_h, pad_w = max(window[0] - height, 0), max(window[1] - width, 0)
-    if pad_h or pad_w:  # only fixed-size models get here with a small image: pad, crop back
-        padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        return _sliding_logits(model, padded, window, stride, batch_size)[:height, :width]
-    margins = [(w - s) // 2 for w, s in zip(window, stride)]
-    total = None
-    count = np.zeros((height, width, 1), dtype=np.float32)
-    boxes = [(y, x) for y in _starts(height, window[0], stride[0]) for x in _starts(width, window[1], stride[1])]
-    for first in range(0, len(boxes), batch_size):
-        chunk = boxes[first : first + batch_size]
-        crops = np.stack([image[y : y + window[0], x : x + window[1]] for y, x in chunk])
-        logits = _forward(model, crops)
-        if total is None:
-            total = np.zeros((height, width, logits.shape[-1]), dtype=np.float32)
-        for (y, x), out in zip(chunk, logits):
-            weight = np.outer(_trust(y, window[0], height, margins[0]), _trust(x, window[1], width, margins[1]))[..., None]
-            total[y : y + window[0], x : x + window[1]] += out * weight
-            count[y : y + window[0], x : x + window[1]] += weight
-    return total / count
+def _per_axis(value: int | Sequence[int], rank: int, flag: str) -> tuple[int, ...]:
+    sizes = (int(value),) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
+    sizes = sizes * rank if len(sizes) == 1 else sizes
+    if len(sizes) != rank:
+        raise SegtrainError(f"{flag} {format_size(sizes)}: give one size or {rank} sizes (one per spatial axis of this model)")
+    return sizes
 
 
 def predict_logits(
-    model, image: np.ndarray, *, window: WindowSize = None, stride: WindowSize = None, batch_size: int = 4
+    model,
+    image: np.ndarray,
+    *,
+    window: WindowSize = None,
+    stride: WindowSize = None,
+    batch_size: int = 4,
+    blend: str | None = None,
 ) -> np.ndarray:
-    """(H, W, C) float32 logits of one raw-pixel (H, W, 3) image, whole or by sliding windows.
+    """(*spatial, K) float32 logits of one raw (*spatial, C) array, whole or by sliding windows.
 
-    A model built for a fixed input size is always run by windows of that size.
-    ``stride`` defaults to two thirds of the window (512 -> 341).
+    Works for 1-D signals, 2-D images and 3-D volumes alike (``segtrain.sliding_window``).
+    A model built for a fixed input size is always run by windows of that size. ``stride``
+    defaults to two thirds of the window (512 -> 341) with ``blend="margin"`` and to half of
+    it (nnU-Net's step 0.5) with ``blend="gaussian"``. ``blend`` None is ``margin`` for 2-D
+    images (segtrain's behaviour before volumes) and ``gaussian`` for 1-D and 3-D inputs.
     """
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3:
-        raise SegtrainError(f"expected one (height, width, channels) image, got shape {image.shape}")
+    rank = len(model.input_shape) - 2
+    if image.ndim != rank + 1:
+        raise SegtrainError(f"expected one ({rank} spatial axes, channels) array for this model, got shape {image.shape}")
     fixed = _fixed_size(model)
     if window is None and fixed is None:
         return _forward(model, image[None])[0]
-    win = _pair(window) if window is not None else fixed
+    blend = blend or ("margin" if rank == 2 else "gaussian")
+    win = _per_axis(window, rank, "--window") if window is not None else fixed
     if fixed is not None and win != fixed:
-        raise SegtrainError(f"--window {win[0]}x{win[1]}: this model only accepts {fixed[0]}x{fixed[1]} inputs; use that window")
-    step = _pair(stride) if stride is not None else (max(win[0] * 2 // 3, 1), max(win[1] * 2 // 3, 1))
-    if not (0 < step[0] <= win[0] and 0 < step[1] <= win[1]):
-        raise SegtrainError(f"--stride {step[0]}x{step[1]}: must be between 1 and the window size {win[0]}x{win[1]}")
-    if fixed is None:  # an any-size model never needs a window larger than the image
-        win = (min(win[0], image.shape[0]), min(win[1], image.shape[1]))
-        step = (min(step[0], win[0]), min(step[1], win[1]))
-    return _sliding_logits(model, image, win, step, batch_size)
+        raise SegtrainError(f"--window {format_size(win)}: this model only accepts {format_size(fixed)} inputs; use that window")
+    if stride is not None:
+        step = _per_axis(stride, rank, "--stride")
+    else:
+        step = tuple(max(w * 2 // 3 if blend == "margin" else w // 2, 1) for w in win)
+    if not all(0 < s <= w for s, w in zip(step, win)):
+        raise SegtrainError(f"--stride {format_size(step)}: must be between 1 and the window size {format_size(win)}")
+    if fixed is None:  # an any-size model never needs a window larger than the array
+        win = tuple(min(w, n) for w, n in zip(win, image.shape[:-1]))
+        step = tuple(min(s, w) for s, w in zip(step, win))
+    return sliding_window(lambda batch: _forward(model, batch), image, win, step, batch_size=batch_size, blend=blend)
 
 
 def predict_probs(
@@ -189,6 +173,7 @@ def predict_probs(
     window: WindowSize = None,
     stride: WindowSize = None,
     batch_size: int = 4,
+    blend: str | None = None,
 ) -> np.ndarray:
     """(H, W, C) softmax probabilities averaged over scales and (optionally) horizontal flips."""
     image = np.asarray(image, dtype=np.float32)
@@ -199,7 +184,7 @@ def predict_probs(
         scaled = resize_bilinear(image, size)
         for flipped in (False, True) if flip else (False,):
             view = scaled[:, ::-1] if flipped else scaled
-            logits = predict_logits(model, np.ascontiguousarray(view), window=window, stride=stride, batch_size=batch_size)
+            logits = predict_logits(model, np.ascontiguousarray(view), window=window, stride=stride, batch_size=batch_size, blend=blend)
             probs = resize_bilinear(softmax(logits[:, ::-1] if flipped else logits), (height, width))
             total = probs if total is None else total + probs
             passes += 1
@@ -215,12 +200,13 @@ def predict_mask(
     window: WindowSize = None,
     stride: WindowSize = None,
     batch_size: int = 4,
+    blend: str | None = None,
 ) -> np.ndarray:
     """(H, W) uint8 class indices: argmax of the (test-time augmented) prediction."""
     if not flip and tuple(scales) == (1.0,):
-        scores = predict_logits(model, image, window=window, stride=stride, batch_size=batch_size)
+        scores = predict_logits(model, image, window=window, stride=stride, batch_size=batch_size, blend=blend)
     else:
-        scores = predict_probs(model, image, flip=flip, scales=scales, window=window, stride=stride, batch_size=batch_size)
+        scores = predict_probs(model, image, flip=flip, scales=scales, window=window, stride=stride, batch_size=batch_size, blend=blend)
     return np.argmax(scores, axis=-1).astype(np.uint8)
 
 
@@ -238,6 +224,56 @@ def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | N
     return np.argmax(resize_bilinear(probs, image.shape[:2]), axis=-1).astype(np.uint8)
 
 
+# ---------------------------------------------------------------- volumes and series
+VOLUME_FORMATS = ("nifti", "series")  # data formats predicted as whole arrays by N-D sliding windows
+
+
+def read_labelled_array(sample, data_cfg) -> tuple[np.ndarray, np.ndarray, object]:
+    """(image, label, volume) of a ``nifti`` case or ``series`` sample; ``volume`` (affine, header) is None for series."""
+    if data_cfg.format == "nifti":
+        from segtrain.data.nifti import read_case
+
+        volume = read_case(sample, data_cfg)
+        return volume.image, volume.label, volume
+    from segtrain.data.series import read_series
+
+    signal, labels = read_series(sample, data_cfg)
+    return signal, labels, None
+
+
+def predict_array(model, image: np.ndarray, data_cfg, *, window=None, stride=None, batch_size: int = 4, blend=None, **tta) -> np.ndarray:
+    """uint8 class indices of a whole volume or signal; the window defaults to ``data.patch``.
+
+    Test-time flips and scales are 2-D only: asking for them here is an error.
+    """
+    if tta.get("flip") or tuple(tta.get("scales", (1.0,))) != (1.0,):
+        raise SegtrainError(f"--tta and --scales apply to 2-D images; data.format {data_cfg.format} is predicted without them")
+    window = window if window is not None else data_cfg.patch
+    logits = predict_logits(model, image, window=window, stride=stride, batch_size=batch_size, blend=blend)
+    return np.argmax(logits, axis=-1).astype(np.uint8)
+
+
+def _predict_volumes(model, config, split: str, out: Path, options: dict) -> int:
+    """Write ``<case>.nii.gz`` (source affine and header) or ``<name>.npy`` label arrays of a split."""
+    from segtrain.data.nifti import write_label_volume
+    from segtrain.data.sources import list_samples
+    from segtrain.io_utils import atomic_write
+
+    samples = list_samples(config.data, split)
+    for sample in progress(samples, "predict"):
+        image, _, volume = read_labelled_array(sample, config.data)
+        labels = predict_array(model, image, config.data, **options)
+        if volume is not None:
+            write_label_volume(out / f"{sample.name}.nii.gz", labels, volume.affine, volume.header)
+        else:
+            def save(tmp: Path, labels=labels) -> None:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, labels)
+
+            atomic_write(out / f"{sample.name}.npy", save, fsync=False)
+    return len(samples)
+
+
 # ---------------------------------------------------------------- shared CLI pieces
 def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
     """The test-time options shared by `segtrain evaluate` and `segtrain predict`."""
@@ -246,6 +282,7 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", help="sliding-window size in pixels, N or HxW (default: whole image)")
     parser.add_argument("--stride", help="sliding-window step, N or HxW (default: 2/3 of the window)")
     parser.add_argument("--window-batch", type=int, default=4, help="windows per forward pass (bounds memory)")
+    parser.add_argument("--blend", choices=BLENDS, help="how overlapping windows combine: margin (default for images) or gaussian (default for volumes and series)")
 
 
 def tta_options(args: argparse.Namespace) -> dict:
@@ -261,9 +298,10 @@ def tta_options(args: argparse.Namespace) -> dict:
     return {
         "flip": args.tta == "flip",
         "scales": scales,
-        "window": None if args.window is None else parse_size(args.window, "--window"),
-        "stride": None if args.stride is None else parse_size(args.stride, "--stride"),
+        "window": None if args.window is None else parse_size(args.window, "--window", rank=None),
+        "stride": None if args.stride is None else parse_size(args.stride, "--stride", rank=None),
         "batch_size": args.window_batch,
+        "blend": args.blend,
     }
 
 
@@ -302,7 +340,7 @@ def prediction_table(palette: str | None, config, classes: int) -> ColorTable:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
     parser.add_argument("--input", help="an image file or a folder of images (default with --split: the split's images)")
-    parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png)")
+    parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png); <case>.nii.gz / <name>.npy for nifti / series configs")
     parser.add_argument("--config", help="experiment YAML: images are predicted at its data.resize, drawn in its class colours; ground truth with --split")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--split", help="with --config: the split whose ground truth gives image | truth | prediction strips")
@@ -323,6 +361,18 @@ def run(args: argparse.Namespace) -> int:
         raise SegtrainError("give --input FILE_OR_DIR, or --config with --split to predict a dataset split")
     config = load_config(args.config, args.overrides) if args.config else None
     options = tta_options(args)
+    if config is not None and config.data.format in VOLUME_FORMATS:
+        if args.input or not args.split:
+            raise SegtrainError(f"data.format {config.data.format}: predict a split of {args.config} with --split (--input reads 2-D images)")
+        model = load_checkpoint(args.checkpoint)
+        if num_outputs(model) != config.data.num_classes:
+            raise SegtrainError(
+                f"{args.checkpoint}: model predicts {num_outputs(model)} classes but data.num_classes is "
+                f"{config.data.num_classes} in {args.config}"
+            )
+        count = _predict_volumes(model, config, args.split, Path(args.output), options)
+        print(f"wrote {count} prediction(s) to {args.output}")
+        return 0
     truth: dict[str, Path] = {}
     if args.split:
         from segtrain.data.sources import list_samples

@@ -181,3 +181,40 @@ def format_table(metrics: dict, class_names: Sequence[str] | None = None) -> str
     )
     lines.append("n/a: IoU and Dice of a class in neither ground truth nor prediction; Acc of a class absent from the ground truth")
     return "\n".join(lines)
+
+
+def group_metrics(cm: np.ndarray, groups: dict[str, Sequence[int]]) -> dict[str, dict]:
+    """Binary Dice and IoU of label groups (BRATS' whole tumour = {1, 2, 3, 4}) from a confusion matrix.
+
+    A group is scored as one class: a voxel is positive where its class is in the group, so
+    confusions inside the group (necrosis predicted as enhancing) do not count as errors.
+    Returns ``{name: {"classes", "dice", "iou", "pixels"}}`` (NaN where the group is in neither
+    ground truth nor prediction; ``pixels`` counts the group's ground-truth voxels).
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    out = {}
+    for name, classes in groups.items():
+        members = sorted({int(c) for c in classes})
+        if not members or members[0] < 0 or members[-1] >= cm.shape[0]:
+            raise SegtrainError(f"label group '{name}': classes {list(classes)} must be non-empty and in 0..{cm.shape[0] - 1}")
+        inside = np.zeros(cm.shape[0], dtype=bool)
+        inside[members] = True
+        tp = float(cm[np.ix_(inside, inside)].sum())
+        gt = float(cm[inside].sum())
+        pred = float(cm[:, inside].sum())
+        out[name] = {
+            "classes": members,
+            "dice": float(_ratio(np.array(2 * tp), np.array(gt + pred))),
+            "iou": float(_ratio(np.array(tp), np.array(gt + pred - tp))),
+            "pixels": int(gt),
+        }
+    return out
+
+
+def format_groups(groups: dict[str, dict]) -> str:
+    """One line per label group: name, classes, Dice and IoU in percent."""
+    width = max(len("group"), *(len(n) for n in groups))
+    lines = [f"{'group':<{width}}  {'classes':<12}  {'Dice':>7}  {'IoU':>7}"]
+    for name, g in groups.items():
+        lines.append(f"{name:<{width}}  {','.join(map(str, g['classes'])):<12}  {_pct(g['dice']):>7}  {_pct(g['iou']):>7}")
+    return "\n".join(lines)
