@@ -7,7 +7,7 @@ from typing import Sequence
 
 import keras
 
-from segtrain.models import dilated, segnet  # noqa: F401  (register the builders)
+from segtrain.models import dilated, segnet, unet  # noqa: F401  (register the builders)
 from segtrain.models.layers import DECODERS
 from segtrain.models.registry import decoders_of, get_builder, list_models
 
@@ -33,6 +33,6 @@ def build_model_from_config(config, input_shape: Sequence) -> keras.Model:
     """Build the model a ``Config`` names (``model.*`` keys and ``data.num_classes``)."""
     m = config.model
     kwargs = {"width": m.width, "mean": m.mean, "std": m.std}
-    if "context" in inspect.signature(get_builder(m.name)).parameters:
-        kwargs["context"] = m.context
+    accepted = inspect.signature(get_builder(m.name)).parameters
+    kwargs.update({key: getattr(m, key) for key in ("context", "depth") if key in accepted})
     return build_model(m.name, config.data.num_classes, input_shape, decoder=m.decoder, norm=m.norm, **kwargs)
