@@ -7,6 +7,7 @@ from typing import Sequence
 
 import keras
 
+from segtrain.errors import SegtrainError
 from segtrain.models import dilated, segnet, unet  # noqa: F401  (register the builders)
 from segtrain.models.layers import DECODERS
 from segtrain.models.registry import decoders_of, get_builder, list_models
@@ -34,5 +35,8 @@ def build_model_from_config(config, input_shape: Sequence) -> keras.Model:
     m = config.model
     kwargs = {"width": m.width, "mean": m.mean, "std": m.std}
     accepted = inspect.signature(get_builder(m.name)).parameters
-    kwargs.update({key: getattr(m, key) for key in ("context", "depth") if key in accepted})
+    if m.encoder_weights not in (None, "none") and "encoder_weights" not in accepted:
+        raise SegtrainError(f"model.encoder_weights: {m.name} has no VGG16 encoder to initialise; "
+                            "use segnet or dilated_frontend / dilated_context, or set it to none")
+    kwargs.update({key: getattr(m, key) for key in ("context", "depth", "encoder_weights") if key in accepted})
     return build_model(m.name, config.data.num_classes, input_shape, decoder=m.decoder, norm=m.norm, **kwargs)

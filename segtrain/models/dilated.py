@@ -19,6 +19,7 @@ import keras
 
 from segtrain.errors import SegtrainError
 from segtrain.models.layers import ConvNormAct, IdentityInit, upsampler
+from segtrain.models.pretrained import CAFFE_MEAN_RGB, check_encoder_weights, transfer_vgg16, vgg16
 from segtrain.models.registry import IMAGENET, head, register_model, stem
 
 DILATED_DECODERS = ("bilinear", "resize_conv", "transposed")  # no encoder indices to unpool with; default first
@@ -70,27 +71,36 @@ def upsample_x8(x, decoder: str, num_classes: int, kernel_size: int):
 
 
 def _dilated(name, num_classes, input_shape, decoder, norm, width, mean, std, fc_width, dropout,
-             upsample_kernel, context=None):
+             upsample_kernel, context=None, encoder_weights="none"):
+    source = vgg16(encoder_weights) if check_encoder_weights(encoder_weights, input_shape, width, name) else None
+    if source is not None:
+        mean, std = CAFFE_MEAN_RGB, None
     inputs, x = stem(input_shape, mean, std, multiple=8)
     x = frontend(x, num_classes, norm, width, 64 * width if fc_width is None else fc_width, dropout)
     if context is not None:
         x = context_module(x, num_classes, context)
-    return head(inputs, upsample_x8(x, decoder, num_classes, upsample_kernel), name)
+    model = head(inputs, upsample_x8(x, decoder, num_classes, upsample_kernel), name)
+    if source is not None:
+        transfer_vgg16(model, source, [f"conv{b}_{i}" for b, n in enumerate((2, 2, 3, 3, 3), start=1)
+                                       for i in range(1, n + 1)])
+    return model
 
 
 @register_model("dilated_frontend", DILATED_DECODERS)
 def dilated_frontend(num_classes: int, input_shape: Sequence, decoder: str = "bilinear", norm: str = "batch", *,
                      width: int = 64, mean=IMAGENET, std=IMAGENET, fc_width: int | None = None,
-                     dropout: float = 0.5, upsample_kernel: int = 3) -> keras.Model:
-    """VGG-16 dilated front-end (``fc_width`` defaults to 64 x ``width`` = 4096), any rank."""
+                     dropout: float = 0.5, upsample_kernel: int = 3, encoder_weights: str = "none") -> keras.Model:
+    """VGG-16 dilated front-end (``fc_width`` defaults to 64 x ``width`` = 4096), any rank;
+    ``encoder_weights`` initialises its 13 convs from VGG16 (2-D RGB, width 64)."""
     return _dilated("dilated_frontend", num_classes, input_shape, decoder, norm, width, mean, std,
-                    fc_width, dropout, upsample_kernel)
+                    fc_width, dropout, upsample_kernel, encoder_weights=encoder_weights)
 
 
 @register_model("dilated_context", DILATED_DECODERS)
 def dilated_context(num_classes: int, input_shape: Sequence, decoder: str = "bilinear", norm: str = "batch", *,
                     width: int = 64, mean=IMAGENET, std=IMAGENET, context: str = "basic",
-                    fc_width: int | None = None, dropout: float = 0.5, upsample_kernel: int = 3) -> keras.Model:
+                    fc_width: int | None = None, dropout: float = 0.5, upsample_kernel: int = 3,
+                    encoder_weights: str = "none") -> keras.Model:
     """Front-end + context module (``context``: basic | large), any rank."""
     return _dilated("dilated_context", num_classes, input_shape, decoder, norm, width, mean, std,
-                    fc_width, dropout, upsample_kernel, context)
+                    fc_width, dropout, upsample_kernel, context, encoder_weights)

@@ -19,6 +19,7 @@ from typing import Sequence
 import keras
 
 from segtrain.models.layers import DECODERS, LEARNED_DECODERS, ConvNormAct, MaxPoolWithIndices, make_norm, upsampler
+from segtrain.models.pretrained import CAFFE_MEAN_RGB, check_encoder_weights, transfer_vgg16, vgg16
 from segtrain.models.registry import IMAGENET, head, register_model, stem
 
 
@@ -77,9 +78,20 @@ def segnet_basic(num_classes: int, input_shape: Sequence, decoder: str = "unpool
 
 @register_model("segnet", DECODERS)
 def segnet(num_classes: int, input_shape: Sequence, decoder: str = "unpool", norm: str = "batch", *,
-           width: int = 64, mean=IMAGENET, std=IMAGENET) -> keras.Model:
+           width: int = 64, mean=IMAGENET, std=IMAGENET, encoder_weights: str = "none") -> keras.Model:
     """SegNet: VGG-16 encoder (13 3x3 convs, 5 pools; widths ``width`` x 1, 2, 4, 8, 8) and the
-    mirrored decoder with norm + ReLU, 1x1 classifier (~29.4M parameters at width 64)."""
+    mirrored decoder with norm + ReLU, 1x1 classifier (~29.4M parameters at width 64).
+
+    ``encoder_weights`` (``imagenet`` or a VGG16 weights file) initialises the encoder from
+    VGG16 and replaces ``mean``/``std`` by the normalisation those weights expect
+    (``segtrain/models/pretrained.py``)."""
     w = width
     stages = [[w] * 2, [2 * w] * 2, [4 * w] * 3, [8 * w] * 3, [8 * w] * 3]
-    return _encoder_decoder(num_classes, input_shape, decoder, norm, mean, std, stages, 3, "relu", "segnet")
+    source = vgg16(encoder_weights) if check_encoder_weights(encoder_weights, input_shape, w, "segnet") else None
+    if source is not None:
+        mean, std = CAFFE_MEAN_RGB, None
+    model = _encoder_decoder(num_classes, input_shape, decoder, norm, mean, std, stages, 3, "relu", "segnet")
+    if source is not None:
+        names = [f"enc{s}_conv{i}" for s, widths in enumerate(stages, start=1) for i in range(1, len(widths) + 1)]
+        transfer_vgg16(model, source, names)
+    return model
