@@ -105,3 +105,16 @@ def test_checkerboard_transposed_worse_than_resize_conv():
     transposed = model_score("unet", "transposed", size=128, width=4, trials=2)
     resize = model_score("unet", "resize_conv", size=128, width=4, trials=2)
     assert 0 < resize < 0.1 and transposed > 5 * resize
+
+
+@pytest.mark.parametrize("path", ["configs/camvid/unet.yaml", "configs/voc/unet.yaml", "configs/sample/unet.yaml"])
+def test_shipped_configs_build(path):
+    from pathlib import Path
+
+    from segtrain.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / path, ["model.width=2"])  # narrow: build only
+    assert (config.model.name, config.model.decoder) == ("unet", "resize_conv")
+    model = build_model_from_config(config, (None, None, 3))
+    assert model.get_layer("pad_to_stride").multiple == 2 ** config.model.depth
+    assert model.output.shape[-1] == config.data.num_classes
