@@ -19,7 +19,7 @@ import keras
 
 from segtrain.errors import SegtrainError
 from segtrain.models.layers import ConvNormAct, IdentityInit, upsampler
-from segtrain.models.pretrained import CAFFE_MEAN_RGB, check_encoder_weights, transfer_vgg16, vgg16
+from segtrain.models.pretrained import CAFFE_MEAN_RGB, VGG16_BLOCKS, check_encoder_weights, transfer_vgg16, vgg16
 from segtrain.models.registry import IMAGENET, head, register_model, stem
 
 DILATED_DECODERS = ("bilinear", "resize_conv", "transposed")  # no encoder indices to unpool with; default first
@@ -81,7 +81,7 @@ def _dilated(name, num_classes, input_shape, decoder, norm, width, mean, std, fc
         x = context_module(x, num_classes, context)
     model = head(inputs, upsample_x8(x, decoder, num_classes, upsample_kernel), name)
     if source is not None:
-        transfer_vgg16(model, source, [f"conv{b}_{i}" for b, n in enumerate((2, 2, 3, 3, 3), start=1)
+        transfer_vgg16(model, source, [f"conv{b}_{i}" for b, n in enumerate(VGG16_BLOCKS, start=1)
                                        for i in range(1, n + 1)])
     return model
 

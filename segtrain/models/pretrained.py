@@ -25,9 +25,9 @@ import numpy as np
 
 from segtrain.errors import SegtrainError
 
-ENCODER_WEIGHTS = ("none", "imagenet")  # or a path to a weights file
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)  # keras.applications.vgg16.preprocess_input, in RGB order
-VGG16_CONVS = [f"block{b}_conv{i}" for b, n in enumerate((2, 2, 3, 3, 3), start=1) for i in range(1, n + 1)]
+VGG16_BLOCKS = (2, 2, 3, 3, 3)  # convs per block, in order
+VGG16_CONVS = [f"block{b}_conv{i}" for b, n in enumerate(VGG16_BLOCKS, start=1) for i in range(1, n + 1)]
 _NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
