@@ -61,7 +61,8 @@ class ModelConfig:
     width: int = 64  # base channel count where the model has one
     context: str = "basic"  # dilated_context: basic | large
     depth: int = 4  # unet: number of pools (total stride 2**depth)
-    encoder_weights: str = "none"  # segnet, dilated_*: none | imagenet | path to VGG16 weights
+    encoder: str = "plain"  # unet: plain | vgg16 | resnet50 | mobilenetv2 | efficientnetb0
+    encoder_weights: str = "none"  # segnet, dilated_*, unet with a keras.applications encoder: none | imagenet | path
     mean: Union[list[float], None] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     std: Union[list[float], None] = field(default_factory=lambda: [58.395, 57.12, 57.375])
 

@@ -80,11 +80,11 @@ def test_encoder_weights_errors(monkeypatch, tmp_path):
     with pytest.raises(SegtrainError, match="model.encoder_weights: .* neither none, imagenet nor an existing"):
         build_model("dilated_context", 4, (32, 32, 3), encoder_weights=str(tmp_path / "missing.h5"))
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
-    with pytest.raises(SegtrainError, match="model.encoder_weights: .*junk.h5: not a VGG16 weights file"):
+    with pytest.raises(SegtrainError, match="model.encoder_weights: .*junk.h5: not a vgg16 weights file"):
         build_model("segnet", 4, (32, 32, 3), encoder_weights=str(tmp_path / "junk.h5"))
     with pytest.raises(SegtrainError, match="2-D RGB input with model.width 64"):
         build_model("segnet", 4, (32, 32, 3), width=8, encoder_weights="imagenet")
     config = from_dict({"data": {"format": "voc", "root": "/nonexistent", "num_classes": 5},
                         "model": {"name": "segnet_basic", "encoder_weights": "imagenet"}})
-    with pytest.raises(SegtrainError, match="model.encoder_weights: segnet_basic has no VGG16 encoder"):
+    with pytest.raises(SegtrainError, match="model.encoder_weights: segnet_basic has no pretrained encoder"):
         build_model_from_config(config, (32, 32, 3))

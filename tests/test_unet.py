@@ -118,3 +118,58 @@ def test_shipped_configs_build(path):
     model = build_model_from_config(config, (None, None, 3))
     assert model.get_layer("pad_to_stride").multiple == 2 ** config.model.depth
     assert model.output.shape[-1] == config.data.num_classes
+
+
+@pytest.mark.parametrize("encoder", ["vgg16", "resnet50", "mobilenetv2", "efficientnetb0"])
+def test_keras_applications_encoders_odd_sizes(encoder):
+    model = build_model("unet", 3, (None, None, 3), encoder=encoder, width=2, norm="group")
+    assert model.get_layer("pad_to_stride").multiple == 32
+    encoder_net = model.get_layer(f"{encoder}_encoder")
+    assert [tuple(t.shape[-1:]) for t in encoder_net.outputs][-1][0] >= 512  # the deep features are the bottleneck
+    x = np.random.default_rng(0).uniform(0, 255, (1, 70, 50, 3)).astype("float32")
+    assert model(x).shape == (1, 70, 50, 3)
+    assert model.get_layer("dec2_skip").input[0].shape[1:3] == (None, None)  # stride-2 skip, dynamic size
+
+
+@pytest.mark.slow
+def test_keras_applications_encoder_round_trip(tmp_path):
+    model = build_model("unet", 3, (40, 24, 3), encoder="mobilenetv2", width=2, norm="batch")
+    x = np.random.default_rng(1).uniform(0, 255, (2, 40, 24, 3)).astype("float32")
+    want = np.asarray(model(x, training=False))
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_array_equal(np.asarray(keras.models.load_model(tmp_path / "m.keras")(x, training=False)), want)
+
+
+@pytest.mark.slow
+def test_resnet50_skips_are_keras_applications_features_from_a_weights_file(tmp_path):
+    keras.utils.set_random_seed(5)
+    resnet = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
+    path = tmp_path / "resnet50.weights.h5"
+    resnet.save_weights(path)
+    model = build_model("unet", 3, (64, 64, 3), encoder="resnet50", encoder_weights=str(path), width=2)
+    x = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype("float32")  # RGB
+    stem = keras.Model(model.input, model.get_layer("pad_to_stride").output)  # normalised RGB, 64 needs no pad
+    ours = model.get_layer("resnet50_encoder")(stem(x), training=False)
+    names = ["conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]
+    theirs = keras.Model(resnet.input, [resnet.get_layer(n).output for n in names])(
+        keras.applications.resnet50.preprocess_input(x.copy()), training=False)  # BGR, caffe mean
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5 * max(1.0, np.abs(b).max()))
+
+
+def test_encoder_errors(monkeypatch):
+    from keras.src.utils import file_utils
+
+    with pytest.raises(SegtrainError, match="model.encoder: unknown encoder 'resnet18'"):
+        build_model("unet", 3, (32, 32, 3), encoder="resnet18")
+    with pytest.raises(SegtrainError, match="model.encoder: resnet50 takes 2-D RGB input"):
+        build_model("unet", 3, (32, 32, 1), encoder="resnet50")
+    with pytest.raises(SegtrainError, match="model.encoder_weights: the plain U-Net encoder"):
+        build_model("unet", 3, (32, 32, 3), encoder_weights="imagenet")
+    monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(Exception("no internet")))
+    with pytest.raises(SegtrainError, match="imagenet: could not download mobilenetv2's .*mobilenet_v2_weights"):
+        build_model("unet", 3, (32, 32, 3), encoder="mobilenetv2", encoder_weights="imagenet")
+    config = from_dict({"data": {"format": "voc", "root": "/nonexistent", "num_classes": 5},
+                        "model": {"name": "segnet", "encoder": "resnet50"}})
+    with pytest.raises(SegtrainError, match="model.encoder: segnet has a fixed encoder"):
+        build_model_from_config(config, (32, 32, 3))

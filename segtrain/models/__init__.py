@@ -36,7 +36,9 @@ def build_model_from_config(config, input_shape: Sequence) -> keras.Model:
     kwargs = {"width": m.width, "mean": m.mean, "std": m.std}
     accepted = inspect.signature(get_builder(m.name)).parameters
     if m.encoder_weights not in (None, "none") and "encoder_weights" not in accepted:
-        raise SegtrainError(f"model.encoder_weights: {m.name} has no VGG16 encoder to initialise; "
-                            "use segnet or dilated_frontend / dilated_context, or set it to none")
-    kwargs.update({key: getattr(m, key) for key in ("context", "depth", "encoder_weights") if key in accepted})
+        raise SegtrainError(f"model.encoder_weights: {m.name} has no pretrained encoder to initialise; "
+                            "use segnet, dilated_frontend / dilated_context or unet, or set it to none")
+    if m.encoder != "plain" and "encoder" not in accepted:
+        raise SegtrainError(f"model.encoder: {m.name} has a fixed encoder; only unet takes one, set it to plain")
+    kwargs.update({key: getattr(m, key) for key in ("context", "depth", "encoder", "encoder_weights") if key in accepted})
     return build_model(m.name, config.data.num_classes, input_shape, decoder=m.decoder, norm=m.norm, **kwargs)

@@ -1,4 +1,7 @@
-"""ImageNet-initialised VGG16 encoders (``model.encoder_weights: none | imagenet | PATH``).
+"""ImageNet-initialised encoders (``model.encoder_weights: none | imagenet | PATH``).
+
+U-Net's ``keras.applications`` encoders (``BACKBONES``) load through ``backbone``; what
+follows is about VGG16, whose convs are also SegNet's and the dilated front-end's.
 
 SegNet's encoder and the dilated front-end are VGG16's 13 3x3 convolutions; both papers
 started them from ImageNet. The weights come from ``keras.applications.VGG16`` (include_top
@@ -17,8 +20,9 @@ VGG16's bias moves to the norm's ``beta`` and ``gamma`` cancels the initial stat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -28,7 +32,34 @@ from segtrain.errors import SegtrainError
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)  # keras.applications.vgg16.preprocess_input, in RGB order
 VGG16_BLOCKS = (2, 2, 3, 3, 3)  # convs per block, in order
 VGG16_CONVS = [f"block{b}_conv{i}" for b, n in enumerate(VGG16_BLOCKS, start=1) for i in range(1, n + 1)]
-_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A ``keras.applications`` encoder: its constructor, the input it expects and its features."""
+
+    build: Callable[..., keras.Model]
+    weights_file: str  # the no-top file keras.applications downloads for ``imagenet``
+    features: tuple[str, ...]  # layer outputs at strides 2, 4, 8, 16, 32
+    mean: tuple | None  # RGB normalisation of 0..255 pixels the weights expect (None: built in)
+    std: tuple | None
+    bgr_conv: str | None  # first conv, whose kernel is flipped so RGB input gives the BGR result
+
+
+BACKBONES = {
+    "vgg16": Backbone(keras.applications.VGG16, "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                      ("block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3", "block5_pool"),
+                      CAFFE_MEAN_RGB, None, "block1_conv1"),
+    "resnet50": Backbone(keras.applications.ResNet50, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                         ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+                         CAFFE_MEAN_RGB, None, "conv1_conv"),
+    "mobilenetv2": Backbone(keras.applications.MobileNetV2, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+                            ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu",
+                             "block_13_expand_relu", "out_relu"), (127.5,) * 3, (127.5,) * 3, None),
+    "efficientnetb0": Backbone(keras.applications.EfficientNetB0, "efficientnetb0_notop.h5",
+                               ("block2a_expand_activation", "block3a_expand_activation", "block4a_expand_activation",
+                                "block6a_expand_activation", "top_activation"), None, None, None),
+}
 
 
 def check_encoder_weights(weights: str, input_shape: Sequence, width: int, model: str) -> bool:
@@ -44,25 +75,34 @@ def check_encoder_weights(weights: str, input_shape: Sequence, width: int, model
     return True
 
 
-def vgg16(weights: str) -> keras.Model:
-    """``keras.applications.VGG16`` without the classifier, loaded from ``weights``."""
+def backbone(name: str, weights: str | None) -> keras.Model:
+    """``keras.applications.<name>`` without the classifier (any input size), loaded from
+    ``weights`` (``None``: random, ``imagenet``, or a weights file), first kernel flipped to RGB."""
+    spec = BACKBONES[name]
     try:
-        return keras.applications.VGG16(include_top=False, weights=weights, input_shape=(None, None, 3))
+        model = spec.build(include_top=False, weights=weights, input_shape=(None, None, 3))
     except Exception as err:  # download failures arrive as several exception types
         if weights == "imagenet":
             raise SegtrainError(
-                f"model.encoder_weights: imagenet: could not download VGG16's ImageNet weights ({err}); "
-                f"download {_NOTOP_FILE} on a machine with internet and pass its path instead") from err
-        raise SegtrainError(f"model.encoder_weights: {weights}: not a VGG16 weights file ({err})") from err
+                f"model.encoder_weights: imagenet: could not download {name}'s ImageNet weights ({err}); "
+                f"download {spec.weights_file} on a machine with internet and pass its path instead") from err
+        raise SegtrainError(f"model.encoder_weights: {weights}: not a {name} weights file ({err})") from err
+    if spec.bgr_conv is not None:
+        conv = model.get_layer(spec.bgr_conv)
+        conv.kernel.assign(np.asarray(conv.kernel)[:, :, ::-1, :])
+    return model
+
+
+def vgg16(weights: str) -> keras.Model:
+    """VGG16 loaded from ``weights`` with its first kernel reading RGB (see the module docstring)."""
+    return backbone("vgg16", weights)
 
 
 def transfer_vgg16(model: keras.Model, source: keras.Model, layer_names: Sequence[str]) -> None:
     """Copy VGG16's 13 convs into ``layer_names`` (ConvNormAct layers, in VGG order) of ``model``."""
-    for i, (ours, theirs) in enumerate(zip(layer_names, VGG16_CONVS)):
+    for ours, theirs in zip(layer_names, VGG16_CONVS):
         layer = model.get_layer(ours)
         kernel, bias = source.get_layer(theirs).get_weights()
-        if i == 0:
-            kernel = kernel[:, :, ::-1, :]  # VGG16 reads BGR; the zoo's models take RGB
         layer.kernel.assign(kernel)
         if layer.bias is not None:
             layer.bias.assign(bias)
