@@ -6,7 +6,7 @@ refused) that also refuses a key given twice in one mapping (YAML's default is "
 including file; later files and the including file override earlier ones, dicts merge key
 by key). ``--set a.b=value`` overrides are parsed as YAML scalars/lists and applied last.
 A config that sets no ``output_dir`` (itself or through its bases) trains into
-``runs/<config file stem>`` under the current directory, as mmsegmentation's work_dirs.
+``runs/<config folder>/<config file stem>`` under the current directory, as mmsegmentation's work_dirs.
 The result is checked against the dataclasses below: an unknown key, a wrong type, a
 missing required key or a value out of its range is a ``SegtrainError`` naming the dotted
 key and the file. PyYAML reads ``1e-3`` (no dot) as a string; a key that expects a float
@@ -89,8 +89,9 @@ class ModelConfig:
     norm: str = "batch"  # batch | layer | group | instance | none
     width: int = 64  # base channel count where the model has one
     context: str = "basic"  # dilated_context: basic | large
-    encoder: Union[str, None] = None  # deeplabv3plus: resnet50 | mobilenetv2; null = the model's default
-    encoder_weights: str = "none"  # segnet, dilated_*, deeplabv3plus: none | imagenet | path to a weights file
+    depth: int = 4  # unet: number of pools (total stride 2**depth)
+    encoder: Union[str, None] = None  # unet: plain | vgg16 | resnet50 | mobilenetv2 | efficientnetb0; deeplabv3plus: resnet50 | mobilenetv2; null = the model's default
+    encoder_weights: str = "none"  # segnet, dilated_*, deeplabv3plus, unet with an encoder: none | imagenet | path to a weights file
     output_stride: int = 16  # deeplabv3plus: 8 | 16
     mean: Union[list[float], None] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     std: Union[list[float], None] = field(default_factory=lambda: [58.395, 57.12, 57.375])
@@ -528,8 +529,12 @@ def _check_channels(config: Config) -> None:
 
 
 def default_output_dir(path: str | os.PathLike) -> Path:
-    """``runs/<config file stem>`` under the current directory: where a config without ``output_dir`` trains."""
-    return Path.cwd() / "runs" / Path(path).stem
+    """``runs/<config folder>/<config file stem>`` under the current directory (``runs/<stem>`` for a
+    config directly in ``configs/``): where a config without ``output_dir`` trains. The folder
+    keeps ``configs/camvid/unet.yaml`` and ``configs/voc/unet.yaml`` out of each other's runs."""
+    path = Path(path).resolve()
+    folder = path.parent.name
+    return Path.cwd() / "runs" / ("" if folder in ("configs", "") else folder) / path.stem
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:

@@ -115,10 +115,17 @@ FRAGMENTS = sorted(p for p in (CONFIGS / "_base_").rglob("*.yaml") if "datasets"
 
 
 @pytest.mark.parametrize("path", LEAVES, ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_every_shipped_config_loads_and_trains_into_runs_stem(path, tmp_path, monkeypatch):
+def test_every_shipped_config_loads_and_trains_into_runs_folder_stem(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config(path)
-    assert config.output_dir == str(tmp_path / "runs" / path.stem)
+    folder = "" if path.parent == CONFIGS else path.parent.name
+    assert config.output_dir == str(tmp_path / "runs" / folder / path.stem)
+
+
+def test_no_two_shipped_configs_share_a_default_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folders = [load_config(path).output_dir for path in LEAVES]
+    assert len(set(folders)) == len(folders)
 
 
 @pytest.mark.parametrize("path", FRAGMENTS, ids=lambda p: str(p.relative_to(CONFIGS)))

@@ -29,7 +29,7 @@ CLASSES = 5
 
 
 def _tiny(name, decoder, norm, shape=(32, 32, 3)):
-    kwargs = {"width": 2 if name == "segnet" else 4}
+    kwargs = {"width": 2 if name == "segnet" else 4, **({"depth": 3} if name == "unet" else {})}
     if name.startswith("dilated"):
         kwargs.update(fc_width=8, dropout=0.0)
     model = build_model(name, CLASSES, shape, decoder=decoder, norm=norm, **kwargs)
@@ -77,6 +77,8 @@ ZOO = [
     ("dilated_context", "transposed", "batch", (32, 32, 3)),
     ("segnet_basic", "unpool", "batch", (48, 2)),  # 1-D signal
     ("segnet_basic", "unpool", "batch", (8, 16, 16, 1)),  # 3-D volume
+    ("unet", "resize_conv", "batch", (36, 28, 3)),
+    ("unet", "transposed", "group", (8, 16, 16, 1)),  # 3-D U-Net
 ]
 
 

@@ -27,7 +27,7 @@ def tiny(name, decoder, shape, num_classes=3, **kwargs):
 
 
 def test_registry_lists_all_models():
-    assert list_models() == sorted(SEGNETS + DILATED + ["deeplabv3plus"])
+    assert list_models() == sorted(SEGNETS + DILATED + ["deeplabv3plus", "unet"])
 
 
 @pytest.mark.parametrize("name,decoder", COMBOS)
@@ -87,7 +87,7 @@ def test_build_model_from_config_and_errors():
     with pytest.raises(SegtrainError, match="model.mean"):
         build_model_from_config(_config(width=1), (16, 1))  # default ImageNet mean, 1 channel
     with pytest.raises(SegtrainError, match="model.name"):
-        build_model_from_config(_config(name="unet"), (16, 16, 3))
+        build_model_from_config(_config(name="pspnet"), (16, 16, 3))
     with pytest.raises(SegtrainError, match="model.norm"):
         build_model_from_config(_config(norm="batchnorm", width=1), (16, 16, 3))
 
