@@ -240,13 +240,6 @@ def _pred_dir(w: World) -> Path:
     return pred
 
 
-def _pred(change: Callable[[World, Path], Path]) -> Callable[[World], str]:
-    def breaks(w: World) -> str:
-        return change(w, _pred_dir(w)).name
-
-    return breaks
-
-
 def _input_dir(w: World) -> Path:
     folder = w.out.parent / "images"
     folder.mkdir(exist_ok=True)
@@ -263,11 +256,16 @@ def _labels_dir(w: World) -> Path:
     return folder
 
 
-def _labels(change: Callable[[World, Path], Path]) -> Callable[[World], str]:
-    def breaks(w: World) -> str:
-        return change(w, _labels_dir(w)).name
+def breaking_in(make_folder: Callable[[World], Path]):
+    """``change(world, folder)`` applied to a fresh input folder; the error must name the file it returns."""
 
-    return breaks
+    def wrap(change: Callable[[World, Path], Path]) -> Callable[[World], str]:
+        return lambda w: change(w, make_folder(w)).name
+
+    return wrap
+
+
+_pred, _labels = breaking_in(_pred_dir), breaking_in(_labels_dir)
 
 
 def _rgb_unknown_colour(w: World, folder: Path) -> Path:
