@@ -240,6 +240,7 @@ class RuntimeParity:
     max_abs_diff: float
     agreement: float  # fraction of pixels whose argmax class equals Keras's
     pixels: int
+    share_over: float = 0.0  # fraction of logits whose difference exceeds the report's limit
 
 
 @dataclasses.dataclass
@@ -260,13 +261,20 @@ class ParityReport:
     images: int
     scale: float
     inputs: str = ""  # what the check ran on, e.g. "4 images of val split of runs/x/config.yaml"
+    index_unpooling: bool = False  # the model unpools by max-pool indices (near-tie flips, docs/export.md)
 
     @property
     def limit(self) -> float:
         return self.atol * max(1.0, self.scale)
 
     def passes(self, r: RuntimeParity) -> bool:
-        return r.max_abs_diff <= self.limit and r.agreement >= self.min_agreement
+        """Within ``limit`` everywhere; for index unpooling, outside it on at most ``1 - min_agreement``
+        of the logits (a near-tied pooling window moves one value a pixel: inherent, docs/export.md)."""
+        if r.agreement < self.min_agreement:
+            return False
+        if self.index_unpooling:
+            return r.share_over <= 1.0 - self.min_agreement
+        return r.max_abs_diff <= self.limit
 
     @property
     def ok(self) -> bool:
@@ -276,9 +284,13 @@ class ParityReport:
         lines = [f"parity of {self.path} ({self.format}) vs Keras on {self.inputs or f'{self.images} images'}, "
                  f"max |Keras logit| {self.scale:.3g} (limits: max |diff| <= {self.limit:.3g}, "
                  f"argmax agreement >= {self.min_agreement:.2%}):"]
+        if self.index_unpooling:
+            lines.append(f"  (max-unpooling model: near-tied pooling windows may move a value one pixel, so up to "
+                         f"{1 - self.min_agreement:.2%} of the logits may exceed the limit; see docs/export.md)")
         for r in self.results:
-            lines.append(f"  {r.runtime:<12} max |logit diff| {r.max_abs_diff:.3g}  argmax agreement "
-                         f"{r.agreement:.4%} of {r.pixels} pixels  {'ok' if self.passes(r) else 'FAIL'}")
+            lines.append(f"  {r.runtime:<12} max |logit diff| {r.max_abs_diff:.3g} ({r.share_over:.4%} of logits over "
+                         f"the limit)  argmax agreement {r.agreement:.4%} of {r.pixels} pixels  "
+                         f"{'ok' if self.passes(r) else 'FAIL'}")
         return "\n".join(lines)
 
 
@@ -367,6 +379,8 @@ def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = F
     rank = x.ndim - 2
     to_last, to_first = _perms(rank)
     feed = x.transpose(to_first) if nchw else x
+    scale = float(np.max(np.abs(reference)))
+    limit = atol * max(1.0, scale)
     results = []
     for name, run in runners["run"].items():
         step = batch or len(feed)
@@ -375,9 +389,17 @@ def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = F
         if out.shape != reference.shape:
             raise SegtrainError(f"{exported}: {name} returns shape {out.shape}, Keras {reference.shape}; re-export it")
         agree = np.argmax(out, -1) == np.argmax(reference, -1)
-        results.append(RuntimeParity(name, float(np.max(np.abs(out - reference))), float(agree.mean()), int(agree.size)))
-    scale = float(np.max(np.abs(reference)))
-    return ParityReport(exported, format, results, atol, min_agreement, len(x), scale, " + ".join(described))
+        diff = np.abs(out - reference)
+        results.append(RuntimeParity(name, float(diff.max()), float(agree.mean()), int(agree.size),
+                                     float(np.mean(diff > limit))))
+    return ParityReport(exported, format, results, atol, min_agreement, len(x), scale, " + ".join(described),
+                        _unpools_by_index(model))
+
+
+def _unpools_by_index(model) -> bool:
+    from segtrain.models.layers import MaxUnpool
+
+    return any(isinstance(layer, MaxUnpool) for layer in model._flatten_layers(include_self=False, recursive=True))
 
 
 def _exported_input_shape(shape: Sequence, nchw: bool) -> tuple[tuple, int | None]:
