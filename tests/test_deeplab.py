@@ -85,7 +85,7 @@ def test_config_keys_reach_the_builder_and_are_checked():
     with pytest.raises(SegtrainError, match=r"key 'model.output_stride' must be 8 or 16, got 32"):
         from_dict({**raw, "model": {**raw["model"], "output_stride": 32}})
     segnet = {**raw["model"], "name": "segnet_basic", "output_stride": 16}
-    with pytest.raises(SegtrainError, match=r"^model.encoder: segnet_basic does not take it; remove it or use one of deeplabv3plus$"):
+    with pytest.raises(SegtrainError, match=r"^model.encoder: segnet_basic does not take it; remove it or use one of deeplabv3plus, unet$"):
         build_model_from_config(from_dict({**raw, "model": segnet}), (32, 32, 3))
     with pytest.raises(SegtrainError, match=r"^model.encoder_weights: segnet_basic does not take it; .* deeplabv3plus, dilated_context"):
         build_model_from_config(from_dict({**raw, "model": {**segnet, "encoder": None, "encoder_weights": "imagenet"}}), (32, 32, 3))
