@@ -203,3 +203,27 @@ def test_one_epoch_of_training_on_volumes_and_signals(volumes, tmp_path, rank):
     result = Trainer(config, verbose=0).fit()
     assert math.isfinite(result["loss"])
     assert result["miou"] is not None and 0.0 <= result["miou"] <= 1.0
+
+
+def test_class_statistics_stream_label_volumes(volumes):
+    """train.class_weights: median_frequency counts the label volumes (iter_masks), against nibabel."""
+    from segtrain.data.pipeline import iter_masks
+
+    config = _nifti_config(volumes)
+    labels = list(iter_masks(config.data, "train"))
+    expected = [np.asarray(nib.load(str(volumes / "train" / f"case{i}" / "seg.nii.gz")).dataobj).astype(np.uint8) for i in range(3)]
+    assert len(labels) == 3
+    for got, want in zip(labels, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_split_written_as_a_path_is_a_list_file_next_to_the_config(volumes, tmp_path):
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "mine.txt").write_text("train/case2\ntrain/case0\n")
+    (tmp_path / "cfg" / "c.yaml").write_text(
+        f"data: {{format: nifti, root: {volumes}, num_classes: 3, classes: [a, b, c], channels: [t1.nii.gz],"
+        f" label: seg.nii.gz, patch: [8, 8, 8], train_split: ./mine}}\noutput_dir: {tmp_path / 'run'}\n")
+    from segtrain.config import load_config
+
+    config = load_config(tmp_path / "cfg" / "c.yaml")
+    assert [c.name for c in list_samples(config.data, "train")] == ["case2", "case0"]

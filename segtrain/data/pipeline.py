@@ -15,6 +15,9 @@ decoded) gives exactly the tail of the full epoch.
 The last incomplete training batch is dropped, so every training batch has the same size.
 
 Output: ``(image float32 [B, H, W, C] in 0..255 (C = data.channels, 3 by default), mask uint8 [B, H, W])``; 255 = void.
+Volumes and signals (``data.format: nifti``/``series``): ``(image float32 [B, *data.patch, C]``
+z-scored, ``label uint8 [B, *data.patch])``, patches drawn as ``patch_samples.py`` describes;
+``samples.sample_plan`` says which sample sits at each position for every format.
 """
 
 from __future__ import annotations
