@@ -78,6 +78,15 @@ class DataConfig:
     normalize: Literal["zscore", "none"] = "zscore"  # nifti/series: per-channel z-score (inside data.mask); none = already normalised
     patch: Union[list[int], None] = None  # nifti/series: training patch size, one value per spatial axis
     foreground_fraction: float = 1 / 3  # nifti/series: share of patches centred on a foreground voxel (nnU-Net: 1/3)
+    patches_per_case: int = 4  # nifti/series: patches drawn from each case per epoch (an epoch = this x cases)
+    cached_cases: int = 2  # nifti/series: decoded cases kept in memory at once (memory does not grow with the dataset)
+    # nifti/series patch augmentation (segtrain.data.augment_nd); the 2-D keys above do not apply.
+    patch_flip: list[int] = field(default_factory=list)  # spatial axes flipped with p = 0.5, e.g. [0, 1, 2]
+    patch_rot90: Union[list[int], None] = None  # the plane of random quarter turns, e.g. [0, 1] (axial for X, Y, Z)
+    patch_scale: float = 0.0  # intensity factor U[1 - s, 1 + s] per channel
+    patch_shift: float = 0.0  # intensity offset U[-s, s] per channel (z-scored units)
+    patch_gamma: float = 0.0  # gamma U[1 - g, 1 + g] per channel
+    patch_noise: float = 0.0  # Gaussian noise, std U[0, n] (z-scored units)
 
 
 @dataclass
@@ -234,8 +243,12 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _resolve_paths(raw: dict, folder: Path) -> None:
-    """Make data.root, a data.classes table file, output_dir and a model.encoder_weights path absolute against the folder of the file that set them."""
+    """Make data.root, a data.classes table file, output_dir, a model.encoder_weights path and
+    splits written as ./ or ../ paths (list files kept next to the config) absolute against the folder of the file that set them."""
     data = raw.get("data")
+    for key in ("train_split", "val_split"):
+        if isinstance(data, dict) and isinstance(data.get(key), str) and data[key].startswith(("./", "../")):
+            data[key] = str((folder / data[key]).resolve())
     if isinstance(data, dict) and isinstance(data.get("root"), str):
         data["root"] = str((folder / os.path.expanduser(data["root"])).resolve())
     if isinstance(data, dict) and isinstance(data.get("classes"), str) and data["classes"].lower().endswith((".yaml", ".yml", ".json")):
@@ -372,7 +385,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
 
 
 VOLUME_FORMATS = ("nifti", "series")  # data the data layer z-scores itself (data.normalize)
-_SPATIAL_AXES = {"nifti": 3, "series": 1}
+SPATIAL_AXES = {"nifti": 3, "series": 1}  # spatial axes of a sample; 2-D images are the rest
 
 
 def input_channels(data: DataConfig) -> int:
@@ -418,6 +431,12 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("data.val_pad_to", *_at_least(1)),
     ("data.num_parallel_calls", lambda v: v >= 0, "0 (autotune) or a positive number of threads"),
     ("data.foreground_fraction", lambda v: 0.0 <= v <= 1.0, "a fraction in [0, 1]"),
+    ("data.patches_per_case", *_at_least(1)),
+    ("data.cached_cases", *_at_least(1)),
+    ("data.patch_scale", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("data.patch_shift", lambda v: 0.0 <= v < math.inf, "a finite number >= 0"),
+    ("data.patch_gamma", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("data.patch_noise", lambda v: 0.0 <= v < math.inf, "a finite number >= 0"),
     ("model.width", *_at_least(1)),
     ("train.steps", lambda v: v is None or v >= 1, "at least 1 (or null to train by epochs)"),
     ("train.seed", lambda v: 0 <= v < 2**32, "in 0..2**32-1"),
@@ -490,6 +509,19 @@ def _check_values(config: Config) -> None:
         raise SegtrainError(f"{src}: keys 'train.batch_size' and 'train.epochs' must be at least 1")
 
 
+def _check_patch_keys(config: Config) -> None:
+    """data.patch and the patch augmentation axes against the number of spatial axes of nifti/series."""
+    src, data = config.source, config.data
+    rank = SPATIAL_AXES[data.format]
+    if data.patch is not None and (len(data.patch) != rank or min(data.patch) < 1):
+        raise SegtrainError(f"{src}: key 'data.patch' must be {rank} positive size(s) for format {data.format}, got {data.patch}")
+    if any(not 0 <= a < rank for a in data.patch_flip) or len(set(data.patch_flip)) != len(data.patch_flip):
+        raise SegtrainError(f"{src}: key 'data.patch_flip' must list distinct spatial axes in 0..{rank - 1}, got {data.patch_flip}")
+    plane = data.patch_rot90
+    if plane is not None and (len(plane) != 2 or plane[0] == plane[1] or any(not 0 <= a < rank for a in plane)):
+        raise SegtrainError(f"{src}: key 'data.patch_rot90' must be two different spatial axes in 0..{rank - 1} (e.g. [0, 1]) or null, got {plane}")
+
+
 def _check_channels(config: Config) -> None:
     """data.channels, data.label/mask/patch and model.mean/std against the data format."""
     src, data = config.source, config.data
@@ -514,10 +546,8 @@ def _check_channels(config: Config) -> None:
             if getattr(data, key) is not None:
                 where = "format nifti" if key == "mask" else "formats nifti and series"
                 raise SegtrainError(f"{src}: key 'data.{key}' applies to {where} only; remove it for format {data.format}")
-    elif data.patch is not None and (len(data.patch) != _SPATIAL_AXES[data.format] or min(data.patch) < 1):
-        raise SegtrainError(
-            f"{src}: key 'data.patch' must be {_SPATIAL_AXES[data.format]} positive size(s) for format {data.format}, got {data.patch}"
-        )
+    else:
+        _check_patch_keys(config)
     channels = input_channels(data)
     for key in ("mean", "std"):
         value = getattr(config.model, key)

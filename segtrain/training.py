@@ -39,7 +39,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from segtrain.checkpoints import CheckpointStore, LoopState  # noqa: E402
-from segtrain.config import Config, TrainConfig, input_channels, load_config, save_config  # noqa: E402
+from segtrain.config import SPATIAL_AXES, VOLUME_FORMATS, Config, TrainConfig, input_channels, load_config, save_config  # noqa: E402
 from segtrain.data.palette import VOID  # noqa: E402
 from segtrain.data.pipeline import BatchIterator  # noqa: E402
 from segtrain.distribute import is_chief, launch_local_workers, make_strategy  # noqa: E402
@@ -110,8 +110,10 @@ def _default_dataset(config: Config, split: str, training: bool, *, epoch: int =
 
 
 def _input_shape(config: Config) -> tuple:
-    """Spatial size left open: training crops and (padded) validation images differ in size."""
-    return (None, None, input_channels(config.data))
+    """Spatial size left open (training crops and validation images differ in size): 2 axes for
+    images, 3 for volumes (nifti), 1 for signals (series)."""
+    rank = SPATIAL_AXES.get(config.data.format, 2)
+    return (None,) * rank + (input_channels(config.data),)
 
 
 class _StopFlag:
@@ -399,7 +401,9 @@ class Trainer:
             names = metrics["class_names"]
             row.update(val_miou=metrics["miou"], val_pixel_accuracy=metrics["pixel_accuracy"],
                        val_mean_accuracy=metrics["mean_accuracy"],
-                       val_per_class_iou={n: _num(v) for n, v in zip(names, metrics["per_class_iou"])})
+                       val_per_class_iou={n: _num(v) for n, v in zip(names, metrics["per_class_iou"])},
+                       val_mdice=metrics["mdice"],
+                       val_per_class_dice={n: _num(v) for n, v in zip(names, metrics["per_class_dice"])})
             if not math.isnan(metrics["miou"]) and (state.best_miou is None or metrics["miou"] > state.best_miou):
                 state.best_miou, state.best_epoch = metrics["miou"], epoch + 1
                 if self.chief:
@@ -426,12 +430,13 @@ class Trainer:
 
         With the default data layer this is ``segtrain evaluate`` on the float32 weights (native
         labels), so the logged number and the checkpoint's evaluation agree; a custom
-        ``dataset_fn`` is scored on the batches it yields.
+        ``dataset_fn``, volumes and signals (the fixed validation patches of
+        ``segtrain.data.patch_samples``) are scored on the batches it yields.
         """
         from segtrain.data.decode import class_names
 
         cfg = self.config
-        if self.dataset_fn is _default_dataset:  # evaluate's per-image path: native labels, float32
+        if self.dataset_fn is _default_dataset and cfg.data.format not in VOLUME_FORMATS:  # evaluate's per-image path: native labels, float32
             from segtrain.evaluation import evaluate
 
             return evaluate(cfg, "val", model=self._float32_model(), verbose=False)
@@ -450,6 +455,7 @@ class Trainer:
         out = {"loss": state.history[-1]["loss"] if state.history else None,
                "miou": last.get("val_miou"), "pixel_accuracy": last.get("val_pixel_accuracy"),
                "mean_accuracy": last.get("val_mean_accuracy"), "per_class_iou": last.get("val_per_class_iou"),
+               "mdice": last.get("val_mdice"), "per_class_dice": last.get("val_per_class_dice"),
                "best_miou": state.best_miou, "best_epoch": state.best_epoch,
                "epochs": state.epoch, "steps": state.step, "run_dir": str(self.run_dir)}
         if out["miou"] is not None:

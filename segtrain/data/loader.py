@@ -22,7 +22,7 @@ import numpy as np
 
 from segtrain.config import Config
 from segtrain.data.palette import VOID
-from segtrain.data.samples import SampleLoader, checked_batch_size, epoch_arrays, static_hw
+from segtrain.data.samples import checked_batch_size, sample_plan
 from segtrain.data.sources import Sample, list_samples
 
 
@@ -52,17 +52,14 @@ class NumpyLoader:
     ):
         data_cfg = config.data
         samples = list_samples(data_cfg, split) if samples is None else list(samples)
-        self.batch_size = checked_batch_size(config, split, len(samples), training, batch_size)
+        plan = sample_plan(config, samples, training)
+        self.batch_size = checked_batch_size(config, split, plan.total, training, batch_size)
         self.training = training
-        self._load = SampleLoader(samples, data_cfg, training)
-        self._hw = static_hw(data_cfg, training)
+        self._load = plan.load
+        self._fixed_shape = None not in plan.shape
         start = skip_batches * self.batch_size
-        if training:
-            used = (len(samples) // self.batch_size) * self.batch_size
-            self._indices, self._seeds = epoch_arrays(len(samples), config.train.seed, epoch, min(start, used), used)
-        else:
-            self._indices = np.arange(min(start, len(samples)), len(samples), dtype=np.int64)
-            self._seeds = np.zeros_like(self._indices)
+        used = (plan.total // self.batch_size) * self.batch_size if training else plan.total
+        self._indices, self._seeds = plan.arrays(epoch, min(start, used), used)
         self.workers = workers or data_cfg.num_parallel_calls or os.cpu_count() or 1
         self.prefetch_batches = max(1, prefetch_batches)
 
@@ -74,7 +71,7 @@ class NumpyLoader:
         return image.astype(np.float32), mask  # cast on the worker, as build_dataset does in its parallel map
 
     def _collate(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        if self._hw[0] is not None:
+        if self._fixed_shape:
             return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
         # tf.data padded_batch: pad bottom/right to the largest sample of the batch
         h = max(p[1].shape[0] for p in pairs)

@@ -15,6 +15,9 @@ decoded) gives exactly the tail of the full epoch.
 The last incomplete training batch is dropped, so every training batch has the same size.
 
 Output: ``(image float32 [B, H, W, C] in 0..255 (C = data.channels, 3 by default), mask uint8 [B, H, W])``; 255 = void.
+Volumes and signals (``data.format: nifti``/``series``): ``(image float32 [B, *data.patch, C]``
+z-scored, ``label uint8 [B, *data.patch])``, patches drawn as ``patch_samples.py`` describes;
+``samples.sample_plan`` says which sample sits at each position for every format.
 """
 
 from __future__ import annotations
@@ -28,19 +31,22 @@ import tensorflow as tf
 from segtrain.config import Config, DataConfig, input_channels
 from segtrain.data.decode import read_mask
 from segtrain.data.palette import VOID
-from segtrain.data.samples import SampleLoader, checked_batch_size, epoch_arrays, static_hw
+from segtrain.data.samples import checked_batch_size, sample_plan
 from segtrain.data.sources import Sample, list_samples
 from segtrain.errors import SegtrainError
 
 _ERROR_TAG = "SegtrainError: "
 
 
-class _Loader(SampleLoader):
-    """``SampleLoader`` for ``tf.numpy_function``: a ``SegtrainError`` travels as a tagged ValueError."""
+class _Loader:
+    """A sample loader for ``tf.numpy_function``: a ``SegtrainError`` travels as a tagged ValueError."""
+
+    def __init__(self, load):
+        self.load = load
 
     def __call__(self, index: np.int64, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return super().__call__(index, seed)
+            return self.load(index, seed)
         except SegtrainError as err:
             raise ValueError(_ERROR_TAG + str(err)) from None  # tf keeps the message; see data_error()
 
@@ -104,22 +110,20 @@ class BatchIterator:
         self._iterator = None
 
 
-def _index_stream(num_samples: int, batch_size: int, seed: int, training: bool, epoch: int, skip_batches: int, repeat: bool):
+def _index_stream(arrays, total: int, batch_size: int, training: bool, epoch: int, skip_batches: int, repeat: bool):
+    """(index, seed) pairs; ``arrays(epoch, start, stop)`` gives those of positions start..stop-1."""
     start = skip_batches * batch_size
     if not training:
-        indices = np.arange(num_samples, dtype=np.int64)
-        stream = tf.data.Dataset.from_tensor_slices((indices, np.zeros_like(indices)))
+        stream = tf.data.Dataset.from_tensor_slices(arrays(epoch, 0, total))
         if repeat:
             stream = stream.repeat()
         return stream.skip(start)
-    used = (num_samples // batch_size) * batch_size  # drop the incomplete last batch before decoding it
-    stream = tf.data.Dataset.from_tensor_slices(epoch_arrays(num_samples, seed, epoch, min(start, used), used))
+    used = (total // batch_size) * batch_size  # drop the incomplete last batch before decoding it
+    stream = tf.data.Dataset.from_tensor_slices(arrays(epoch, min(start, used), used))
     if repeat:
 
         def one_epoch(e):
-            idx, seeds = tf.numpy_function(
-                lambda e: epoch_arrays(num_samples, seed, int(e), 0, used), [e], [tf.int64, tf.int64], stateful=False
-            )
+            idx, seeds = tf.numpy_function(lambda e: arrays(int(e), 0, used), [e], [tf.int64, tf.int64], stateful=False)
             return tf.data.Dataset.from_tensor_slices((idx, seeds))
 
         stream = stream.concatenate(tf.data.Dataset.range(epoch + 1, 2**62).flat_map(one_epoch))
@@ -148,21 +152,22 @@ def build_dataset(
     """
     data_cfg = config.data
     samples = list_samples(data_cfg, split) if samples is None else list(samples)
-    batch_size = checked_batch_size(config, split, len(samples), training, batch_size)
-    loader = _Loader(samples, data_cfg, training)
-    h, w = static_hw(data_cfg, training)
+    plan = sample_plan(config, samples, training)
+    batch_size = checked_batch_size(config, split, plan.total, training, batch_size)
+    loader = _Loader(plan.load)
+    spatial = plan.shape
     channels = input_channels(data_cfg)
 
     def load(index, seed):
-        image, mask = tf.numpy_function(loader, [index, seed], [tf.uint8, tf.uint8], stateful=False)
-        image.set_shape([h, w, channels])
-        mask.set_shape([h, w])
+        image, mask = tf.numpy_function(loader, [index, seed], [tf.as_dtype(plan.image_dtype), tf.uint8], stateful=False)
+        image.set_shape([*spatial, channels])
+        mask.set_shape(list(spatial))
         return tf.cast(image, tf.float32), mask  # cast here, in the parallel map, not on whole batches
 
     parallel = data_cfg.num_parallel_calls or tf.data.AUTOTUNE
-    ds = _index_stream(len(samples), batch_size, config.train.seed, training, epoch, skip_batches, repeat)
+    ds = _index_stream(plan.arrays, plan.total, batch_size, training, epoch, skip_batches, repeat)
     ds = ds.map(load, num_parallel_calls=parallel, deterministic=True)
-    if h is not None:
+    if None not in spatial:
         ds = ds.batch(batch_size, drop_remainder=training)
     else:
         pad = (tf.constant(0, tf.float32), tf.constant(VOID, tf.uint8))
@@ -174,12 +179,23 @@ def build_dataset(
 
 def steps_per_epoch(config: Config, split: str = "train", training: bool = True, batch_size: int | None = None) -> int:
     """Batches in one pass over a split, as ``build_dataset`` cuts them."""
-    n = len(list_samples(config.data, split))
+    n = sample_plan(config, list_samples(config.data, split), training).total
     batch_size = batch_size or (config.train.batch_size if training else 1)
     return n // batch_size if training else -(-n // batch_size)
 
 
 def iter_masks(data_cfg: DataConfig, split: str) -> Iterator[np.ndarray]:
-    """Decoded masks of a split, one at a time (for class statistics without loading the dataset)."""
-    for sample in list_samples(data_cfg, split):
-        yield read_mask(sample.mask, data_cfg)
+    """Decoded masks (label volumes, per-step labels) of a split, one at a time (for class statistics without loading the dataset)."""
+    if data_cfg.format == "nifti":
+        from segtrain.data.nifti import read_case
+
+        for case in list_samples(data_cfg, split):
+            yield read_case(case, data_cfg).label
+    elif data_cfg.format == "series":
+        from segtrain.data.series import read_series
+
+        for sample in list_samples(data_cfg, split):
+            yield read_series(sample, data_cfg)[1]
+    else:
+        for sample in list_samples(data_cfg, split):
+            yield read_mask(sample.mask, data_cfg)

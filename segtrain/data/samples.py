@@ -11,10 +11,12 @@ depends on what ran before, so skipping whole batches gives exactly the tail of 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from segtrain.config import Config, DataConfig
+from segtrain.config import VOLUME_FORMATS, Config, DataConfig
 from segtrain.data.augment import augment, train_transform, val_transform
 from segtrain.data.decode import read_pair
 from segtrain.data.sources import Sample
@@ -109,3 +111,32 @@ class SampleLoader:
     def __call__(self, index: np.int64, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
         image, mask = self._decode(self.samples[int(index)])
         return augment(self._transform(), image, mask, seed=int(seed) if self.training else None)
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """What sits at each position of an epoch and how to load it, for any data format."""
+
+    total: int  # positions in one epoch
+    arrays: Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]  # (epoch, start, stop) -> (index, seed) per position
+    load: Callable[[np.int64, np.int64], tuple[np.ndarray, np.ndarray]]  # (index, seed) -> (image, mask); thread-safe
+    shape: tuple  # the spatial shape every sample has, None entries where it varies
+    image_dtype: type  # np.uint8 for 2-D images (0..255), np.float32 for z-scored patches
+
+
+def sample_plan(config: Config, samples: list, training: bool) -> SamplePlan:
+    """2-D images: one sample per file, shuffled by (seed, epoch) in training. Volumes and
+    signals: ``data.patches_per_case`` patches per case (``patch_samples.py``)."""
+    data_cfg, seed = config.data, config.train.seed
+    if data_cfg.format in VOLUME_FORMATS:
+        from segtrain.data.patch_samples import PatchLoader, patch_positions  # imports this module
+
+        loader = PatchLoader(samples, data_cfg, training)
+        n, per = len(samples), data_cfg.patches_per_case
+        return SamplePlan(n * per, lambda e, a, b: patch_positions(n, per, seed, e, a, b, training), loader, loader.patch, np.float32)
+    n = len(samples)
+    if training:
+        arrays = lambda e, a, b: epoch_arrays(n, seed, e, a, b)  # noqa: E731
+    else:
+        arrays = lambda e, a, b: (np.arange(a, b, dtype=np.int64), np.zeros(b - a, np.int64))  # noqa: E731
+    return SamplePlan(n, arrays, SampleLoader(samples, data_cfg, training), static_hw(data_cfg, training), np.uint8)

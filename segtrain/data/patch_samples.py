@@ -1,0 +1,121 @@
+"""One patch of an epoch for volumes and signals (``data.format: nifti`` / ``series``).
+
+The counterpart of ``samples.py`` for N-D data: an epoch is ``data.patches_per_case`` patches
+from every case. Training visits the cases in an order seeded by ``(train.seed, epoch)`` and
+draws the patches of one case at consecutive positions, so a loader that keeps only
+``data.cached_cases`` decoded cases (default 2) decodes each case once per epoch and its
+memory does not grow with the dataset. The patch at position ``p`` (its corner, foreground
+oversampling and augmentation) comes from one generator seeded by ``(train.seed, epoch, p)``,
+so skipping whole batches gives exactly the tail of the epoch (exact resume).
+
+Validation draws the same number of patches per case, in case order, with seeds that depend on
+the position only (not on ``train.seed`` or the epoch) and no augmentation: a fixed set of
+patches, comparable between epochs and runs. Whole-case sliding-window validation replaces it
+once N-D inference exists.
+
+Nothing here imports TensorFlow: ``pipeline.py`` and ``loader.py`` share it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from segtrain.config import DataConfig
+from segtrain.data.augment_nd import NdAugment, augment_patch
+from segtrain.data.patches import bounding_box, extract_patch, foreground_voxels, patch_start
+from segtrain.data.samples import sample_seeds
+from segtrain.errors import SegtrainError
+
+VALIDATION_SEED = 0  # validation patches depend on their position only
+
+
+def patch_size(data_cfg: DataConfig) -> tuple[int, ...]:
+    """``data.patch``, which patch training needs."""
+    if data_cfg.patch is None:
+        axes = 3 if data_cfg.format == "nifti" else 1
+        raise SegtrainError(f"data.patch: format {data_cfg.format} trains on patches; set data.patch to {axes} size(s), e.g. {[64] * axes}")
+    return tuple(data_cfg.patch)
+
+
+def nd_augment(data_cfg: DataConfig) -> NdAugment:
+    """The ``data.patch_*`` augmentation keys as an ``NdAugment``."""
+    return NdAugment(
+        flip_axes=tuple(data_cfg.patch_flip),
+        rot90_axes=tuple(data_cfg.patch_rot90) if data_cfg.patch_rot90 is not None else None,
+        scale=data_cfg.patch_scale,
+        shift=data_cfg.patch_shift,
+        gamma=data_cfg.patch_gamma,
+        noise=data_cfg.patch_noise,
+    )
+
+
+def patch_positions(num_cases: int, per_case: int, seed: int, epoch: int, start: int, stop: int, training: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(case index, patch seed) for the positions ``start..stop-1`` of an epoch of ``num_cases * per_case`` patches."""
+    positions = np.arange(start, stop)
+    if not training:
+        return (positions // per_case).astype(np.int64), sample_seeds(VALIDATION_SEED, 0, positions)
+    order = np.random.default_rng([seed % 2**32, epoch]).permutation(num_cases)
+    return order[positions // per_case].astype(np.int64), sample_seeds(seed, epoch, positions)
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    image: np.ndarray  # (spatial..., C) float32
+    label: np.ndarray  # (spatial...) uint8, 255 = void
+    foreground: np.ndarray  # (N, ndim) voxels of a class other than 0
+    bounds: tuple[np.ndarray, np.ndarray] | None  # the region mask's bounding box
+
+
+class PatchLoader:
+    """(case index, patch seed) -> (image patch float32 (patch..., C), label patch uint8 (patch...)).
+
+    Thread-safe; keeps at most ``data.cached_cases`` decoded cases (least recently used
+    dropped). Decoding holds a lock, so two threads that need the same case decode it once.
+    """
+
+    def __init__(self, cases: list, data_cfg: DataConfig, training: bool):
+        self.cases, self.data_cfg, self.training = cases, data_cfg, training
+        self.patch = patch_size(data_cfg)
+        self.augment = nd_augment(data_cfg) if training else None
+        self._cache: OrderedDict[int, _Decoded] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _decode(self, index: int) -> _Decoded:
+        case, cfg = self.cases[index], self.data_cfg
+        if cfg.format == "nifti":
+            from segtrain.data.nifti import read_case
+
+            volume = read_case(case, cfg)
+            image, label = volume.image, volume.label
+            bounds = bounding_box(volume.mask) if volume.mask is not None else None
+        else:
+            from segtrain.data.series import read_series
+
+            image, label = read_series(case, cfg)
+            bounds = None
+        return _Decoded(image, label, foreground_voxels(label, cfg.num_classes), bounds)
+
+    def case(self, index: int) -> _Decoded:
+        """The decoded case, from the cache or read now."""
+        with self._lock:
+            decoded = self._cache.get(index)
+            if decoded is None:
+                decoded = self._cache[index] = self._decode(index)
+                while len(self._cache) > self.data_cfg.cached_cases:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(index)
+            return decoded
+
+    def __call__(self, index: np.int64, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        decoded = self.case(int(index))
+        rng = np.random.default_rng(int(seed))
+        start = patch_start(decoded.label.shape, self.patch, decoded.foreground, rng, self.data_cfg.foreground_fraction, decoded.bounds)
+        image, label = extract_patch(decoded.image, decoded.label, start, self.patch)
+        if self.augment is not None:
+            image, label = augment_patch(image, label, self.augment, rng)
+        return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(label, dtype=np.uint8)
