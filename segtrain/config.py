@@ -83,6 +83,7 @@ class DataConfig:
     # nifti/series patch augmentation (segtrain.data.augment_nd); the 2-D keys above do not apply.
     patch_flip: list[int] = field(default_factory=list)  # spatial axes flipped with p = 0.5, e.g. [0, 1, 2]
     patch_rot90: Union[list[int], None] = None  # the plane of random quarter turns, e.g. [0, 1] (axial for X, Y, Z)
+    patch_zoom: float = 0.0  # spatial scale U[1 - z, 1 + z] about the patch centre (label nearest, void fill)
     patch_scale: float = 0.0  # intensity factor U[1 - s, 1 + s] per channel
     patch_shift: float = 0.0  # intensity offset U[-s, s] per channel (z-scored units)
     patch_gamma: float = 0.0  # gamma U[1 - g, 1 + g] per channel
@@ -433,6 +434,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("data.foreground_fraction", lambda v: 0.0 <= v <= 1.0, "a fraction in [0, 1]"),
     ("data.patches_per_case", *_at_least(1)),
     ("data.cached_cases", *_at_least(1)),
+    ("data.patch_zoom", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     ("data.patch_scale", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     ("data.patch_shift", lambda v: 0.0 <= v < math.inf, "a finite number >= 0"),
     ("data.patch_gamma", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from segtrain.data.augment_nd import NdAugment, augment_patch
+from segtrain.data.augment_nd import NdAugment, augment_patch, zoom_patch
 
 
 def _patch(shape=(4, 4, 3)):
@@ -62,3 +62,31 @@ def test_the_same_generator_state_gives_the_same_patch_in_1d():
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert a[1].tolist() in (labels.tolist(), labels[::-1].tolist())
+
+
+def test_zoom_about_the_centre_matches_a_hand_computed_nearest_resampling():
+    label = np.arange(8, dtype=np.uint8)  # 1-D; centre c = 3.5
+    image = np.arange(8, dtype=np.float32)[:, None]
+    # factor 2: output o reads input 3.5 + (o - 3.5) / 2 = 1.75, 2.25, 2.75, 3.25, 3.75, 4.25, 4.75, 5.25
+    zoomed_image, zoomed_label = zoom_patch(image, label, 2.0)
+    np.testing.assert_allclose(zoomed_image[:, 0], [1.75, 2.25, 2.75, 3.25, 3.75, 4.25, 4.75, 5.25], atol=1e-5)
+    np.testing.assert_array_equal(zoomed_label, [2, 2, 3, 3, 4, 4, 5, 5])
+    # factor 0.5: output o reads 3.5 + 2 (o - 3.5) = -3.5, -1.5, 0.5, 2.5, 4.5, 6.5, 8.5, 10.5: outside -> void
+    _, shrunk = zoom_patch(image, label, 0.5)
+    assert shrunk[0] == 255 and shrunk[1] == 255 and shrunk[-1] == 255 and shrunk[-2] == 255
+    assert set(shrunk[2:6].tolist()) <= set(range(8))
+    same_image, same_label = zoom_patch(image, label, 1.0)
+    np.testing.assert_array_equal(same_label, label)
+    np.testing.assert_allclose(same_image, image, atol=1e-6)
+
+
+def test_random_zoom_in_3d_never_invents_a_class():
+    rng = np.random.default_rng(0)
+    label = np.zeros((12, 12, 12), np.uint8)
+    label[3:9, 4:8, 2:10] = 2
+    label[0, 0, 0] = 255
+    image = rng.normal(size=(12, 12, 12, 2)).astype(np.float32)
+    for _ in range(20):
+        out_image, out_label = augment_patch(image, label, NdAugment(zoom=0.3), rng)
+        assert out_image.shape == image.shape and out_label.shape == label.shape
+        assert set(np.unique(out_label).tolist()) <= {0, 2, 255}

@@ -46,6 +46,7 @@ def nd_augment(data_cfg: DataConfig) -> NdAugment:
     return NdAugment(
         flip_axes=tuple(data_cfg.patch_flip),
         rot90_axes=tuple(data_cfg.patch_rot90) if data_cfg.patch_rot90 is not None else None,
+        zoom=data_cfg.patch_zoom,
         scale=data_cfg.patch_scale,
         shift=data_cfg.patch_shift,
         gamma=data_cfg.patch_gamma,
