@@ -207,10 +207,15 @@ def _export_onnx(model, shape: tuple, nchw: bool, output: Path) -> None:
     # Freeze first and convert the GraphDef: tf2onnx's from_function would turn captured
     # constants (keras Normalization's mean/variance) into extra graph inputs.
     concrete = tf.function(_serving_fn(model, nchw), autograph=False).get_concrete_function(_signature(shape, nchw))
-    frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
-    proto, _ = tf2onnx.convert.from_graph_def(
-        frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
-        output_names=[t.name for t in frozen.outputs], opset=ONNX_OPSET)
+    tf_logger, level = tf.get_logger(), tf.get_logger().level
+    tf_logger.setLevel(logging.ERROR)  # tf2onnx calls TF1 APIs: deprecation notices a user cannot act on
+    try:
+        frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
+        proto, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
+            output_names=[t.name for t in frozen.outputs], opset=ONNX_OPSET)
+    finally:
+        tf_logger.setLevel(level)
     proto = make_portable(proto)
     unknown = sorted({n.op_type for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain)})
     if unknown:
