@@ -70,7 +70,7 @@ BUDGETS = {
         "reduced recipe for 2 shared CPU cores: quarter resolution (data.resize 90x120) and 4 epochs "
         "(120 steps), otherwise the paper's recipe (width 64, batch 12, SGD lr 0.1 momentum 0.9, "
         "median-frequency weights, hflip), float32",
-        ["data.resize=[90, 120]", "train.epochs=4", "train.val_every=1"],
+        ["data.resize=[90, 120]", "train.epochs=4", "train.val_every=1", "train.mixed_precision=none"],
     ),
     "smoke": Budget(
         "smoke test: built-in sample dataset resized to 32x32, width 8, 3 steps, batch 4",
@@ -151,9 +151,9 @@ def render_table(rows: list[dict], budget_name: str, config: Config, split: str,
         f"{train.optimizer.learning_rate} momentum {train.optimizer.momentum}, schedule {train.schedule.name}, "
         f"class weights {train.class_weights}, seed {train.seed}, precision "
         f"{'float32' if train.mixed_precision == 'none' else train.mixed_precision}, model width {config.model.width}, "
-        f"norm {config.model.norm}.",
+        f"norm {config.model.norm}, precise BN over {train.precise_bn.batches} training batches before each validation.",
         f"- Checkpoint: the best validation mIoU (validated every {train.val_every} epoch(s) on split "
-        f"'{data.val_split}' at the training resolution), then evaluated on split '{split}' at the labels' native "
+        f"'{data.val_split}' by evaluate's own path), then evaluated on split '{split}' at the labels' native "
         "resolution (images resized to the training size, probabilities resized back).",
         f"- Dataset: `{data.root}`; void (label {data.ignore_index}) ignored; global acc = pixel accuracy, "
         "class-avg acc = mean per-class recall, mIoU over the classes, all from one split-wide confusion matrix.",
