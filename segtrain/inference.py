@@ -29,6 +29,7 @@ from segtrain.io_utils import (
     format_size,
     list_images,
     parse_size,
+    per_axis,
     progress,
     write_png,
 )
@@ -116,12 +117,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- sliding window
-def _per_axis(value: int | Sequence[int], rank: int, flag: str) -> tuple[int, ...]:
+def _window_sizes(value: int | Sequence[int], rank: int, flag: str) -> tuple[int, ...]:
+    """``--window`` / ``--stride``: one size for every axis (``512`` or ``(512,)``) or one per axis."""
     sizes = (int(value),) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
-    sizes = sizes * rank if len(sizes) == 1 else sizes
-    if len(sizes) != rank:
-        raise SegtrainError(f"{flag} {format_size(sizes)}: give one size or {rank} sizes (one per spatial axis of this model)")
-    return sizes
+    try:
+        return per_axis(sizes[0] if len(sizes) == 1 else sizes, rank, flag)
+    except ValueError:
+        raise SegtrainError(f"{flag} {format_size(sizes)}: give one size or {rank} sizes (one per spatial axis of this model)") from None
 
 
 def predict_logits(
@@ -149,11 +151,11 @@ def predict_logits(
     if window is None and fixed is None:
         return _forward(model, image[None])[0]
     blend = blend or ("margin" if rank == 2 else "gaussian")
-    win = _per_axis(window, rank, "--window") if window is not None else fixed
+    win = _window_sizes(window, rank, "--window") if window is not None else fixed
     if fixed is not None and win != fixed:
         raise SegtrainError(f"--window {format_size(win)}: this model only accepts {format_size(fixed)} inputs; use that window")
     if stride is not None:
-        step = _per_axis(stride, rank, "--stride")
+        step = _window_sizes(stride, rank, "--stride")
     else:
         step = tuple(max(w * 2 // 3 if blend == "margin" else w // 2, 1) for w in win)
     if not all(0 < s <= w for s, w in zip(step, win)):

@@ -155,6 +155,16 @@ def list_images(folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------- sizes
 
 
+def per_axis(value: int | Sequence[int], rank: int, what: str) -> tuple[int, ...]:
+    """One int for every spatial axis, or exactly one per axis: kernel sizes, factors, windows."""
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * rank
+    value = tuple(int(v) for v in value)
+    if len(value) != rank:
+        raise ValueError(f"{what}={value} has {len(value)} entries but the input has {rank} spatial axes")
+    return value
+
+
 def parse_size(text: str, flag: str = "--size", rank: int | None = 2) -> tuple[int, ...]:
     """'512' or 'HxW' (height first, everywhere in segtrain) -> positive ints.
 

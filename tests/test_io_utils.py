@@ -119,3 +119,13 @@ def test_list_images_skips_hidden_and_other_files(tmp_path):
 def test_imports_neither_tensorflow_nor_keras():
     code = "import sys, segtrain.io_utils, segtrain.data.palette; assert not {'tensorflow', 'keras'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_per_axis_broadcasts_an_int_and_checks_one_entry_per_axis():
+    from segtrain.io_utils import per_axis
+
+    assert per_axis(3, 3, "kernel_size") == (3, 3, 3)
+    assert per_axis(np.int64(2), 1, "factor") == (2,)
+    assert per_axis([4, 5], 2, "window") == (4, 5)
+    with pytest.raises(ValueError, match=r"factor=\(2, 2\) has 2 entries but the input has 3 spatial axes"):
+        per_axis((2, 2), 3, "factor")

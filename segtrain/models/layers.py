@@ -26,6 +26,7 @@ import numpy as np
 from keras import ops
 
 from segtrain.errors import SegtrainError
+from segtrain.io_utils import per_axis
 from segtrain.models.subpixel import resize_conv_subpixel
 
 NORMS = ("batch", "layer", "group", "instance", "none")
@@ -43,15 +44,6 @@ def _rank_of(input_shape, layer: keras.layers.Layer) -> int:
             f"axes, got shape {tuple(input_shape)}"
         )
     return rank
-
-
-def _per_axis(value: int | Sequence[int], rank: int, what: str) -> tuple[int, ...]:
-    if isinstance(value, (int, np.integer)):
-        return (int(value),) * rank
-    value = tuple(int(v) for v in value)
-    if len(value) != rank:
-        raise ValueError(f"{what}={value} has {len(value)} entries but the input has {rank} spatial axes")
-    return value
 
 
 def _spatial_shape(x, rank: int) -> list:
@@ -116,7 +108,7 @@ class _KernelLayer(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
 
     def _add_kernel(self, rank: int, c_in: int, transposed: bool = False) -> None:
-        k = _per_axis(self.kernel_size, rank, "kernel_size")
+        k = per_axis(self.kernel_size, rank, "kernel_size")
         shape = k + ((self.filters, c_in) if transposed else (c_in, self.filters))
         self.kernel = self.add_weight(name="kernel", shape=shape, initializer=self.kernel_initializer)
         self.bias = (
@@ -167,7 +159,7 @@ class ConvNormAct(_KernelLayer):
     def call(self, x, training=None):
         rank = len(x.shape) - 2
         y = ops.conv(x, self.kernel, strides=1, padding="same",
-                     dilation_rate=_per_axis(self.dilation_rate, rank, "dilation_rate"))
+                     dilation_rate=per_axis(self.dilation_rate, rank, "dilation_rate"))
         y = self._add_bias(y)
         if self.norm_layer is not None:
             y = self.norm_layer(y, training=training)
@@ -250,18 +242,18 @@ class ResizeConv(_KernelLayer):
         self._add_kernel(_rank_of(input_shape, self), input_shape[-1])
 
     def _naive(self, x):
-        factors = _per_axis(self.factor, len(x.shape) - 2, "factor")
+        factors = per_axis(self.factor, len(x.shape) - 2, "factor")
         up = nearest_upsample(x, factors) if self.interpolation == "nearest" else linear_upsample(x, factors)
         return self._add_bias(ops.conv(up, self.kernel, strides=1, padding="same"))
 
     def call(self, x):
         if self.method == "subpixel" and self.interpolation == "nearest":
-            factors = _per_axis(self.factor, len(x.shape) - 2, "factor")
+            factors = per_axis(self.factor, len(x.shape) - 2, "factor")
             return self._add_bias(resize_conv_subpixel(x, self.kernel, factors))
         return self._naive(x)
 
     def compute_output_shape(self, input_shape):
-        factors = _per_axis(self.factor, len(input_shape) - 2, "factor")
+        factors = per_axis(self.factor, len(input_shape) - 2, "factor")
         spatial = tuple(None if n is None else n * f for n, f in zip(input_shape[1:-1], factors))
         return (input_shape[0],) + spatial + (self.filters,)
 
@@ -287,11 +279,11 @@ class TransposedConvUp(_KernelLayer):
         self._add_kernel(_rank_of(input_shape, self), input_shape[-1], transposed=True)
 
     def call(self, x):
-        strides = _per_axis(self.factor, len(x.shape) - 2, "factor")
+        strides = per_axis(self.factor, len(x.shape) - 2, "factor")
         return self._add_bias(ops.conv_transpose(x, self.kernel, strides=strides, padding="same"))
 
     def compute_output_shape(self, input_shape):
-        factors = _per_axis(self.factor, len(input_shape) - 2, "factor")
+        factors = per_axis(self.factor, len(input_shape) - 2, "factor")
         spatial = tuple(None if n is None else n * f for n, f in zip(input_shape[1:-1], factors))
         return (input_shape[0],) + spatial + (self.filters,)
 
@@ -308,10 +300,10 @@ class BilinearUpsample(keras.layers.Layer):
         self.factor = factor
 
     def call(self, x):
-        return linear_upsample(x, _per_axis(self.factor, len(x.shape) - 2, "factor"))
+        return linear_upsample(x, per_axis(self.factor, len(x.shape) - 2, "factor"))
 
     def compute_output_shape(self, input_shape):
-        factors = _per_axis(self.factor, len(input_shape) - 2, "factor")
+        factors = per_axis(self.factor, len(input_shape) - 2, "factor")
         spatial = tuple(None if n is None else n * f for n, f in zip(input_shape[1:-1], factors))
         return (input_shape[0],) + spatial + (input_shape[-1],)
 
@@ -354,7 +346,7 @@ class MaxPoolWithIndices(keras.layers.Layer):
 
     def call(self, x):
         rank = len(x.shape) - 2
-        pool = _per_axis(self.pool_size, rank, "pool_size")
+        pool = per_axis(self.pool_size, rank, "pool_size")
         spatial = _spatial_shape(x, rank)
         pads = [[0, 0]] + [[0, (-n) % p] for n, p in zip(spatial, pool)] + [[0, 0]]
         # ml_dtypes.finfo also knows bfloat16 (mixed_bfloat16), which np.finfo does not.
@@ -371,7 +363,7 @@ class MaxPoolWithIndices(keras.layers.Layer):
         return pooled, indices
 
     def compute_output_shape(self, input_shape):
-        pool = _per_axis(self.pool_size, len(input_shape) - 2, "pool_size")
+        pool = per_axis(self.pool_size, len(input_shape) - 2, "pool_size")
         spatial = tuple(None if n is None else -(-n // p) for n, p in zip(input_shape[1:-1], pool))
         out = (input_shape[0],) + spatial + (input_shape[-1],)
         return out, out
@@ -401,7 +393,7 @@ class MaxUnpool(keras.layers.Layer):
     def call(self, inputs):
         x, indices, reference = inputs
         rank = len(x.shape) - 2
-        pool = _per_axis(self.pool_size, rank, "pool_size")
+        pool = per_axis(self.pool_size, rank, "pool_size")
         zero = ops.zeros_like(x)
         parts = {off: ops.where(ops.equal(indices, flat), x, zero) for flat, off in enumerate(_window_offsets(pool))}
         # Interleave the last axis first: stacking right after spatial axis a puts p_a beside

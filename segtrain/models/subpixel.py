@@ -30,6 +30,8 @@ from typing import Sequence
 import numpy as np
 from keras import ops
 
+from segtrain.io_utils import per_axis
+
 
 @dataclass(frozen=True)
 class _AxisPlan:
@@ -57,10 +59,8 @@ def _axis_plan(k: int, s: int) -> _AxisPlan:
 
 
 def _normalize_factors(factors: int | Sequence[int], rank: int) -> tuple[int, ...]:
-    if isinstance(factors, (int, np.integer)):
-        factors = (int(factors),) * rank
-    factors = tuple(int(f) for f in factors)
-    if len(factors) != rank or any(f < 1 for f in factors):
+    factors = per_axis(factors, rank, "factors")
+    if any(f < 1 for f in factors):
         raise ValueError(f"factors must be {rank} positive integers, got {factors}")
     return factors
 
