@@ -200,7 +200,8 @@ class Trainer:
                                     f"({err.strerror or err}); free space or choose another output_dir") from None
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
-        self.class_weights = class_weights_for(cfg, self.run_dir, self.chief)
+        # A user's loss_fn replaces train.loss and train.class_weights: no mask scan for weights it ignores.
+        self.class_weights = None if self.loss_fn is not None else class_weights_for(cfg, self.run_dir, self.chief)
         with self.strategy.scope():
             self.model = self.model_fn(cfg, _input_shape(cfg))
             schedule = build_schedule(cfg.train.schedule, cfg.train.optimizer.learning_rate, self.total_steps)
