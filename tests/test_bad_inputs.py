@@ -231,29 +231,27 @@ def _bom_list(w: World) -> str:
     return ""
 
 
+def _copied(w: World, folder: str, files: list[Path]) -> Path:
+    """``files`` copied into ``<tmp>/<folder>``: an input folder for a command to read."""
+    target = w.out.parent / folder
+    target.mkdir(exist_ok=True)
+    for path in files:
+        shutil.copy(path, target / path.name)
+    return target
+
+
 def _pred_dir(w: World) -> Path:
     """Correct predictions for the val split (the ground truth itself), for evaluate --pred-dir to break."""
-    pred = w.out.parent / "pred"
-    pred.mkdir(exist_ok=True)
-    for name in VAL:
-        shutil.copy(w.mask(name), pred / f"{name}.png")
-    return pred
+    return _copied(w, "pred", [w.mask(name) for name in VAL])
 
 
 def _input_dir(w: World) -> Path:
-    folder = w.out.parent / "images"
-    folder.mkdir(exist_ok=True)
-    shutil.copy(w.image("v0"), folder / "v0.jpg")
-    return folder
+    return _copied(w, "images", [w.image("v0")])
 
 
 def _labels_dir(w: World) -> Path:
     """VOC palette label PNGs for convert-labels."""
-    folder = w.out.parent / "labels"
-    folder.mkdir(exist_ok=True)
-    for name in TRAIN:
-        shutil.copy(w.mask(name), folder / f"{name}.png")
-    return folder
+    return _copied(w, "labels", [w.mask(name) for name in TRAIN])
 
 
 def breaking_in(make_folder: Callable[[World], Path]):
