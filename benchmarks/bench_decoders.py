@@ -21,10 +21,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the figures are for CPU
 import numpy as np
 import tensorflow as tf
 
-from segtrain.models import build_model
+from segtrain.models import DECODERS, build_model
 from segtrain.models.checkerboard import block_score
-
-DECODERS = ("unpool", "resize_conv", "transposed", "bilinear")
 
 
 def step_seconds(model, images, labels, repeats: int) -> float:
