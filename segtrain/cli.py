@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 
+from segtrain.backend import check_backend_installed, requested_backend
 from segtrain.errors import SegtrainError
 
 # command -> (module, one-line help). Modules are imported only when their command runs,
@@ -30,8 +31,9 @@ COMMANDS = {
     "checkerboard": ("segtrain.models.checkerboard", "score decoders' upsampling for checkerboard artifacts"),
 }
 
-# Commands that load TensorFlow (some only inside ``run``): it is loaded up front, quietly.
-USES_TENSORFLOW = {"train", "evaluate", "predict", "export", "checkerboard"}
+# Commands that load Keras and its backend (some only inside ``run``): the backend is checked and,
+# when it is TensorFlow, loaded up front, quietly.
+USES_KERAS = {"train", "evaluate", "predict", "export", "checkerboard"}
 
 
 @contextlib.contextmanager
@@ -68,14 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
+            if name in USES_KERAS:
+                try:
+                    check_backend_installed()
+                except SegtrainError as err:
+                    print(f"error: {err}", file=sys.stderr)
+                    return 1
             with _native_startup_quiet():
-                if name in USES_TENSORFLOW:
+                if name in USES_KERAS and requested_backend() == "tensorflow":
                     with contextlib.suppress(ImportError):  # the command says so itself if it needs it
                         tf = importlib.import_module("tensorflow")
                         tf.config.list_physical_devices("GPU")  # CUDA's probe prints 'failed call to cuInit' here
                 modules[name] = importlib.import_module(module_name)
             modules[name].add_arguments(cmd)
     args = parser.parse_args(argv)
+    args.argv = argv[1:]  # the command's own arguments, for a command that runs itself again (export)
     try:
         return int(modules[args.command].run(args) or 0)
     except SegtrainError as err:

@@ -13,13 +13,13 @@ import socket
 import subprocess
 import sys
 
-import tensorflow as tf
-
 from segtrain.errors import SegtrainError
 
 
-def make_strategy(kind: str) -> tf.distribute.Strategy:
-    """``none`` -> the default (single-device) strategy; ``mirrored``; ``multi_worker``."""
+def make_strategy(kind: str):
+    """``none`` -> the default (single-device) tf.distribute strategy; ``mirrored``; ``multi_worker``."""
+    import tensorflow as tf
+
     if kind == "none":
         return tf.distribute.get_strategy()
     if kind == "mirrored":

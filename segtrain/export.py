@@ -23,7 +23,9 @@ A checkpoint inside a run folder (``<run>/checkpoints/best.keras``) finds its ru
 ONNX conversion freezes a ``tf.function`` with a fixed input signature and converts the
 GraphDef with tf2onnx (Keras's own ``model.export(format="onnx")`` refuses functional
 models that were never called), followed by a few graph rewrites that keep the file
-portable; see ``segtrain.onnx_rewrite``.
+portable; see ``segtrain.onnx_rewrite``. On JAX and PyTorch, ``segtrain export`` runs
+itself again under ``KERAS_BACKEND=tensorflow`` (a ``.keras`` checkpoint loads on any
+backend), so export needs TensorFlow installed.
 """
 
 from __future__ import annotations
@@ -463,7 +465,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", action="store_true", help="skip the parity check")
 
 
+def _run_on_tensorflow(argv: list[str]) -> int:
+    """``segtrain export`` again in a TensorFlow process (checkpoints load on every backend)."""
+    import subprocess
+    import sys
+
+    from segtrain.backend import require_tensorflow
+
+    require_tensorflow("segtrain export (it converts through TensorFlow)")
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    return subprocess.run([sys.executable, "-m", "segtrain", "export", *argv], env=env).returncode
+
+
 def run(args) -> int:
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return _run_on_tensorflow(args.argv)
     model = load_checkpoint(args.checkpoint)
     output = Path(args.output) if args.output else default_output(args.checkpoint, args.format, args.nchw)
     size = None if args.size is None else parse_size(args.size, "--size", rank=None)

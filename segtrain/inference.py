@@ -92,7 +92,10 @@ def _fixed_size(model) -> tuple[int, ...] | None:
 def _forward(model, batch: np.ndarray) -> np.ndarray:
     import keras
 
-    logits = keras.ops.convert_to_numpy(model(batch.astype(np.float32), training=False)).astype(np.float32)
+    from segtrain.backend import no_grad
+
+    with no_grad():
+        logits = keras.ops.convert_to_numpy(model(batch.astype(np.float32), training=False)).astype(np.float32)
     if logits.shape[1:-1] != batch.shape[1:-1]:
         raise SegtrainError(
             f"model output is {format_size(logits.shape[1:-1])} for a {format_size(batch.shape[1:-1])} input; "

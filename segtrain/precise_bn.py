@@ -22,8 +22,9 @@ i.e. the average of the batch variances plus the variance of the batch means (De
 averages the batch variances only, which leaves out that second, small term).
 
 Layers are found wherever they are nested (the zoo's ``ConvNormAct`` holds its BN), and
-their inputs are read by shadowing each layer's ``call`` while a ``tf.function`` of the
-forward pass is traced (``BatchMoments``; the trainer traces it once per run).
+their inputs are read by shadowing each layer's ``call`` while the forward pass is traced
+and compiled for the running backend (``BatchMoments``: ``tf.function``, ``jax.jit`` or
+eager PyTorch; the trainer compiles it once per run).
 Under tf.distribute every worker runs the same N global batches, so every replica
 computes the same statistics and no all-reduce is needed (at the cost of N un-sharded
 forward passes per worker). Frozen (non-trainable) BN layers keep their statistics.
@@ -36,8 +37,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from segtrain.data.batches import numpy_batches
 from segtrain.errors import SegtrainError
 
 
@@ -53,11 +55,11 @@ def batchnorm_layers(model: keras.layers.Layer) -> list[keras.layers.BatchNormal
 
 def _input_moments(layer: keras.layers.BatchNormalization, inputs) -> tuple:
     """(mean, biased variance, number of values) per channel of one BN layer's input, in float32."""
-    x = tf.cast(inputs, tf.float32)
+    x = ops.cast(inputs, "float32")
     rank = len(x.shape)
-    axes = [i for i in range(rank) if i != layer.axis % rank]
-    mean, variance = tf.nn.moments(x, axes=axes)
-    return mean, variance, tf.reduce_prod(tf.gather(tf.shape(x), axes))
+    channels = layer.axis % rank
+    mean, variance = ops.moments(x, axes=[i for i in range(rank) if i != channels])
+    return mean, variance, ops.size(x) // x.shape[channels]
 
 
 class BatchMoments:
@@ -69,10 +71,12 @@ class BatchMoments:
     """
 
     def __init__(self, model: keras.Model):
+        from segtrain.engines import compile_forward
+
         self.model = model
         self.layers = batchnorm_layers(model)
         self._seen: dict[str, list] = {}
-        self._forward = tf.function(self._run, reduce_retracing=True)
+        self._forward = compile_forward(self._run, model)
 
     def _run(self, images):
         self._seen = {}
@@ -155,11 +159,11 @@ def training_batches(config, dataset_fn: Callable, count: int) -> Iterator:
     """
     epoch = 0
     while count > 0:
-        ds = dataset_fn(config, config.data.train_split, True, epoch=epoch, skip_batches=0)
         got = 0
-        for batch in ds.take(count):
-            yield batch
-            got += 1
+        with numpy_batches(dataset_fn(config, config.data.train_split, True, epoch=epoch, skip_batches=0), count) as ds:
+            for batch in ds:
+                yield batch
+                got += 1
         if got == 0:
             return
         count -= got
@@ -192,6 +196,6 @@ def precise_bn_for(model: keras.Model, config, dataset_fn: Callable, verbose: bo
 
 def recompute_for_config(model: keras.Model, config, num_batches: int) -> int:
     """``recompute_bn_statistics`` over the first ``num_batches`` batches of ``config``'s training pipeline."""
-    from segtrain.data.pipeline import build_dataset
+    from segtrain.data.batches import build_batches
 
-    return recompute_bn_statistics(model, training_batches(config, build_dataset, num_batches))
+    return recompute_bn_statistics(model, training_batches(config, build_batches, num_batches))

@@ -36,7 +36,18 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
 
 
 def gpu_capabilities() -> list[tuple[int, int]]:
-    """Compute capability ``(major, minor)`` of each visible GPU."""
+    """Compute capability ``(major, minor)`` of each GPU the running Keras backend sees."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        return [tuple(int(v) for v in str(d.compute_capability).split(".")[:2]) for d in gpus
+                if getattr(d, "compute_capability", None)]
+    if backend == "torch":
+        import torch
+
+        return [tuple(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
     import tensorflow as tf
 
     found = []

@@ -1,5 +1,8 @@
 """What a run reports: per-epoch logs (``log.csv``, TensorBoard scalars, ``curves.png``), run facts in ``run.log``, and the console.
 
+TensorBoard event files need TensorFlow's writer: without TensorFlow installed (a JAX or
+PyTorch environment) a run writes everything else.
+
 The CSV and the plot are rewritten from the full history (kept in the checkpoint state)
 each epoch, so a resumed run never shows an epoch twice. TensorBoard event files are
 append-only: an epoch replayed after a crash appears again there with the same values.
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from segtrain.backend import installed
 from segtrain.io_utils import Progress, atomic_write
 from segtrain.errors import SegtrainError
 
@@ -48,6 +52,9 @@ class RunLog:
             ) from None
 
     def _tensorboard(self, row: dict) -> None:
+        """TensorBoard scalars, written with TensorFlow's event writer where TensorFlow is installed."""
+        if not installed("tensorflow"):
+            return
         import tensorflow as tf
         from tensorflow.core.framework import summary_pb2
 

@@ -1,11 +1,11 @@
-"""`segtrain train`: the training loop, one custom loop for every case.
+"""`segtrain train`: the training loop, one loop for every Keras backend and every distribution.
 
-One ``tf.function`` step run through ``strategy.run`` serves single-device, mirrored and
-multi-worker training alike (Keras 3 ``model.fit`` fails under
-MultiWorkerMirroredStrategy, keras-team/keras#20585). Each replica returns its share of the
-loss (``segtrain.losses.build_loss``): pixel sums (ce, focal) are divided by the weight sum
-of the *global* batch, so N replicas see exactly the loss of one device; Dice and Lovasz
-are averaged over replicas. The optimizer sums gradients over replicas.
+The loop, the loss, the schedule, precise BN, validation, checkpoints, resume and logs are
+written once, here; a ``segtrain.engines`` engine supplies the backend-specific half: the
+compiled step (``tf.function`` under a tf.distribute strategy on TensorFlow, ``jax.jit`` on
+JAX, eager autograd on PyTorch), batch feeding and compiled forward passes. The step
+minimises the mean loss of the global batch (``segtrain.losses.build_loss``), whatever the
+number of replicas.
 
 Run folder (``output_dir``): ``config.yaml`` (resolved), ``class_weights.json`` (when
 computed), ``checkpoints/`` (see ``segtrain.checkpoints``), ``log.csv``, ``tensorboard/``,
@@ -36,13 +36,12 @@ from typing import Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from segtrain.checkpoints import CheckpointStore, LoopState  # noqa: E402
 from segtrain.config import SPATIAL_AXES, VOLUME_FORMATS, Config, TrainConfig, input_channels, load_config, save_config  # noqa: E402
+from segtrain.data.batches import build_batches, numpy_batches  # noqa: E402
 from segtrain.data.palette import VOID  # noqa: E402
-from segtrain.data.pipeline import BatchIterator  # noqa: E402
-from segtrain.distribute import is_chief, launch_local_workers, make_strategy  # noqa: E402
+from segtrain.engines import make_engine  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
@@ -57,7 +56,7 @@ from segtrain.schedules import build_schedule  # noqa: E402
 DIVERGENCE_FACTOR = 1000.0
 
 ModelFn = Callable[[Config, tuple], keras.Model]
-DatasetFn = Callable[..., tf.data.Dataset]
+DatasetFn = Callable[..., object]  # -> tf.data.Dataset, NumpyLoader or a sized iterable of NumPy batches
 
 
 def build_optimizer(train: TrainConfig, learning_rate) -> keras.optimizers.Optimizer:
@@ -104,9 +103,7 @@ def _default_model(config: Config, input_shape: tuple) -> keras.Model:
 
 
 def _default_dataset(config: Config, split: str, training: bool, *, epoch: int = 0, skip_batches: int = 0):
-    from segtrain.data.pipeline import build_dataset
-
-    return build_dataset(config, split, training, epoch=epoch, skip_batches=skip_batches)
+    return build_batches(config, split, training, epoch=epoch, skip_batches=skip_batches)
 
 
 def _input_shape(config: Config) -> tuple:
@@ -148,18 +145,19 @@ class Trainer:
     Args:
         config: the run's config; ``output_dir`` is the run folder.
         model_fn: ``(config, input_shape) -> keras.Model`` (default: the model zoo).
-        dataset_fn: ``(config, split, training, *, epoch, skip_batches) -> tf.data.Dataset`` of
-            ``(image float32, mask uint8)`` batches (default: ``segtrain.data.pipeline.build_dataset``).
+        dataset_fn: ``(config, split, training, *, epoch, skip_batches) ->`` ``(image float32, mask
+            uint8)`` batches: a tf.data.Dataset, a ``NumpyLoader`` or any sized iterable of NumPy
+            batches (default: ``segtrain.data.batches.build_batches``, the backend's data layer).
             For exact resume it must return the same batches for the same (epoch, skip_batches).
         callbacks: Keras callbacks; get ``on_epoch_begin/end`` and ``on_train_batch_end``.
-        strategy: a tf.distribute strategy (default: from ``train.distribute``).
+        strategy: a tf.distribute strategy (TensorFlow only; default: from ``train.distribute``).
         loss_fn: replaces ``train.loss`` and ``train.class_weights``: a ``segtrain.losses.SegmentationLoss``,
             or ``(masks, logits) -> scalar`` taken as the mean loss of a replica's batch.
         verbose: 0 silent, 1 progress (a bar on a terminal) and epoch summaries.
     """
 
     def __init__(self, config: Config, *, model_fn: ModelFn | None = None, dataset_fn: DatasetFn | None = None,
-                 callbacks: list | None = None, strategy: tf.distribute.Strategy | None = None,
+                 callbacks: list | None = None, strategy=None,
                  loss_fn: Callable | None = None, verbose: int = 1):
         self.config = config
         self.model_fn = model_fn or _default_model
@@ -178,12 +176,9 @@ class Trainer:
     # ---- setup -------------------------------------------------------------------------
     def _setup(self, resume: bool) -> None:
         cfg = self.config
-        # Collective ops must be configured before TensorFlow runs anything else.
-        self.strategy = self._strategy or make_strategy(cfg.train.distribute)
-        self.chief = is_chief()
-        if cfg.train.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        keras.utils.set_random_seed(cfg.train.seed)
+        self.engine = make_engine(cfg.train, self._strategy)
+        self.chief = self.engine.chief
+        self.engine.setup(cfg.train.seed, cfg.train.deterministic)
         policy, why = resolve_policy(cfg.train.mixed_precision)
         keras.mixed_precision.set_global_policy(policy)
         if self.chief:
@@ -202,84 +197,33 @@ class Trainer:
         self.total_steps = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
         # A user's loss_fn replaces train.loss and train.class_weights: no mask scan for weights it ignores.
         self.class_weights = None if self.loss_fn is not None else class_weights_for(cfg, self.run_dir, self.chief)
-        with self.strategy.scope():
+        with self.engine.scope():
             self.model = self.model_fn(cfg, _input_shape(cfg))
             schedule = build_schedule(cfg.train.schedule, cfg.train.optimizer.learning_rate, self.total_steps)
             self.optimizer = build_optimizer(cfg.train, schedule)
             self.optimizer.build(self.model.trainable_variables)
-        self._train_step = self._make_train_step()
-        self._finite_after_step = self._make_finite_check()
+        loss_share = build_loss(self.loss_fn or cfg.train.loss, self.class_weights, VOID)
+        self._train_step = self.engine.make_train_step(self.model, self.optimizer, loss_share)
+        self._finite_after_step = self.engine.make_finite_check(self.model, self.optimizer)
         self.precise_bn = precise_bn_for(self.model, cfg, self.dataset_fn, self.verbose and self.chief)
         self._float32_model = Float32Mirror(self.model)
-        self._predict = tf.function(
-            lambda images: tf.cast(tf.argmax(self.model(images, training=False), axis=-1), tf.uint8),
-            reduce_retracing=True,
-        )
+        self._predict = self.engine.make_predict(self.model)
         self.log = RunLog(self.run_dir, enabled=self.chief)
-        self.log.note(f"dtype policy {policy} ({why}); validation in float32")
+        facts = f"backend {self.engine.name} ({self.engine.replicas} replica{'s' * (self.engine.replicas > 1)})"
+        self.log.note(f"{facts}; dtype policy {policy} ({why}); validation in float32")
         self.console = ConsoleLog(enabled=bool(self.verbose and self.chief))
         if self.verbose and self.chief:
-            print(f"dtype policy: {policy} ({why}); validation in float32")
+            print(f"{facts}; dtype policy: {policy} ({why}); validation in float32")
 
     def _steps_per_epoch(self) -> int:
-        ds = self.dataset_fn(self.config, self.config.data.train_split, True, epoch=0, skip_batches=0)
-        n = int(ds.cardinality())
-        if n < 0:
-            raise SegtrainError("Trainer(dataset_fn=...): the training dataset must have a known, finite "
-                                "number of batches (no repeat(), no filter())")
+        n = self.engine.count_batches(self.dataset_fn(self.config, self.config.data.train_split, True, epoch=0,
+                                                      skip_batches=0))
         if n == 0:
             raise SegtrainError(
                 f"{self.config.source}: the training split yields no complete batch of train.batch_size="
                 f"{self.config.train.batch_size}; lower train.batch_size or add samples"
             )
         return n
-
-    def _make_train_step(self):
-        model, optimizer, strategy = self.model, self.optimizer, self.strategy
-        loss_share = build_loss(self.loss_fn or self.config.train.loss, self.class_weights, VOID)
-        replicas = strategy.num_replicas_in_sync
-
-        def replica_step(images, masks):
-            ctx = tf.distribute.get_replica_context()
-            with tf.GradientTape() as tape:
-                logits = model(images, training=True)
-                loss = loss_share(masks, logits, lambda x: ctx.all_reduce(tf.distribute.ReduceOp.SUM, x))
-                if model.losses:
-                    loss += tf.add_n([tf.cast(x, tf.float32) for x in model.losses]) / replicas
-                scaled = optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
-
-        @tf.function(jit_compile=self.config.train.jit_compile or None)
-        def step(batch):
-            lr = tf.identity(optimizer.learning_rate)  # the rate this step uses, read in-graph
-            per_replica = strategy.run(replica_step, args=batch)
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None), lr
-
-        return step
-
-    def _make_finite_check(self):
-        """``check(batch) -> bool``: every variable finite, and the model's outputs on ``batch`` too.
-
-        The loss of a step is computed before its update, so a finite loss does not vouch for
-        the weights it leaves behind (lr 1e30: finite loss, weights of 1e30, non-finite
-        logits); this runs before every checkpoint so that only a usable model is committed.
-        """
-        model, strategy = self.model, self.strategy
-        variables = [v for v in [*model.variables, *self.optimizer.variables] if "float" in str(v.dtype)]
-
-        def replica_bad(images, masks):
-            logits = model(images, training=False)
-            return tf.cast(tf.logical_not(tf.reduce_all(tf.math.is_finite(logits))), tf.int32)
-
-        @tf.function
-        def check(batch):
-            bad = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_bad, args=batch), axis=None)
-            weights_ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
-            return tf.logical_and(tf.equal(bad, 0), weights_ok)
-
-        return check
 
     # ---- loop --------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
@@ -345,15 +289,13 @@ class Trainer:
         cfg, epoch = self.config, state.epoch
         steps_here = min(self.steps_per_epoch, state.batch + self.total_steps - state.step)
         ds = self.dataset_fn(cfg, cfg.data.train_split, True, epoch=epoch, skip_batches=state.batch)
-        ds = ds.take(steps_here - state.batch)
         every = cfg.train.checkpoint_every_steps
-        with BatchIterator(self.strategy.experimental_distribute_dataset(ds)) as batches:
+        with self.engine.epoch_batches(ds, steps_here - state.batch) as batches:
             for batch in batches:
                 loss, lr = self._train_step(batch)
-                loss = float(loss)
                 self._last_batch = batch
                 self._record(state, loss)
-                self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, float(lr))
+                self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
                 cbs.on_train_batch_end(state.batch - 1, {"loss": loss})
                 if stop.requested:
                     return
@@ -418,7 +360,7 @@ class Trainer:
 
     def _check_finite(self, state: LoopState) -> None:
         """Refuse to go on (or save) when the last update left non-finite weights or outputs."""
-        if self._last_batch is not None and not bool(self._finite_after_step(self._last_batch)):
+        if self._last_batch is not None and not self._finite_after_step(self._last_batch):
             raise self._stopped(state.step, "the update left non-finite weights or model outputs (the run diverged)")
 
     def _save(self, state: LoopState) -> None:
@@ -442,9 +384,9 @@ class Trainer:
 
             return evaluate(cfg, "val", model=self._float32_model(), verbose=False)
         cm = ConfusionMatrix(cfg.data.num_classes, VOID)
-        with BatchIterator(self.dataset_fn(cfg, cfg.data.val_split, False, epoch=0, skip_batches=0)) as batches:
+        with numpy_batches(self.dataset_fn(cfg, cfg.data.val_split, False, epoch=0, skip_batches=0)) as batches:
             for images, masks in batches:
-                cm.update(masks.numpy(), self._predict(images).numpy())
+                cm.update(masks, self._predict(images))
         try:
             names = class_names(cfg.data)
         except SegtrainError:
@@ -484,6 +426,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.workers:
+        from segtrain.distribute import launch_local_workers
+
         argv = ["--config", args.config, *(x for o in args.overrides for x in ("--set", o))]
         return launch_local_workers(args.workers, argv + (["--resume"] if args.resume else []))
     config = load_config(args.config, args.overrides)

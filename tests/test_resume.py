@@ -1,4 +1,5 @@
-"""Exact resume: a run SIGKILLed mid-epoch and resumed ends where the uninterrupted run ends;
+"""Exact resume: a run SIGKILLed mid-epoch and resumed ends where the uninterrupted run ends (on
+TensorFlow and on JAX);
 resuming a finished run to a new length; damaged resume files; litter of killed saves.
 
 Real data layer (the built-in sample dataset, augmented), real zoo model (narrow SegNet-Basic
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from test_training import in_memory, make_config, make_data, tiny_model
 
+from segtrain.backend import installed
 from segtrain.io_utils import TMP_SUFFIX
 from segtrain.errors import SegtrainError
 from segtrain.training import Trainer
@@ -64,8 +66,8 @@ def write_config(tmp_path: Path) -> Path:
     return path
 
 
-def start(tmp_path: Path, config: Path, out: Path, resume: bool) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+def start(tmp_path: Path, config: Path, out: Path, resume: bool, backend: str = "tensorflow") -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="", KERAS_BACKEND=backend)
     return subprocess.Popen([sys.executable, str(tmp_path / "run.py"), str(config), str(out), "1" if resume else "0"],
                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -77,7 +79,8 @@ def read_state(out: Path) -> dict | None:
         return None
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, backend):
     import keras
 
     import segtrain.models  # noqa: F401  (registers the zoo's layers for load_model)
@@ -85,8 +88,10 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     (tmp_path / "run.py").write_text(SCRIPT)
     config = write_config(tmp_path)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    a = start(tmp_path, config, straight, resume=False)
-    b = start(tmp_path, config, killed, resume=False)
+    if not installed(backend):
+        pytest.skip(f"needs {backend} (pip install -e \".[{backend}]\"; the dev extra that CI installs has it)")
+    a = start(tmp_path, config, straight, resume=False, backend=backend)
+    b = start(tmp_path, config, killed, resume=False, backend=backend)
     deadline = time.time() + 240
     while (read_state(killed) or {}).get("step", 0) < 4:  # a mid-epoch checkpoint exists
         assert b.poll() is None, b.stdout.read()
@@ -99,7 +104,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert b.returncode == -signal.SIGKILL
     assert not state["done"] and 4 <= state["step"] < STEPS_PER_EPOCH * EPOCHS
 
-    resumed = start(tmp_path, config, killed, resume=True)
+    resumed = start(tmp_path, config, killed, resume=True, backend=backend)
     out_a, _ = a.communicate(timeout=300)
     out_b, _ = resumed.communicate(timeout=300)
     assert a.returncode == 0, out_a

@@ -1,0 +1,61 @@
+"""The data layer of the running Keras backend, and the two things the trainer asks of any data-layer object.
+
+TensorFlow gets the tf.data pipeline (``pipeline.build_dataset``); JAX and PyTorch get
+``loader.NumpyLoader``, which needs no TensorFlow and yields the same batches for the same
+(seed, epoch, position). A ``Trainer(dataset_fn=...)`` may return either kind, or any sized
+iterable of ``(images, masks)`` NumPy batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterable, Iterator
+
+from segtrain.config import Config
+from segtrain.errors import SegtrainError
+
+
+def build_batches(config: Config, split: str, training: bool, *, epoch: int = 0, skip_batches: int = 0):
+    """``pipeline.build_dataset`` on TensorFlow, an equal ``NumpyLoader`` on the other backends."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        from segtrain.data.pipeline import build_dataset
+
+        return build_dataset(config, split, training, epoch=epoch, skip_batches=skip_batches)
+    from segtrain.data.loader import NumpyLoader
+
+    return NumpyLoader(config, split, training, epoch=epoch, skip_batches=skip_batches)
+
+
+def count_batches(dataset) -> int:
+    """Batches in one pass: ``len()`` of a sized iterable, the cardinality of a tf.data.Dataset."""
+    if hasattr(dataset, "cardinality"):
+        n = int(dataset.cardinality())
+    elif hasattr(dataset, "__len__"):
+        n = len(dataset)
+    else:
+        n = -1
+    if n < 0:
+        raise SegtrainError("Trainer(dataset_fn=...): the training dataset must have a known, finite number of "
+                            "batches (a sized iterable, or a tf.data.Dataset with no repeat() and no filter())")
+    return n
+
+
+@contextlib.contextmanager
+def numpy_batches(dataset, count: int | None = None) -> Iterator[Iterable]:
+    """The first ``count`` (all, if None) batches as NumPy arrays; the iterator is closed on exit, also after an error."""
+    if hasattr(dataset, "as_numpy_iterator"):  # tf.data
+        from segtrain.data.pipeline import BatchIterator
+
+        with BatchIterator((dataset if count is None else dataset.take(count)).as_numpy_iterator()) as batches:
+            yield batches
+        return
+    iterator = iter(dataset)
+    try:
+        yield iterator if count is None else itertools.islice(iterator, count)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()

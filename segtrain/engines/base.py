@@ -1,0 +1,76 @@
+"""What every engine provides, and the parts JAX and PyTorch share (NumPy batches, one process)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from segtrain.backend import no_grad
+from segtrain.data.batches import count_batches, numpy_batches
+from segtrain.errors import SegtrainError
+
+# (batch) -> (mean loss of the global batch, learning rate the step used)
+TrainStep = Callable[[object], tuple[float, float]]
+
+
+class Engine:
+    """One backend's step, batch feeding and compiled forward passes.
+
+    ``chief``: this process writes checkpoints and logs; ``replicas``: devices a global batch
+    is split over. The base class is the single-process engine on NumPy batches.
+    """
+
+    name = "base"
+    chief = True
+    replicas = 1
+
+    def __init__(self, distribute: str):
+        if distribute == "multi_worker":
+            raise SegtrainError(f"train.distribute: multi_worker runs on KERAS_BACKEND=tensorflow only (this is "
+                                f"{self.name}); use mirrored (all local devices) or none")
+        self.distribute = distribute
+
+    def setup(self, seed: int, deterministic: bool) -> None:
+        keras.utils.set_random_seed(seed)
+
+    def scope(self):
+        """Where the model and the optimizer are created (a distribution's variable placement)."""
+        return contextlib.nullcontext()
+
+    def count_batches(self, dataset) -> int:
+        return count_batches(dataset)
+
+    def epoch_batches(self, dataset, count: int):
+        """A context manager over the first ``count`` batches, in the form the step takes."""
+        return numpy_batches(dataset, count)
+
+    def make_train_step(self, model: keras.Model, optimizer, loss_share: Callable) -> TrainStep:
+        raise NotImplementedError
+
+    def make_finite_check(self, model: keras.Model, optimizer) -> Callable[[object], bool]:
+        """``check(batch)``: every float variable finite, and the model's outputs on ``batch``."""
+        variables = [v for v in [*model.variables, *optimizer.variables] if "float" in str(v.dtype)]
+
+        def check(batch) -> bool:
+            with no_grad():
+                logits = keras.ops.convert_to_numpy(model(batch[0], training=False))
+            return bool(np.isfinite(logits).all()) and all(np.isfinite(v.numpy()).all() for v in variables)
+
+        return check
+
+    def make_predict(self, model: keras.Model) -> Callable[[object], np.ndarray]:
+        """``labels(images)``: the argmax class of every pixel, uint8."""
+
+        def labels(images) -> np.ndarray:
+            logits = model.predict_on_batch(images)
+            return np.argmax(np.asarray(logits), axis=-1).astype(np.uint8)
+
+        return labels
+
+
+def single_device_sum(x):
+    """The all-reduce of one process on one program: the global batch is already here."""
+    return x

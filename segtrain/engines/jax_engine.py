@@ -1,0 +1,85 @@
+"""JAX: a ``jax.jit`` step on the model's variable values (``stateless_call`` + ``stateless_apply``).
+
+After each step the new values are assigned back to the Keras variables (on JAX an assign
+only swaps the array), so checkpoints, precise BN and validation read the model as on any
+backend. ``train.distribute: mirrored`` with more than one local device shards each batch
+over them with ``keras.distribution.DataParallel`` (variables replicated); XLA then
+computes the loss and gradients of the global batch, which is what one device computes.
+BatchNorm statistics are then those of the global batch too (TensorFlow's mirrored
+strategy uses each replica's share).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import keras
+
+from segtrain.engines.base import Engine, TrainStep, single_device_sum
+
+
+class JaxEngine(Engine):
+    name = "jax"
+
+    def __init__(self, distribute: str):
+        super().__init__(distribute)
+        devices = keras.distribution.list_devices()
+        self.distribution = None
+        if distribute == "mirrored" and len(devices) > 1:
+            self.distribution = keras.distribution.DataParallel(devices=devices)
+            self.replicas = len(devices)
+
+    def scope(self):
+        return self.distribution.scope() if self.distribution is not None else super().scope()
+
+    def _place(self, batch):
+        if self.distribution is None:
+            return batch
+        return tuple(keras.distribution.distribute_tensor(x, self.distribution.get_data_layout(x.shape)) for x in batch)
+
+    def make_train_step(self, model: keras.Model, optimizer, loss_share: Callable) -> TrainStep:
+        trainable, non_trainable = model.trainable_variables, model.non_trainable_variables
+        slots = optimizer.variables
+
+        def loss_and_state(tv, ntv, ov, images, masks):
+            logits, ntv, losses = model.stateless_call(tv, ntv, images, training=True, return_losses=True)
+            loss = loss_share(masks, logits, single_device_sum)
+            if losses:
+                loss = loss + sum(keras.ops.cast(x, "float32") for x in losses)
+            with keras.StatelessScope(state_mapping=list(zip(slots, ov))):
+                scaled = optimizer.scale_loss(loss)  # mixed_float16: the loss-scale optimizer's current scale
+            return scaled, (loss, ntv)
+
+        gradient = jax.value_and_grad(loss_and_state, has_aux=True)
+
+        @jax.jit
+        def step(tv, ntv, ov, images, masks):
+            (_, (loss, ntv)), grads = gradient(tv, ntv, ov, images, masks)
+            tv, ov = optimizer.stateless_apply(ov, grads, tv)
+            return loss, tv, ntv, ov
+
+        def run(batch) -> tuple[float, float]:
+            lr = float(optimizer.learning_rate)  # the schedule at this step's iteration count
+            images, masks = self._place(batch)
+            loss, tv, ntv, ov = step([v.value for v in trainable], [v.value for v in non_trainable],
+                                     [v.value for v in slots], images, masks)
+            for variables, values in ((trainable, tv), (non_trainable, ntv), (slots, ov)):
+                for variable, value in zip(variables, values):
+                    variable.assign(value)
+            return float(loss), lr
+
+        return run
+
+
+
+def compile_forward(function: Callable, model: keras.Model) -> Callable:
+    variables = model.variables
+
+    @jax.jit
+    def forward(values, images):
+        # Reads see these values; writes (BatchNorm's moving averages in training mode) are dropped.
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return function(images)
+
+    return lambda images: forward([v.value for v in variables], images)

@@ -1,0 +1,96 @@
+"""TensorFlow: one ``tf.function`` step run through ``strategy.run``, for one device, mirrored and multi-worker.
+
+Keras 3 ``model.fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so
+the step is our own. Each replica returns its share of the loss
+(``segtrain.losses.build_loss``): pixel sums are divided by the weight sum of the *global*
+batch, so N replicas see exactly the loss of one device; the optimizer sums gradients over
+replicas. Batches come from the tf.data pipeline (``segtrain.data.pipeline``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from segtrain.data.pipeline import BatchIterator
+from segtrain.distribute import is_chief, make_strategy
+from segtrain.engines.base import Engine, TrainStep
+
+
+class TensorFlowEngine(Engine):
+    name = "tensorflow"
+
+    def __init__(self, distribute: str, strategy: tf.distribute.Strategy | None = None, jit_compile: bool = False):
+        self.distribute = distribute
+        # Collective ops must be configured before TensorFlow runs anything else.
+        self.strategy = strategy or make_strategy(distribute)
+        self.chief = is_chief()
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.jit_compile = jit_compile or None  # None: TensorFlow decides
+
+    def setup(self, seed: int, deterministic: bool) -> None:
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(seed)
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def epoch_batches(self, dataset, count: int):
+        return BatchIterator(self.strategy.experimental_distribute_dataset(dataset.take(count)))
+
+    def make_train_step(self, model: keras.Model, optimizer, loss_share: Callable) -> TrainStep:
+        strategy, replicas = self.strategy, self.replicas
+
+        def replica_step(images, masks):
+            ctx = tf.distribute.get_replica_context()
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                loss = loss_share(masks, logits, lambda x: ctx.all_reduce(tf.distribute.ReduceOp.SUM, x))
+                if model.losses:
+                    loss += tf.add_n([tf.cast(x, tf.float32) for x in model.losses]) / replicas
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        @tf.function(jit_compile=self.jit_compile)
+        def step(batch):
+            lr = tf.identity(optimizer.learning_rate)  # the rate this step uses, read in-graph
+            per_replica = strategy.run(replica_step, args=batch)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None), lr
+
+        def run(batch) -> tuple[float, float]:
+            loss, lr = step(batch)
+            return float(loss), float(lr)
+
+        return run
+
+    def make_finite_check(self, model: keras.Model, optimizer) -> Callable[[object], bool]:
+        strategy = self.strategy
+        variables = [v for v in [*model.variables, *optimizer.variables] if "float" in str(v.dtype)]
+
+        def replica_bad(images, masks):
+            logits = model(images, training=False)
+            return tf.cast(tf.logical_not(tf.reduce_all(tf.math.is_finite(logits))), tf.int32)
+
+        @tf.function
+        def check(batch):
+            bad = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_bad, args=batch), axis=None)
+            weights_ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+            return tf.logical_and(tf.equal(bad, 0), weights_ok)
+
+        return lambda batch: bool(check(batch))
+
+    def make_predict(self, model: keras.Model) -> Callable[[object], np.ndarray]:
+        predict = tf.function(lambda images: tf.cast(tf.argmax(model(images, training=False), axis=-1), tf.uint8),
+                              reduce_retracing=True)
+        return lambda images: predict(images).numpy()
+
+
+
+def compile_forward(function: Callable, model: keras.Model) -> Callable:
+    return tf.function(function, reduce_retracing=True)
