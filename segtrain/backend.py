@@ -10,6 +10,7 @@ trains with no further setting. Nothing here imports Keras or a backend.
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import importlib.util
 import json
 import os
@@ -95,3 +96,29 @@ def require_tensorflow(what: str) -> None:
     """Raise one line when ``what`` needs TensorFlow and it is not installed."""
     if not installed("tensorflow"):
         raise SegtrainError(f"{what} needs TensorFlow, which is not installed here: pip install -e \".[tensorflow]\"")
+
+
+class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by segtrain.backend.tensorflow_hidden)")
+        return None
+
+
+@contextlib.contextmanager
+def tensorflow_hidden():
+    """Inside, importing TensorFlow fails (unless it is loaded already).
+
+    ``keras.utils.set_random_seed`` imports TensorFlow whenever it is installed, to seed it
+    too; a JAX or PyTorch run would pay seconds of start-up and TensorFlow's CUDA probe
+    messages for nothing.
+    """
+    if "tensorflow" in sys.modules:
+        yield
+        return
+    finder = _NoTensorFlow()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)

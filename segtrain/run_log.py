@@ -1,7 +1,8 @@
 """What a run reports: per-epoch logs (``log.csv``, TensorBoard scalars, ``curves.png``), run facts in ``run.log``, and the console.
 
-TensorBoard event files need TensorFlow's writer: without TensorFlow installed (a JAX or
-PyTorch environment) a run writes everything else.
+TensorBoard event files need TensorFlow's writer, so only TensorFlow runs write them: in a
+JAX or PyTorch process, TensorFlow would cost seconds of start-up and, on a GPU, claim the
+memory the backend needs. Those runs write everything else.
 
 The CSV and the plot are rewritten from the full history (kept in the checkpoint state)
 each epoch, so a resumed run never shows an epoch twice. TensorBoard event files are
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from segtrain.backend import installed
+from segtrain.backend import backend
 from segtrain.io_utils import Progress, atomic_write
 from segtrain.errors import SegtrainError
 
@@ -52,8 +53,8 @@ class RunLog:
             ) from None
 
     def _tensorboard(self, row: dict) -> None:
-        """TensorBoard scalars, written with TensorFlow's event writer where TensorFlow is installed."""
-        if not installed("tensorflow"):
+        """TensorBoard scalars, written with TensorFlow's event writer on the TensorFlow backend only."""
+        if backend() != "tensorflow":
             return
         import tensorflow as tf
         from tensorflow.core.framework import summary_pb2

@@ -46,7 +46,8 @@ TRAIN_SCRIPT = textwrap.dedent('''
 
     result = Trainer(config, model_fn=model_fn, callbacks=[Record()], verbose=0).fit()
     with open(out + "/result.json", "w") as fh:
-        json.dump({"backend": keras.backend.backend(), "losses": losses, "miou": result["miou"]}, fh)
+        json.dump({"backend": keras.backend.backend(), "losses": losses, "miou": result["miou"],
+                   "tensorflow_loaded": "tensorflow" in sys.modules}, fh)
 ''')
 
 # Makes `import tensorflow` (and everything that needs it) fail, as in an environment without it.
@@ -147,6 +148,7 @@ def test_loss_curve_and_val_miou_match_tensorflow(same_run_on_each_backend, back
     need(backend)
     tf_run, other = same_run_on_each_backend["tensorflow"], same_run_on_each_backend[backend]
     assert other["backend"] == backend
+    assert not other["tensorflow_loaded"]  # installed here, but a JAX/PyTorch run never imports it
     assert len(tf_run["losses"]) == len(other["losses"]) == STEPS
     # Same weights, batches and updates: only float32 summation order differs (measured: 3e-7 relative).
     np.testing.assert_allclose(other["losses"], tf_run["losses"], rtol=1e-4)

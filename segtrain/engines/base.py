@@ -8,7 +8,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from segtrain.backend import no_grad
+from segtrain.backend import no_grad, tensorflow_hidden
 from segtrain.data.batches import count_batches, numpy_batches
 from segtrain.errors import SegtrainError
 
@@ -34,7 +34,8 @@ class Engine:
         self.distribute = distribute
 
     def setup(self, seed: int, deterministic: bool) -> None:
-        keras.utils.set_random_seed(seed)
+        with tensorflow_hidden():  # it would import TensorFlow only to seed it
+            keras.utils.set_random_seed(seed)
 
     def scope(self):
         """Where the model and the optimizer are created (a distribution's variable placement)."""

@@ -1,0 +1,137 @@
+"""Input starvation on the running Keras backend: the trainer fed by its data layer vs by batches in memory.
+
+On JAX and PyTorch the data layer is the TensorFlow-free ``NumpyLoader`` (decoding and
+augmenting on worker threads); on TensorFlow it is tf.data. Both loops are segtrain's
+``Trainer`` with the same model, loss, optimizer and batch shape; one is fed by the real
+pipeline on ../shared/data/camvid (decode PNGs, augment, batch), the other by in-memory NumPy
+batches of the same shape. Step time = interval between consecutive ``on_train_batch_end``
+calls, warm-up steps dropped, rounds interleaved; the ratio of medians is the starvation
+ratio (target <= 1.05).
+
+    KERAS_BACKEND=jax python benchmarks/bench_backends.py [--steps 30] [--size 256] [--batch 4] [--width 16] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from segtrain.config import from_dict  # noqa: E402
+from segtrain.data.batches import build_batches  # noqa: E402
+from segtrain.models import build_model  # noqa: E402
+from segtrain.training import Trainer  # noqa: E402
+
+WARMUP = 5
+CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+
+
+class StepClock(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.stamps: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.stamps.append(time.perf_counter())
+
+    def median(self) -> float:
+        return statistics.median(np.diff(self.stamps[WARMUP:]))
+
+
+def make_config(args, out: str):
+    return from_dict({
+        "data": {"format": "camvid", "root": str(args.camvid), "classes": "camvid", "num_classes": 11,
+                 "ignore_index": 11, "crop": [args.size, args.size], "hflip": True},
+        "model": {"name": "segnet_basic", "width": args.width, "norm": "batch"},
+        "train": {"epochs": 1, "batch_size": args.batch, "optimizer": {"name": "sgd", "learning_rate": 0.01},
+                  "precise_bn": {"batches": 0}},
+        "output_dir": out,
+    })
+
+
+def time_trainer(args, training_batches) -> float:
+    """Median step time of ``Trainer`` fed ``training_batches(config, epoch, skip)``."""
+    rng = np.random.default_rng(1)
+    val = [(rng.uniform(0, 255, (1, 64, 64, 3)).astype(np.float32), np.zeros((1, 64, 64), np.uint8))]
+
+    def dataset_fn(config, split, training, *, epoch=0, skip_batches=0):
+        return training_batches(config, epoch, skip_batches) if training else val
+
+    def model_fn(config, input_shape):
+        keras.utils.set_random_seed(0)
+        return build_model("segnet_basic", 11, input_shape, norm="batch", width=args.width)
+
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as out:
+        Trainer(make_config(args, out), model_fn=model_fn, dataset_fn=dataset_fn, callbacks=[clock], verbose=0).fit()
+    return clock.median()
+
+
+def in_memory(args):
+    rng = np.random.default_rng(0)
+    batches = [(rng.uniform(0, 255, (args.batch, args.size, args.size, 3)).astype(np.float32),
+                rng.integers(0, 11, (args.batch, args.size, args.size)).astype(np.uint8)) for _ in range(args.steps)]
+    return lambda config, epoch, skip: batches[skip:]
+
+
+class FirstBatches:
+    """The first ``n`` batches of a data-layer object, with its length (the trainer sizes epochs by it)."""
+
+    def __init__(self, batches, n: int):
+        self.batches, self.n = batches, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        iterator = iter(self.batches)
+        for _ in range(self.n):
+            yield next(iterator)
+
+
+def data_layer(args):
+    def make(config, epoch, skip):
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache=False))
+        batches = build_batches(config, "train", True, epoch=epoch, skip_batches=skip)
+        if hasattr(batches, "take"):  # tf.data
+            return batches.take(args.steps)
+        return FirstBatches(batches, args.steps - skip)
+    return make
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--camvid", type=Path, default=CAMVID)
+    args = parser.parse_args()
+    print(f"backend {keras.backend.backend()}, SegNet-Basic width {args.width}, batch {args.batch} x "
+          f"{args.size}x{args.size}, {args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} rounds, "
+          f"{os.cpu_count()} CPUs, Keras {keras.__version__}")
+    times = {"memory": [], "data_layer": []}
+    for _ in range(args.rounds):  # interleaved so drifting machine load hits both alike
+        times["memory"].append(time_trainer(args, in_memory(args)))
+        times["data_layer"].append(time_trainer(args, data_layer(args)))
+        print("round:", ", ".join(f"{k} {1000 * v[-1]:.1f} ms" for k, v in times.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k, v in med.items():
+        print(f"{k:12s} median step {1000 * v:8.1f} ms   (rounds: {', '.join(f'{1000 * t:.1f}' for t in times[k])})")
+    print(f"starvation  data layer / in-memory batches = {med['data_layer'] / med['memory']:.3f}  (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
