@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,21 +35,7 @@ from segtrain.data.pipeline import build_dataset  # noqa: E402
 from segtrain.losses import MaskedCrossEntropy  # noqa: E402
 from segtrain.models import build_model  # noqa: E402
 from segtrain.training import Trainer  # noqa: E402
-
-WARMUP = 5
-CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
-
-
-class StepClock(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.stamps: list[float] = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.stamps.append(time.perf_counter())
-
-    def median(self) -> float:
-        return statistics.median(np.diff(self.stamps[WARMUP:]))
+from bench_backends import CAMVID, WARMUP, StepClock  # noqa: E402  (the same step clock, warm-up and data)
 
 
 def make_config(args, out: str):

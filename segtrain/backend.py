@@ -20,7 +20,6 @@ from pathlib import Path
 from segtrain.errors import SegtrainError
 
 BACKENDS = ("tensorflow", "jax", "torch")
-EXTRAS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
 def installed(module: str) -> bool:
@@ -71,7 +70,7 @@ def check_backend_installed() -> None:
         raise SegtrainError(f"KERAS_BACKEND={name}: segtrain runs on {', '.join(BACKENDS)}; set one of those")
     if not installed(name):
         raise SegtrainError(
-            f"KERAS_BACKEND={name}, but {name} is not installed: pip install -e \".[{EXTRAS[name]}]\", "
+            f"KERAS_BACKEND={name}, but {name} is not installed: pip install -e \".[{name}]\", "
             f"or set KERAS_BACKEND to an installed backend"
         )
 

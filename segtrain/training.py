@@ -39,7 +39,7 @@ import keras  # noqa: E402
 
 from segtrain.checkpoints import CheckpointStore, LoopState  # noqa: E402
 from segtrain.config import SPATIAL_AXES, VOLUME_FORMATS, Config, TrainConfig, input_channels, load_config, save_config  # noqa: E402
-from segtrain.data.batches import build_batches, numpy_batches  # noqa: E402
+from segtrain.data.batches import build_batches, count_batches, numpy_batches  # noqa: E402
 from segtrain.data.palette import VOID  # noqa: E402
 from segtrain.engines import make_engine  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
@@ -216,8 +216,7 @@ class Trainer:
             print(f"{facts}; dtype policy: {policy} ({why}); validation in float32")
 
     def _steps_per_epoch(self) -> int:
-        n = self.engine.count_batches(self.dataset_fn(self.config, self.config.data.train_split, True, epoch=0,
-                                                      skip_batches=0))
+        n = count_batches(self.dataset_fn(self.config, self.config.data.train_split, True, epoch=0, skip_batches=0))
         if n == 0:
             raise SegtrainError(
                 f"{self.config.source}: the training split yields no complete batch of train.batch_size="

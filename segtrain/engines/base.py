@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from segtrain.backend import no_grad, tensorflow_hidden
-from segtrain.data.batches import count_batches, numpy_batches
+from segtrain.data.batches import numpy_batches
 from segtrain.errors import SegtrainError
 
 # (batch) -> (mean loss of the global batch, learning rate the step used)
@@ -31,7 +31,6 @@ class Engine:
         if distribute == "multi_worker":
             raise SegtrainError(f"train.distribute: multi_worker runs on KERAS_BACKEND=tensorflow only (this is "
                                 f"{self.name}); use mirrored (all local devices) or none")
-        self.distribute = distribute
 
     def setup(self, seed: int, deterministic: bool) -> None:
         with tensorflow_hidden():  # it would import TensorFlow only to seed it
@@ -40,9 +39,6 @@ class Engine:
     def scope(self):
         """Where the model and the optimizer are created (a distribution's variable placement)."""
         return contextlib.nullcontext()
-
-    def count_batches(self, dataset) -> int:
-        return count_batches(dataset)
 
     def epoch_batches(self, dataset, count: int):
         """A context manager over the first ``count`` batches, in the form the step takes."""

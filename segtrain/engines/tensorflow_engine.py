@@ -24,7 +24,6 @@ class TensorFlowEngine(Engine):
     name = "tensorflow"
 
     def __init__(self, distribute: str, strategy: tf.distribute.Strategy | None = None, jit_compile: bool = False):
-        self.distribute = distribute
         # Collective ops must be configured before TensorFlow runs anything else.
         self.strategy = strategy or make_strategy(distribute)
         self.chief = is_chief()
