@@ -11,7 +11,7 @@ checks, class weights, seeds and the loop all come from segtrain.
         --out benchmarks/results/segnet_camvid_cpu.md
 
 Budgets: ``full`` is the paper's recipe (360x480, batch 12, SGD 0.1/0.9, median-frequency
-weights) for a GPU, with mixed_float16; ``cpu`` is the same recipe at quarter resolution and
+weights) for a GPU, in mixed_bfloat16; ``cpu`` is the same recipe at quarter resolution and
 few epochs for 2 CPU cores; ``smoke`` is a few steps of a tiny model on the built-in sample
 dataset, for the test suite. The table is the script's output and is never edited by hand.
 """
@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -63,8 +64,8 @@ class Budget:
 BUDGETS = {
     "full": Budget(
         "paper recipe: 360x480 whole frames, batch 12, SGD lr 0.1 momentum 0.9, median-frequency "
-        "weights, hflip, 150 epochs (validation every 5), mixed_float16 (GPU)",
-        ["train.mixed_precision=mixed_float16"],
+        "weights, hflip, 150 epochs (validation every 5), mixed_bfloat16 (a GPU of compute capability 8.0 or newer)",
+        ["train.mixed_precision=mixed_bfloat16"],
     ),
     "cpu": Budget(
         "reduced recipe for 2 shared CPU cores: quarter resolution (data.resize 90x120) and 4 epochs "
@@ -122,11 +123,15 @@ def run_decoder(decoder: str, config: Config, split: str) -> dict:
     # evaluate() feeds images at data.resize (the training size) and scores native labels.
     metrics = evaluate(config, split, checkpoint=best, output_dir=run_dir / f"eval_{split}",
                        verbose=False)
+    history = json.loads((run_dir / "checkpoints" / "state.json").read_text())["history"]
+    timed = [r for r in history[1:] if "images_per_second" in r] or history  # the first epoch also compiles
     row = {"decoder": decoder, "global_acc": 100 * metrics["pixel_accuracy"],
            "class_avg_acc": 100 * metrics["mean_accuracy"], "miou": 100 * metrics["miou"],
            "params": count_params(config), "train_seconds": seconds, "best_epoch": summary["best_epoch"],
            "epochs": summary["epochs"], "steps": summary["steps"], "split": metrics["split"],
-           "num_images": metrics["num_images"]}
+           "num_images": metrics["num_images"],
+           "images_per_second": statistics.median(r.get("images_per_second", float("nan")) for r in timed),
+           "data_wait": statistics.median(r.get("data_wait", float("nan")) for r in timed)}
     (run_dir / "reproduce_row.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     print(f"{decoder}: global {row['global_acc']:.1f}  class-avg {row['class_avg_acc']:.1f}  "
           f"mIoU {row['miou']:.1f}  ({seconds / 60:.1f} min)", flush=True)
@@ -161,19 +166,19 @@ def render_table(rows: list[dict], budget_name: str, config: Config, split: str,
         f"finished {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; decoders done: {done}.",
         f"- Command: `{command}`",
         "",
-        "| decoder | global acc | class-avg acc | mIoU | params | training time | budget / split |",
-        "|---|---|---|---|---|---|---|",
+        "| decoder | global acc | class-avg acc | mIoU | params | training time | img/s (waiting for data) | budget / split |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| segtrain {r['decoder']} | {r['global_acc']:.1f} | {r['class_avg_acc']:.1f} | {r['miou']:.1f} | "
             f"{r['params']:,} | {_minutes(r['train_seconds'])} (best epoch {r['best_epoch']}/{r['epochs']}) | "
-            f"{budget_name} / {r['split']} ({r['num_images']} images) |"
+            f"{r['images_per_second']:.1f} ({100 * r['data_wait']:.0f}%) | {budget_name} / {r['split']} ({r['num_images']} images) |"
         )
     for decoder, (name, acc, mean_acc, miou) in PAPER.items():
-        lines.append(f"| paper: {name} [{decoder}] | {acc:.1f} | {mean_acc:.1f} | {miou:.1f} | n/a | n/a | "
+        lines.append(f"| paper: {name} [{decoder}] | {acc:.1f} | {mean_acc:.1f} | {miou:.1f} | n/a | n/a | n/a | "
                      "paper recipe / CamVid test (233 images) |")
-    lines.append("| paper: resize_conv | no paper row | | | | | |")
+    lines.append("| paper: resize_conv | no paper row | | | | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -74,7 +74,7 @@ class RunLog:
 
     def _csv(self, history: list[dict]) -> None:
         names = list(history[-1].get("val_per_class_iou") or {})
-        fields = ["epoch", "step", *SCALARS, "seconds", *(f"iou_{n}" for n in names)]
+        fields = ["epoch", "step", *SCALARS, "seconds", "images_per_second", "data_wait", *(f"iou_{n}" for n in names)]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -164,7 +164,10 @@ def epoch_summary(row: dict, epochs: int) -> str:
     if "val_miou" in row:
         text += (f"  val mIoU {row['val_miou']:.4f}  pixel acc {row['val_pixel_accuracy']:.4f}"
                  f"  mean acc {row['val_mean_accuracy']:.4f}")
-    text += f"  ({row['seconds']:.1f} s)"
+    text += f"  ({row['seconds']:.1f} s"
+    if "data_wait" in row:  # rows of runs started before it was logged have no data_wait
+        text += f", {row['images_per_second']:.1f} img/s, waiting for data {100 * row['data_wait']:.0f}%"
+    text += ")"
     if "val_miou" in row:
         ious = "  ".join(f"{n} {'n/a' if v is None else f'{v:.3f}'}" for n, v in row["val_per_class_iou"].items())
         text += f"\n  per-class IoU: {ious}"

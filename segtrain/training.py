@@ -39,7 +39,7 @@ import keras  # noqa: E402
 
 from segtrain.checkpoints import CheckpointStore, LoopState  # noqa: E402
 from segtrain.config import SPATIAL_AXES, VOLUME_FORMATS, Config, TrainConfig, input_channels, load_config, save_config  # noqa: E402
-from segtrain.data.batches import build_batches, count_batches, numpy_batches  # noqa: E402
+from segtrain.data.batches import DataClock, build_batches, count_batches, numpy_batches  # noqa: E402
 from segtrain.data.palette import VOID  # noqa: E402
 from segtrain.engines import make_engine  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
@@ -172,6 +172,7 @@ class Trainer:
         self.optimizer = None
         self._lock: RunLock | None = None
         self._last_batch = None
+        self._epoch_clock = DataClock()
 
     # ---- setup -------------------------------------------------------------------------
     def _setup(self, resume: bool) -> None:
@@ -289,8 +290,11 @@ class Trainer:
         steps_here = min(self.steps_per_epoch, state.batch + self.total_steps - state.step)
         ds = self.dataset_fn(cfg, cfg.data.train_split, True, epoch=epoch, skip_batches=state.batch)
         every = cfg.train.checkpoint_every_steps
-        with self.engine.epoch_batches(ds, steps_here - state.batch) as batches:
-            for batch in batches:
+        self._epoch_clock = clock = DataClock()
+        with clock.waiting():  # building the pipeline (and a first batch, for some) is waiting for data too
+            epoch_batches = self.engine.epoch_batches(ds, steps_here - state.batch)
+        with epoch_batches as batches:
+            for batch in clock.timed(batches):
                 loss, lr = self._train_step(batch)
                 self._last_batch = batch
                 self._record(state, loss)
@@ -333,8 +337,11 @@ class Trainer:
     def _end_epoch(self, state: LoopState, seconds: float) -> dict:
         epoch = state.epoch
         self._check_finite(state)  # before validation can save best.keras
+        clock = self._epoch_clock
         row = {"epoch": epoch + 1, "step": state.step, "loss": state.loss_sum / max(state.batch, 1),
-               "lr": self._lr(), "seconds": round(seconds, 2)}
+               "lr": self._lr(), "seconds": round(seconds, 2),
+               "images_per_second": round(clock.batches * self.config.train.batch_size / max(seconds, 1e-9), 2),
+               "data_wait": round(clock.waited / max(seconds, 1e-9), 4)}
         last = state.step >= self.total_steps
         if self.precise_bn:  # population BN statistics for this validation, best and last
             self.precise_bn.refresh()

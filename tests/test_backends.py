@@ -78,13 +78,17 @@ def need(backend: str) -> None:
         pytest.skip(f"needs {backend} (pip install -e \".[{backend}]\"; the dev extra that CI installs has it)")
 
 
-def run_python(script: Path, args: list[str], backend: str | None, timeout: int = 600) -> subprocess.CompletedProcess:
+def backend_env(backend: str | None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("KERAS_BACKEND", None)
     if backend is not None:
         env["KERAS_BACKEND"] = backend
-    return subprocess.run([sys.executable, str(script), *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return env
+
+
+def run_python(script: Path, args: list[str], backend: str | None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *args], env=backend_env(backend), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def write_config(tmp_path: Path, root: Path, **train) -> Path:
@@ -134,14 +138,15 @@ def same_run_on_each_backend(tmp_path_factory, small_sample) -> dict:
     keras.utils.set_random_seed(0)  # the same initial weights in every test session
     build_model_from_config(load_config(config), (None, None, 3)).save_weights(init)
     (tmp / "train.py").write_text(TRAIN_SCRIPT)
+    runs = {backend: subprocess.Popen([sys.executable, str(tmp / "train.py"), str(config), str(tmp / backend), str(init)],
+                                      env=backend_env(backend), cwd=REPO, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            for backend in BACKENDS if installed(backend)}  # side by side: much of each is single-threaded start-up
     results = {}
-    for backend in BACKENDS:
-        if not installed(backend):
-            continue
-        out = tmp / backend
-        done = run_python(tmp / "train.py", [str(config), str(out), str(init)], backend)
-        assert done.returncode == 0, done.stderr[-3000:]
-        results[backend] = {**json.loads((out / "result.json").read_text()), "run": out}
+    for backend, run in runs.items():
+        _, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, stderr[-3000:]
+        results[backend] = {**json.loads((tmp / backend / "result.json").read_text()), "run": tmp / backend}
     return results
 
 

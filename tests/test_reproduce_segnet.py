@@ -57,7 +57,11 @@ def test_smoke_budget_writes_the_table(script, tmp_path):
         assert report["options"]["resize"] == [32, 32]  # fed at the training size; labels stay 64x64
         assert report["num_pixels"] > 20 * 32 * 32  # counted on the native labels, not the resized ones
         assert int(cells[3].replace(",", "")) > 0
-        assert "smoke / val (20 images)" in cells[5]
+        history = json.loads((tmp_path / "work" / decoder / "checkpoints" / "state.json").read_text())["history"]
+        rate, wait = re.fullmatch(r"([\d.]+) \((\d+)%\)", cells[5]).groups()  # the one epoch's log row, as logged
+        assert float(rate) == pytest.approx(history[0]["images_per_second"], abs=0.051) and float(rate) > 0
+        assert int(wait) == round(100 * history[0]["data_wait"])
+        assert "smoke / val (20 images)" in cells[6]
     for name, figures in PAPER_ROWS.items():
         (cells,) = [v for k, v in rows.items() if name in k]
         assert tuple(float(c) for c in cells[:3]) == figures
@@ -74,7 +78,7 @@ def test_cpu_budget_keeps_the_paper_recipe(script, tmp_path):
     assert config.data.resize == [90, 120] and config.data.ignore_index == 11
     assert config.output_dir == str(tmp_path / "work" / "unpool")
     full = script.build_config("bilinear", script.BUDGETS["full"], str(tmp_path), tmp_path, ["train.epochs=2"])
-    assert full.data.resize is None and full.train.mixed_precision == "mixed_float16" and full.train.epochs == 2
+    assert full.data.resize is None and full.train.mixed_precision == "mixed_bfloat16" and full.train.epochs == 2
 
 
 def test_unknown_decoder_is_a_user_error(script, tmp_path):

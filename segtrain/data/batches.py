@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections.abc import Iterable, Iterator
 
 from segtrain.config import Config
@@ -59,3 +60,37 @@ def numpy_batches(dataset, count: int | None = None) -> Iterator[Iterable]:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
+
+
+class DataClock:
+    """How long the training loop waited for its batches: the time spent inside ``next()``.
+
+    With a pipeline that keeps up, batches are ready when the step asks, so ``waited`` stays
+    near zero; its share of the epoch's time is logged as ``data_wait`` (mmsegmentation's
+    ``data_time``). It does not see a pipeline that keeps up only by slowing the step down
+    by sharing its CPU cores (``benchmarks/bench_backends.py`` measures that).
+    """
+
+    def __init__(self):
+        self.waited, self.batches = 0.0, 0
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Count the time inside as waiting (starting a pipeline, fetching a batch)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.waited += time.perf_counter() - started
+
+    def timed(self, batches: Iterable) -> Iterator:
+        """``batches``, counting each one and the time ``next()`` took."""
+        with self.waiting():
+            iterator = iter(batches)
+        while True:
+            with self.waiting():
+                batch = next(iterator, None)
+            if batch is None:
+                return
+            self.batches += 1
+            yield batch

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from segtrain.backend import no_grad, tensorflow_hidden
+from segtrain.backend import tensorflow_hidden
 from segtrain.data.batches import numpy_batches
 from segtrain.errors import SegtrainError
 
@@ -49,11 +49,13 @@ class Engine:
 
     def make_finite_check(self, model: keras.Model, optimizer) -> Callable[[object], bool]:
         """``check(batch)``: every float variable finite, and the model's outputs on ``batch``."""
+        from segtrain.engines import compile_forward  # the package imports this module
+
         variables = [v for v in [*model.variables, *optimizer.variables] if "float" in str(v.dtype)]
+        forward = compile_forward(lambda images: model(images, training=False), model)
 
         def check(batch) -> bool:
-            with no_grad():
-                logits = keras.ops.convert_to_numpy(model(batch[0], training=False))
+            logits = keras.ops.convert_to_numpy(forward(batch[0]))
             return bool(np.isfinite(logits).all()) and all(np.isfinite(v.numpy()).all() for v in variables)
 
         return check

@@ -9,6 +9,7 @@ replicas. Batches come from the tf.data pipeline (``segtrain.data.pipeline``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import keras
@@ -39,6 +40,8 @@ class TensorFlowEngine(Engine):
         return self.strategy.scope()
 
     def epoch_batches(self, dataset, count: int):
+        if not isinstance(dataset, tf.data.Dataset):  # a sized iterable of NumPy batches from a custom dataset_fn
+            dataset = _as_dataset(dataset)
         return BatchIterator(self.strategy.experimental_distribute_dataset(dataset.take(count)))
 
     def make_train_step(self, model: keras.Model, optimizer, loss_share: Callable) -> TrainStep:
@@ -89,6 +92,16 @@ class TensorFlowEngine(Engine):
                               reduce_retracing=True)
         return lambda images: predict(images).numpy()
 
+
+
+def _as_dataset(batches) -> tf.data.Dataset:
+    """An iterable of ``(images, masks)`` NumPy batches as a tf.data.Dataset (a strategy distributes only those)."""
+    iterator = iter(batches)
+    first = next(iterator, None)
+    if first is None:
+        return tf.data.Dataset.from_tensor_slices((np.zeros((0, 1, 1, 1), np.float32), np.zeros((0, 1, 1), np.uint8)))
+    signature = tuple(tf.TensorSpec((None,) * np.ndim(x), tf.as_dtype(np.asarray(x).dtype)) for x in first)
+    return tf.data.Dataset.from_generator(lambda: itertools.chain([first], iterator), output_signature=signature)
 
 
 def compile_forward(function: Callable, model: keras.Model) -> Callable:
