@@ -3,6 +3,7 @@
 # 360x480, batch 12, SGD 0.1, median-frequency weights, mixed_bfloat16) for each decoder in
 # $DECODERS, run side by side on the one GPU, on the CamVid that benchmarks/gpu_kit.py packed.
 # Device tool: carry [".whl", "gpu_kit"], command `bash benchmarks/gpu_camvid.sh`, timeout 600.
+# Arguments are passed on to the script (e.g. --set train.val_every=10).
 # Back in $OUT: per decoder the table (.md), the log, log.csv and the best checkpoint.
 set -uo pipefail
 out="${OUT:-runs/gpu_camvid}"
@@ -17,7 +18,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.t
 for decoder in "${decoders[@]}"; do
   timeout "${SECONDS_EACH:-560}" python3 benchmarks/reproduce_segnet_camvid.py --root gpu_kit/camvid --budget full \
     --decoders "$decoder" --work-dir /tmp/gpu_camvid --out "$out/$decoder.md" \
-    --set "train.epochs=${EPOCHS:-150}" --set data.cache=true >"$out/$decoder.log" 2>&1 &
+    --set "train.epochs=${EPOCHS:-150}" --set data.cache=true "$@" >"$out/$decoder.log" 2>&1 &
 done
 wait
 for decoder in "${decoders[@]}"; do

@@ -88,7 +88,7 @@ def class_weights_for(config: Config, run_dir: Path, write: bool) -> list[float]
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("key") == key:
             return cached["weights"]
-    from segtrain.data.pipeline import iter_masks
+    from segtrain.data.samples import iter_masks
 
     weights = median_frequency_weights(iter_masks(config.data, config.data.train_split), config.data.num_classes)
     if write:

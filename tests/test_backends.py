@@ -206,9 +206,10 @@ def test_jax_trains_in_mixed_bfloat16_and_validates_in_float32(tmp_path, small_s
 
 def test_train_evaluate_predict_without_tensorflow(tmp_path, small_sample):
     need("jax")
-    config = write_config(tmp_path, small_sample, epochs=1)
+    config = write_config(tmp_path, small_sample, epochs=1, class_weights="median_frequency")
     run = tmp_path / "run"
     commands = [
+        ["check-dataset", "--config", str(config)],
         ["train", "--config", str(config), "--set", f"output_dir={run}"],
         ["evaluate", "--config", str(config), "--checkpoint", str(run / "checkpoints" / "best.keras"),
          "--output-dir", str(tmp_path / "eval")],
@@ -225,6 +226,7 @@ def test_train_evaluate_predict_without_tensorflow(tmp_path, small_sample):
     assert abs(metrics["miou"] - trained["val_miou"]) < 1e-6  # the logged number is evaluate's number
     assert len(list((tmp_path / "pred").glob("*.png"))) == len(list((small_sample / "JPEGImages").glob("*.jpg")))
     assert (run / "log.csv").is_file() and not (run / "tensorboard").exists()
+    assert len(json.loads((run / "class_weights.json").read_text())["weights"]) == 4  # counted without TensorFlow
 
 
 def test_missing_backend_is_one_line(tmp_path):

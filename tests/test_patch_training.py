@@ -207,7 +207,7 @@ def test_one_epoch_of_training_on_volumes_and_signals(volumes, tmp_path, rank):
 
 def test_class_statistics_stream_label_volumes(volumes):
     """train.class_weights: median_frequency counts the label volumes (iter_masks), against nibabel."""
-    from segtrain.data.pipeline import iter_masks
+    from segtrain.data.samples import iter_masks
 
     config = _nifti_config(volumes)
     labels = list(iter_masks(config.data, "train"))

@@ -13,7 +13,8 @@ import tensorflow as tf
 from PIL import Image
 
 from segtrain.data.decode import read_image, read_mask
-from segtrain.data.pipeline import build_dataset, data_error, iter_masks, steps_per_epoch
+from segtrain.data.pipeline import build_dataset, data_error, steps_per_epoch
+from segtrain.data.samples import iter_masks
 from segtrain.data.sources import list_samples
 
 

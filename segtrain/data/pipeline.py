@@ -28,8 +28,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from segtrain.config import Config, DataConfig, input_channels
-from segtrain.data.decode import read_mask
+from segtrain.config import Config, input_channels
 from segtrain.data.palette import VOID
 from segtrain.data.samples import checked_batch_size, sample_plan
 from segtrain.data.sources import Sample, list_samples
@@ -182,20 +181,3 @@ def steps_per_epoch(config: Config, split: str = "train", training: bool = True,
     n = sample_plan(config, list_samples(config.data, split), training).total
     batch_size = batch_size or (config.train.batch_size if training else 1)
     return n // batch_size if training else -(-n // batch_size)
-
-
-def iter_masks(data_cfg: DataConfig, split: str) -> Iterator[np.ndarray]:
-    """Decoded masks (label volumes, per-step labels) of a split, one at a time (for class statistics without loading the dataset)."""
-    if data_cfg.format == "nifti":
-        from segtrain.data.nifti import read_case
-
-        for case in list_samples(data_cfg, split):
-            yield read_case(case, data_cfg).label
-    elif data_cfg.format == "series":
-        from segtrain.data.series import read_series
-
-        for sample in list_samples(data_cfg, split):
-            yield read_series(sample, data_cfg)[1]
-    else:
-        for sample in list_samples(data_cfg, split):
-            yield read_mask(sample.mask, data_cfg)

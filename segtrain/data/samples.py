@@ -11,15 +11,15 @@ depends on what ran before, so skipping whole batches gives exactly the tail of 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from segtrain.config import VOLUME_FORMATS, Config, DataConfig
 from segtrain.data.augment import augment, train_transform, val_transform
-from segtrain.data.decode import read_pair
-from segtrain.data.sources import Sample
+from segtrain.data.decode import read_mask, read_pair
+from segtrain.data.sources import Sample, list_samples
 from segtrain.errors import SegtrainError
 
 
@@ -140,3 +140,20 @@ def sample_plan(config: Config, samples: list, training: bool) -> SamplePlan:
     else:
         arrays = lambda e, a, b: (np.arange(a, b, dtype=np.int64), np.zeros(b - a, np.int64))  # noqa: E731
     return SamplePlan(n, arrays, SampleLoader(samples, data_cfg, training), static_hw(data_cfg, training), np.uint8)
+
+
+def iter_masks(data_cfg: DataConfig, split: str) -> Iterator[np.ndarray]:
+    """Decoded masks (label volumes, per-step labels) of a split, one at a time (for class statistics without loading the dataset)."""
+    if data_cfg.format == "nifti":
+        from segtrain.data.nifti import read_case
+
+        for case in list_samples(data_cfg, split):
+            yield read_case(case, data_cfg).label
+    elif data_cfg.format == "series":
+        from segtrain.data.series import read_series
+
+        for sample in list_samples(data_cfg, split):
+            yield read_series(sample, data_cfg)[1]
+    else:
+        for sample in list_samples(data_cfg, split):
+            yield read_mask(sample.mask, data_cfg)
