@@ -1,9 +1,9 @@
-"""The data layer of the running Keras backend, and the two things the trainer asks of any data-layer object.
+"""The data layer of the running Keras backend, what the trainer asks of any data-layer object, and its data-wait clock.
 
 TensorFlow gets the tf.data pipeline (``pipeline.build_dataset``); JAX and PyTorch get
 ``loader.NumpyLoader``, which needs no TensorFlow and yields the same batches for the same
 (seed, epoch, position). A ``Trainer(dataset_fn=...)`` may return either kind, or any sized
-iterable of ``(images, masks)`` NumPy batches.
+iterable of ``(images, masks)`` NumPy batches (on TensorFlow it is wrapped in a tf.data.Dataset).
 """
 
 from __future__ import annotations
