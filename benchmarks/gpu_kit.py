@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=95)
     parser.add_argument("--no-wheels", action="store_true", help="pack CamVid only")
     args = parser.parse_args()
+    if not (args.camvid / "train.txt").is_file() or not (args.camvid / "val.txt").is_file():
+        sys.exit(f"error: {args.camvid}: no CamVid train.txt/val.txt (SegNet layout) there; pass --camvid")
     kit, wheels = REPO / "gpu_kit" / "camvid", REPO / ".whl"
     shutil.rmtree(kit, ignore_errors=True)
     scores = pack_camvid(args.camvid, kit, args.quality)
