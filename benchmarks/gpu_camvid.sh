@@ -8,9 +8,9 @@
 set -uo pipefail
 out="${OUT:-runs/gpu_camvid}"
 mkdir -p "$out"
+export PYTHONPATH="/tmp/site:$PWD" KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 python3 -c 'import keras, albumentations' 2>/dev/null ||  # the machine's image has neither
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH="/tmp/site:$PWD" KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 decoders=(${DECODERS:-unpool transposed})
 # JAX takes 75 % of the GPU's memory by default; leave room for each run.
 export XLA_PYTHON_CLIENT_MEM_FRACTION="$(python3 -c "print(round(0.9 / ${#decoders[@]}, 2))")"
