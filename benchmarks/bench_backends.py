@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -111,32 +112,47 @@ def data_layer(args):
     return make
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def step_arguments(description: str, rounds: int) -> argparse.ArgumentParser:
+    """The options of every trainer step benchmark here (``bench_trainer.py`` too)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=0, help="data.num_parallel_calls (0: the default)")
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--camvid", type=Path, default=CAMVID)
+    return parser
+
+
+def interleaved_rounds(measurements: dict[str, Callable[[], float]], rounds: int) -> tuple[dict, dict]:
+    """Median step time of each measurement over ``rounds`` rounds, each round running every measurement
+    once, in order, so that drifting machine load hits all alike; prints each round and the medians.
+    Returns (median per measurement, every round's time per measurement)."""
+    times = {name: [] for name in measurements}
+    for _ in range(rounds):
+        for name, measure in measurements.items():
+            times[name].append(measure())
+        print("round:", ", ".join(f"{k} {1000 * v[-1]:.1f} ms" for k, v in times.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    width = max(map(len, times))
+    for k, v in med.items():
+        print(f"{k:{width}s} median step {1000 * v:8.1f} ms   (rounds: {', '.join(f'{1000 * t:.1f}' for t in times[k])})")
+    return med, times
+
+
+def main() -> None:
+    parser = step_arguments(__doc__.splitlines()[0], rounds=3)
+    parser.add_argument("--workers", type=int, default=0, help="data.num_parallel_calls (0: the default)")
     args = parser.parse_args()
     print(f"backend {keras.backend.backend()}, SegNet-Basic width {args.width}, batch {args.batch} x "
           f"{args.size}x{args.size}, {args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs, Keras {keras.__version__}")
-    times = {"memory": [], "data_layer": []}
-    for _ in range(args.rounds):  # interleaved so drifting machine load hits both alike
-        times["memory"].append(time_trainer(args, in_memory(args)))
-        times["data_layer"].append(time_trainer(args, data_layer(args)))
-        print("round:", ", ".join(f"{k} {1000 * v[-1]:.1f} ms" for k, v in times.items()), flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k, v in med.items():
-        print(f"{k:12s} median step {1000 * v:8.1f} ms   (rounds: {', '.join(f'{1000 * t:.1f}' for t in times[k])})")
+    med, times = interleaved_rounds({"memory": lambda: time_trainer(args, in_memory(args)),
+                                     "data_layer": lambda: time_trainer(args, data_layer(args))}, args.rounds)
     paired = [d / m for m, d in zip(times["memory"], times["data_layer"])]  # neighbours in time share the machine's state
     print(f"starvation  data layer / in-memory batches = {statistics.median(paired):.3f} median of the rounds' ratios "
           f"({', '.join(f'{r:.3f}' for r in paired)}); ratio of medians {med['data_layer'] / med['memory']:.3f}  "
           "(target <= 1.05)")
-
 
 if __name__ == "__main__":
     main()

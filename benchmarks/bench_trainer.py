@@ -15,10 +15,8 @@ callback hook in both loops), first WARMUP steps dropped. Ratios <= 1.05 are the
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -35,7 +33,7 @@ from segtrain.data.pipeline import build_dataset  # noqa: E402
 from segtrain.losses import MaskedCrossEntropy  # noqa: E402
 from segtrain.models import build_model  # noqa: E402
 from segtrain.training import Trainer  # noqa: E402
-from bench_backends import CAMVID, WARMUP, StepClock  # noqa: E402  (the same step clock, warm-up and data)
+from bench_backends import WARMUP, StepClock, interleaved_rounds, step_arguments  # noqa: E402  (the same clock, options and rounds)
 
 
 def make_config(args, out: str):
@@ -109,28 +107,17 @@ def keras_fit(args) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--camvid", type=Path, default=CAMVID)
-    args = parser.parse_args()
+    args = step_arguments(__doc__.splitlines()[0], rounds=2).parse_args()
     print(f"SegNet-Basic width {args.width}, batch {args.batch} x {args.size}x{args.size}, "
           f"{args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs, TF {tf.__version__}, Keras {keras.__version__}")
-    times = {"keras_fit": [], "segtrain_memory": [], "segtrain_pipeline": [], "segtrain_pipeline_cached": []}
     warm_cache(args)
-    for _ in range(args.rounds):  # interleaved so drifting machine load hits all alike
-        times["keras_fit"].append(keras_fit(args))
-        times["segtrain_memory"].append(segtrain_loop(args, memory_ds(args)))
-        times["segtrain_pipeline"].append(segtrain_loop(args, pipeline_ds(args)))
-        times["segtrain_pipeline_cached"].append(segtrain_loop(args, pipeline_ds(args, cache=True)))
-        print("round:", ", ".join(f"{k} {1000 * v[-1]:.1f} ms" for k, v in times.items()), flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k, v in med.items():
-        print(f"{k:24s} median step {1000 * v:8.1f} ms   (rounds: {', '.join(f'{1000 * t:.1f}' for t in times[k])})")
+    med, _ = interleaved_rounds({
+        "keras_fit": lambda: keras_fit(args),
+        "segtrain_memory": lambda: segtrain_loop(args, memory_ds(args)),
+        "segtrain_pipeline": lambda: segtrain_loop(args, pipeline_ds(args)),
+        "segtrain_pipeline_cached": lambda: segtrain_loop(args, pipeline_ds(args, cache=True)),
+    }, args.rounds)
     print(f"(a) overhead   segtrain loop / keras fit          = {med['segtrain_memory'] / med['keras_fit']:.3f}  (target <= 1.05)")
     print(f"(b) starvation camvid pipeline / in-memory tensors = {med['segtrain_pipeline'] / med['segtrain_memory']:.3f}  (target <= 1.05)")
     print(f"    with data.cache (decoded pairs in memory, augmentation still per step) "

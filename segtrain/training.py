@@ -172,7 +172,6 @@ class Trainer:
         self.optimizer = None
         self._lock: RunLock | None = None
         self._last_batch = None
-        self._epoch_clock = DataClock()
 
     # ---- setup -------------------------------------------------------------------------
     def _setup(self, resume: bool) -> None:
@@ -253,9 +252,9 @@ class Trainer:
                 epoch = state.epoch
                 cbs.on_epoch_begin(epoch)
                 started = time.perf_counter()
-                self._run_epoch(state, stop, cbs)
+                clock = self._run_epoch(state, stop, cbs)
                 if not stop.requested:
-                    cbs.on_epoch_end(epoch, self._end_epoch(state, time.perf_counter() - started))
+                    cbs.on_epoch_end(epoch, self._end_epoch(state, time.perf_counter() - started, clock))
                 if stop.requested and not state.done:
                     self._save(state)
                     raise TrainingInterrupted(
@@ -285,12 +284,13 @@ class Trainer:
         state.done = state.step >= self.total_steps and state.batch == 0
         return state
 
-    def _run_epoch(self, state: LoopState, stop: _StopFlag, cbs) -> None:
+    def _run_epoch(self, state: LoopState, stop: _StopFlag, cbs) -> DataClock:
+        """Train to the end of the epoch (or a stop request); returns how long it waited for its batches."""
         cfg, epoch = self.config, state.epoch
         steps_here = min(self.steps_per_epoch, state.batch + self.total_steps - state.step)
         ds = self.dataset_fn(cfg, cfg.data.train_split, True, epoch=epoch, skip_batches=state.batch)
         every = cfg.train.checkpoint_every_steps
-        self._epoch_clock = clock = DataClock()
+        clock = DataClock()
         with clock.waiting():  # building the pipeline (and a first batch, for some) is waiting for data too
             epoch_batches = self.engine.epoch_batches(ds, steps_here - state.batch)
         with epoch_batches as batches:
@@ -301,9 +301,10 @@ class Trainer:
                 self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
                 cbs.on_train_batch_end(state.batch - 1, {"loss": loss})
                 if stop.requested:
-                    return
+                    break
                 if every and state.step % every == 0 and state.batch < steps_here:
                     self._save(state)
+        return clock
 
     def _record(self, state: LoopState, loss: float) -> None:
         """Count a finished step; stop on a non-finite or exploding loss before anything is saved."""
@@ -334,10 +335,9 @@ class Trainer:
         lr = self.optimizer.learning_rate
         return float(lr(self.optimizer.iterations) if callable(lr) else lr)
 
-    def _end_epoch(self, state: LoopState, seconds: float) -> dict:
+    def _end_epoch(self, state: LoopState, seconds: float, clock: DataClock) -> dict:
         epoch = state.epoch
         self._check_finite(state)  # before validation can save best.keras
-        clock = self._epoch_clock
         row = {"epoch": epoch + 1, "step": state.step, "loss": state.loss_sum / max(state.batch, 1),
                "lr": self._lr(), "seconds": round(seconds, 2),
                "images_per_second": round(clock.batches * self.config.train.batch_size / max(seconds, 1e-9), 2),
