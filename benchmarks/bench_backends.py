@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from segtrain.config import from_dict  # noqa: E402
-from segtrain.data.batches import build_batches  # noqa: E402
+from segtrain.data.loading.batches import build_batches  # noqa: E402
 from segtrain.models import build_model  # noqa: E402
 from segtrain.training import Trainer  # noqa: E402
 

@@ -25,7 +25,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segtrain.data import palette as pal  # noqa: E402
+from segtrain.data.formats import palette as pal  # noqa: E402
 from segtrain.tools.convert_labels import convert_labels  # noqa: E402
 
 CAMVID_ANNOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid" / "trainannot"

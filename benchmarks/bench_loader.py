@@ -1,7 +1,7 @@
 """Training-data throughput: the TensorFlow-free NumpyLoader vs the tf.data pipeline, on CamVid.
 
 Both decode + augment (320x320 crop, flip) the first N CamVid training pairs into batches of
-8 with the same per-sample code (data/samples.py); they differ in what runs it: a Python
+8 with the same per-sample code (data/loading/plans.py); they differ in what runs it: a Python
 thread pool with bounded prefetch vs tf.data's parallel map + prefetch. Each round times one
 epoch of each, from building it to its last batch, as the trainer builds one per epoch; the
 rounds alternate the two in one process after one warm-up epoch each, so load on the
@@ -24,8 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout without installing
 
 from segtrain.config import from_dict  # noqa: E402
-from segtrain.data.loader import NumpyLoader  # noqa: E402
-from segtrain.data.sources import list_samples  # noqa: E402
+from segtrain.data.loading.numpy_batches import NumpyLoader  # noqa: E402
+from segtrain.data.formats.splits import list_samples  # noqa: E402
 
 BATCH, CROP, NUM_CLASSES = 8, 320, 11
 
@@ -49,7 +49,7 @@ def main() -> None:
     config = from_dict({"data": data, "train": {"batch_size": BATCH, "seed": 0}})
     samples = list_samples(config.data, "train")[: args.images]
 
-    from segtrain.data.pipeline import build_dataset
+    from segtrain.data.loading.tf_batches import build_dataset
 
     loaders = {
         "numpy": lambda epoch: NumpyLoader(config, "train", True, epoch=epoch, samples=samples),

@@ -1,7 +1,7 @@
 """Peak memory of the 3-D patch input for 1, 3 and 9 BRATS cases, and its patch rate vs nibabel's raw load.
 
 Each measurement runs in a fresh subprocess (peak RSS, ``resource.getrusage``, is per
-process): one epoch of ``NumpyLoader`` (the same ``patch_samples`` code as the tf.data
+process): one epoch of ``NumpyLoader`` (the same ``patch_plans`` code as the tf.data
 pipeline, without TensorFlow's own footprint) over ``n`` cases (the 3 BRATS cases, listed
 again in turn for 9), 4 patches of 64^3 per case,
 ``data.cached_cases`` 2 (or ``--cached-cases``). If memory grew with the number of cases, 9 cases would need about
@@ -29,7 +29,7 @@ import json, resource, sys, time
 import numpy as np
 import nibabel as nib
 from segtrain.config import from_dict
-from segtrain.data.loader import NumpyLoader
+from segtrain.data.loading.numpy_batches import NumpyLoader
 
 root, split, n, channels, cached = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
 config = from_dict({"data": {"format": "nifti", "root": root, "train_split": split, "num_classes": 5,

@@ -32,7 +32,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout without installing
 
 from segtrain.config import from_dict
-from segtrain.data.sources import list_samples
+from segtrain.data.formats.splits import list_samples
 
 BATCH, CROP, NUM_CLASSES = 8, 320, 11
 
@@ -104,7 +104,7 @@ def main() -> None:
     samples = list_samples(config.data, "train")[: args.images]
     pairs = [(str(s.image), str(s.mask)) for s in samples]
 
-    from segtrain.data.pipeline import build_dataset  # here, so spawned raw-decode workers skip TensorFlow
+    from segtrain.data.loading.tf_batches import build_dataset  # here, so spawned raw-decode workers skip TensorFlow
 
     steps = len(samples) // BATCH
     batches = iter(build_dataset(config, "train", True, samples=samples, repeat=True))

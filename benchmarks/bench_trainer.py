@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from segtrain.config import from_dict  # noqa: E402
-from segtrain.data.pipeline import build_dataset  # noqa: E402
+from segtrain.data.loading.tf_batches import build_dataset  # noqa: E402
 from segtrain.losses import MaskedCrossEntropy  # noqa: E402
 from segtrain.models import build_model  # noqa: E402
 from segtrain.training import Trainer  # noqa: E402

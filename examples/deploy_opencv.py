@@ -21,7 +21,7 @@ import sys
 import cv2
 import numpy as np
 
-from segtrain.data.palette import ColorTable
+from segtrain.data.formats.palette import ColorTable
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import parse_size, write_png
 

@@ -57,7 +57,7 @@ def choose_default_backend() -> None:
 def requested_backend() -> str:
     """The backend Keras will load (or has loaded)."""
     if "keras" in sys.modules:
-        import keras
+        import keras  # already loaded: no cost
 
         return keras.backend.backend()
     return os.environ.get("KERAS_BACKEND") or _keras_json_backend() or "tensorflow"
@@ -77,7 +77,7 @@ def check_backend_installed() -> None:
 
 def backend() -> str:
     """The running Keras backend's name (imports Keras)."""
-    import keras
+    import keras  # loads the backend: called only once one is chosen
 
     return keras.backend.backend()
 
@@ -85,7 +85,7 @@ def backend() -> str:
 def no_grad():
     """A context with gradient recording off: ``torch.no_grad()`` on PyTorch, nothing elsewhere."""
     if backend() == "torch":
-        import torch
+        import torch  # the torch backend is running, so torch is loaded
 
         return torch.no_grad()
     return contextlib.nullcontext()

@@ -25,7 +25,7 @@ COMMANDS = {
     "train": ("segtrain.training", "train a model from a YAML config"),
     "check-dataset": ("segtrain.data.check", "scan a dataset split and report every bad file"),
     "evaluate": ("segtrain.evaluation", "mIoU, per-class IoU and confusion matrix of a checkpoint or a folder of predictions"),
-    "predict": ("segtrain.inference", "write palette-PNG predictions of a checkpoint for images"),
+    "predict": ("segtrain.predict", "write palette-PNG predictions of a checkpoint for images"),
     "convert-labels": ("segtrain.tools.convert_labels", "convert label PNGs between RGB colour, palette and raw index forms"),
     "export": ("segtrain.export", "export a checkpoint to SavedModel or ONNX and check parity"),
     "checkerboard": ("segtrain.models.checkerboard", "score decoders' upsampling for checkerboard artifacts"),

@@ -18,7 +18,7 @@ from segtrain.errors import SegtrainError
 
 def make_strategy(kind: str):
     """``none`` -> the default (single-device) tf.distribute strategy; ``mirrored``; ``multi_worker``."""
-    import tensorflow as tf
+    import tensorflow as tf  # tf.distribute: TensorFlow runs only
 
     if kind == "none":
         return tf.distribute.get_strategy()

@@ -4,9 +4,11 @@ Every image adds to one confusion matrix (``segtrain.metrics``), and the metrics
 from that matrix once at the end: see docs/evaluation.md for why that, and not an average
 over images, is the number to compare. Writes ``metrics.json``, ``confusion_matrix.json``
 and a row-normalised ``confusion_matrix.png``. With ``--pred-dir`` no model (and no
-TensorFlow) is involved: predictions made by any tool are scored the same way.
-NIfTI volumes and 1-D series are predicted whole by N-D sliding windows; label groups
-(BRATS' whole tumour, tumour core, enhancing) are scored as binary classes from the same matrix.
+TensorFlow) is involved: predictions made by any tool are scored the same way. Where
+predictions come from (``ModelPredictions``, ``FolderPredictions``) and how they are scored
+(``score``) are separate; the dataset format says how a sample is read and predicted (NIfTI
+volumes and 1-D series whole, by N-D sliding windows). Label groups (BRATS' whole tumour,
+tumour core, enhancing) are scored as binary classes from the same matrix.
 """
 
 from __future__ import annotations
@@ -18,29 +20,45 @@ from pathlib import Path
 
 import numpy as np
 
-from segtrain.config import Config, load_config
-from segtrain.data.decode import class_names, read_mask, read_pair
-from segtrain.data.sources import list_samples, split_name
+from segtrain import prediction_options
+from segtrain.config import Config, DataConfig, load_config
+from segtrain.data.formats import get_format
+from segtrain.data.formats.decode import class_names
+from segtrain.data.formats.splits import list_samples, split_name
 from segtrain.errors import SegtrainError
-from segtrain.inference import add_tta_arguments, predict_at_training_size, tta_options
-from segtrain.io_utils import atomic_write, open_image, progress, write_json
+from segtrain.inference import load_checkpoint, num_outputs, predict_sample
+from segtrain.io_utils import atomic_write, progress, write_json
 from segtrain.metrics import ConfusionMatrix, format_groups, format_table, group_metrics
+from segtrain.prediction_options import PredictOptions
 
 
-def read_prediction(path: Path) -> np.ndarray:
-    """A predicted PNG -> uint8 class indices: palette indices ('P') or grey values ('L')."""
-    with open_image(path) as image:
-        mode = image.mode
-        array = np.asarray(image)
-    if mode not in ("P", "L"):
-        raise SegtrainError(
-            f"{path}: prediction PNG is mode {mode!r}; save predictions as palette (P) or grey (L) PNGs of "
-            "class indices (`segtrain convert-labels` turns colour PNGs into indices)"
-        )
-    return array.astype(np.uint8)
+class ModelPredictions:
+    """Predictions made now by a model, the way each sample's format is predicted (``PredictOptions``)."""
+
+    def __init__(self, model, data_cfg: DataConfig, options: PredictOptions):
+        self.model, self.data_cfg, self.options = model, data_cfg, options
+        self.format = get_format(data_cfg.format)
+
+    def __call__(self, sample) -> tuple[np.ndarray, np.ndarray, str]:
+        """(ground truth, prediction, what to name in an error) of one sample."""
+        decoded = self.format.read(sample, self.data_cfg)
+        return decoded.label, predict_sample(self.model, decoded.image, self.data_cfg, self.options), sample.name
 
 
-def _prediction_files(pred_dir: Path, names: Sequence[str], extension: str = ".png") -> list[Path]:
+class FolderPredictions:
+    """Finished predictions in a folder, ``<sample name><the format's prediction extension>``, made by any tool."""
+
+    def __init__(self, pred_dir: str | Path, samples: Sequence, data_cfg: DataConfig):
+        self.data_cfg, self.format = data_cfg, get_format(data_cfg.format)
+        self.files = dict(zip((s.name for s in samples), _prediction_files(Path(pred_dir), [s.name for s in samples], self.format.prediction_extension)))
+
+    def __call__(self, sample) -> tuple[np.ndarray, np.ndarray, str]:
+        path = self.files[sample.name]
+        truth = self.format.read_labels(sample, self.data_cfg)
+        return truth, self.format.read_prediction(path, sample, truth, self.data_cfg), str(path)
+
+
+def _prediction_files(pred_dir: Path, names: Sequence[str], extension: str) -> list[Path]:
     """The prediction for each sample name (``<name><extension>``); every missing one is listed."""
     if not pred_dir.is_dir():
         raise SegtrainError(f"{pred_dir}: --pred-dir folder not found")
@@ -52,61 +70,22 @@ def _prediction_files(pred_dir: Path, names: Sequence[str], extension: str = ".p
     return [found[name] for name in names]
 
 
-# ---------------------------------------------------------------- volumes and series
-PREDICTION_EXTENSIONS = {"nifti": ".nii.gz", "series": ".npy"}
-
-
-def read_predicted_array(path: Path, gt: np.ndarray, volume) -> np.ndarray:
-    """A predicted label volume (.nii.gz, checked against the case's grid) or signal (.npy) -> uint8 classes."""
-    from segtrain.data.nifti import AFFINE_TOLERANCE
-
-    try:
-        if volume is not None:
-            import nibabel as nib
-
-            img = nib.load(str(path))
-            pred, affine = np.asanyarray(img.dataobj), img.affine
-        else:
-            pred, affine = np.load(path, allow_pickle=False), None
-    except Exception as err:  # noqa: BLE001 - nibabel and numpy raise many types for a bad file
-        raise SegtrainError(f"{path}: not a readable prediction ({type(err).__name__}: {err})") from None
-    if pred.shape != gt.shape:
-        raise SegtrainError(f"{path}: prediction has shape {pred.shape} but the ground truth {gt.shape}; predict the whole case")
-    if affine is not None and not np.allclose(affine, volume.affine, atol=AFFINE_TOLERANCE):
-        raise SegtrainError(f"{path}: affine differs from the case's; the prediction is in another voxel space (write it with the source affine)")
-    if pred.dtype.kind == "f" and not np.array_equal(pred, np.round(pred)):
-        raise SegtrainError(f"{path}: prediction holds non-integer values; save class indices")
-    if pred.size and (pred.min() < 0 or pred.max() > 255):
-        raise SegtrainError(f"{path}: prediction values {pred.min()}..{pred.max()} are not class indices 0..255")
-    return pred.astype(np.uint8)
-
-
-def _score_arrays(config: Config, samples, matrix: ConfusionMatrix, groups: dict, *, model, pred_dir, options: dict,
-                  label: str, verbose: bool) -> list[dict]:
-    """Add every case of a nifti/series split to ``matrix``; returns each case's Dice (per class and group)."""
-    from segtrain.inference import predict_array, read_labelled_array
-
-    data_cfg = config.data
-    predictions = None
-    if pred_dir is not None:
-        predictions = _prediction_files(Path(pred_dir), [s.name for s in samples], PREDICTION_EXTENSIONS[data_cfg.format])
-    per_case = []
-    for index, sample in enumerate(progress(samples, label, enabled=verbose)):
-        image, gt, volume = read_labelled_array(sample, data_cfg)
-        if predictions is not None:
-            pred = read_predicted_array(predictions[index], gt, volume)
-        else:
-            pred = predict_array(model, image, data_cfg, **options)
-        case = ConfusionMatrix(data_cfg.num_classes)
+def score(samples: Sequence, predictions, num_classes: int, groups: dict, *, per_case: bool, label: str, verbose: bool) -> tuple[ConfusionMatrix, list[dict] | None]:
+    """One confusion matrix over every sample of a split, from any source of predictions;
+    with ``per_case`` also each sample's Dice (per class and label group)."""
+    matrix, cases = ConfusionMatrix(num_classes), []
+    for sample in progress(samples, label, enabled=verbose):
+        truth, pred, where = predictions(sample)
+        case = ConfusionMatrix(num_classes)
         try:
-            case.update(gt, pred)
+            case.update(truth, pred)
         except SegtrainError as err:
-            raise SegtrainError(f"{predictions[index] if predictions else sample.name}: {err}") from None
+            raise SegtrainError(f"{where}: {err}") from None
         matrix.merge(case)
-        scores = case.metrics()
-        per_case.append({"name": sample.name, "dice": scores["per_class_dice"],
-                         "groups": {g: v["dice"] for g, v in group_metrics(case.result(), groups).items()}})
-    return per_case
+        if per_case:
+            cases.append({"name": sample.name, "dice": case.metrics()["per_class_dice"],
+                          "groups": {g: v["dice"] for g, v in group_metrics(case.result(), groups).items()}})
+    return matrix, cases if per_case else None
 
 
 def parse_groups(text: str) -> dict[str, list[int]]:
@@ -131,28 +110,24 @@ def evaluate(
     checkpoint: str | Path | None = None,
     pred_dir: str | Path | None = None,
     model=None,
-    output_dir: str | Path | None = None,
-    json_path: str | Path | None = None,
-    flip: bool = False,
-    scales: Sequence[float] = (1.0,),
-    window=None,
-    stride=None,
-    batch_size: int = 4,
-    blend: str | None = None,
+    options: PredictOptions = PredictOptions(),
     precise_bn: int = 0,
     groups: dict[str, Sequence[int]] | None = None,
+    output_dir: str | Path | None = None,
+    json_path: str | Path | None = None,
     verbose: bool = True,
 ) -> dict:
-    """Score a checkpoint (or an in-memory ``model``, or ``pred_dir`` PNGs) on ``split``.
+    """Score a checkpoint (or an in-memory ``model``, or the files in ``pred_dir``) on ``split``.
 
     A checkpoint is evaluated in float32 whatever precision it was trained in; with
     ``precise_bn`` > 0 its BatchNorm statistics are first recomputed over that many
-    training batches (``segtrain.precise_bn``).
+    training batches (``segtrain.precise_bn``). ``options`` say how the model is run
+    (test-time flips and scales, sliding windows); formats that train on patches are
+    predicted whole, by N-D sliding windows of ``data.patch`` unless a window is given, and
+    their report also has ``per_case`` Dice (per class and group).
 
     ``groups`` (default ``evaluate.groups`` of the config) are label groups scored as binary
-    classes from the same matrix (``segtrain.metrics.group_metrics``). ``nifti`` and ``series``
-    splits are predicted whole, by N-D sliding windows of ``data.patch`` unless ``window`` is
-    given; their report also has ``per_case`` Dice (per class and group).
+    classes from the same matrix (``segtrain.metrics.group_metrics``).
 
     Returns the ``compute_metrics`` dict plus ``split``, ``num_images``, ``confusion_matrix`` and ``groups``.
     Files are written to ``output_dir`` when given (``metrics.json`` goes to ``json_path``
@@ -162,50 +137,15 @@ def evaluate(
         raise SegtrainError("give exactly one of --checkpoint or --pred-dir")
     data_cfg = config.data
     samples = list_samples(data_cfg, split)
-    names = class_names(data_cfg)
-    matrix = ConfusionMatrix(data_cfg.num_classes)
-    label = f"evaluate {split_name(data_cfg, split)}"
     groups = dict(config.evaluate.groups if groups is None else groups)
-    group_metrics(matrix.result(), groups)  # a bad group fails before any prediction
-    per_case = None
-    volumes = data_cfg.format in PREDICTION_EXTENSIONS
-    if volumes and pred_dir is not None:
-        per_case = _score_arrays(config, samples, matrix, groups, model=None, pred_dir=pred_dir, options={},
-                                 label=label, verbose=verbose)
-    elif pred_dir is not None:
-        predictions = _prediction_files(Path(pred_dir), [s.name for s in samples])
-        for sample, pred_path in progress(list(zip(samples, predictions)), label, enabled=verbose):
-            gt, pred = read_mask(sample.mask, data_cfg), read_prediction(pred_path)
-            if gt.shape != pred.shape:
-                raise SegtrainError(
-                    f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but ground truth {sample.mask} is "
-                    f"{gt.shape[1]}x{gt.shape[0]} (width x height); predict at the image's size"
-                )
-            try:
-                matrix.update(gt, pred)
-            except SegtrainError as err:
-                raise SegtrainError(f"{pred_path}: {err}") from None
+    group_metrics(ConfusionMatrix(data_cfg.num_classes).result(), groups)  # a bad group fails before any prediction
+    if pred_dir is not None:
+        predictions = FolderPredictions(pred_dir, samples, data_cfg)
     else:
-        from segtrain.inference import load_checkpoint, num_outputs
-        from segtrain.precise_bn import recompute_for_config
-        from segtrain.precision import float32_copy
-
-        model = float32_copy(load_checkpoint(checkpoint)) if model is None else model
-        if precise_bn:
-            recompute_for_config(model, config, precise_bn)
-        if num_outputs(model) != data_cfg.num_classes:
-            raise SegtrainError(
-                f"{checkpoint or 'model'}: predicts {num_outputs(model)} classes but data.num_classes is "
-                f"{data_cfg.num_classes} in {config.source}"
-            )
-        options = {"flip": flip, "scales": scales, "window": window, "stride": stride, "batch_size": batch_size, "blend": blend}
-        if volumes:
-            per_case = _score_arrays(config, samples, matrix, groups, model=model, pred_dir=None, options=options,
-                                     label=label, verbose=verbose)
-        else:
-            for sample in progress(samples, label, enabled=verbose):
-                image, gt = read_pair(sample.image, sample.mask, data_cfg)
-                matrix.update(gt, predict_at_training_size(model, image, data_cfg.resize, **options))
+        predictions = ModelPredictions(_model_to_score(config, checkpoint, model, precise_bn), data_cfg, options)
+    matrix, per_case = score(samples, predictions, data_cfg.num_classes, groups, per_case=get_format(data_cfg.format).patches,
+                             label=f"evaluate {split_name(data_cfg, split)}", verbose=verbose)
+    names = class_names(data_cfg)
     metrics = matrix.metrics(names)
     metrics.update(split=split_name(data_cfg, split), num_images=len(samples), confusion_matrix=matrix.result().tolist(),
                    groups=group_metrics(matrix.result(), groups))
@@ -216,13 +156,29 @@ def evaluate(
         if groups:
             print(format_groups(metrics["groups"]))
     source = str(checkpoint) if checkpoint is not None else (str(pred_dir) if pred_dir is not None else "model")
-    options = {"flip": flip, "scales": list(scales), "window": window, "stride": stride, "resize": data_cfg.resize,
-               "precise_bn": precise_bn, "blend": blend}
     if output_dir is not None or json_path is not None:
-        written = write_report(metrics, source, options, output_dir, json_path)
+        report_options = {**options.as_dict(), "resize": data_cfg.resize, "precise_bn": precise_bn}
+        written = write_report(metrics, source, report_options, output_dir, json_path)
         if verbose:
             print("wrote " + ", ".join(map(str, written)))
     return metrics
+
+
+def _model_to_score(config: Config, checkpoint: str | Path | None, model, precise_bn: int):
+    """The model ``evaluate`` runs: the checkpoint loaded as float32 (or ``model``), BatchNorm statistics recomputed if asked."""
+    # Keras and its backend load only when a model is scored: `evaluate --pred-dir` needs neither.
+    from segtrain.precise_bn import recompute_for_config
+    from segtrain.precision import float32_copy  # (Keras too)
+
+    model = float32_copy(load_checkpoint(checkpoint)) if model is None else model
+    if precise_bn:
+        recompute_for_config(model, config, precise_bn)
+    if num_outputs(model) != config.data.num_classes:
+        raise SegtrainError(
+            f"{checkpoint or 'model'}: predicts {num_outputs(model)} classes but data.num_classes is "
+            f"{config.data.num_classes} in {config.source}"
+        )
+    return model
 
 
 def _json_safe(value):
@@ -257,10 +213,10 @@ def write_report(metrics: dict, source: str, options: dict, output_dir, json_pat
 
 def plot_confusion(cm: np.ndarray, names: Sequence[str], path: Path) -> None:
     """Row-normalised confusion matrix (each ground-truth class sums to 1) with class names."""
-    import matplotlib
+    import matplotlib  # plotting only when a report is written
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (after choosing the Agg backend)
 
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
@@ -295,17 +251,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", help="folder for the report (default: <output_dir>/eval/<checkpoint or pred-dir name>_<split>)")
     parser.add_argument("--precise-bn", type=int, default=0, metavar="N",
                         help="recompute BatchNorm statistics over N training batches first (for checkpoints trained without it)")
-    add_tta_arguments(parser)
+    prediction_options.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    options = tta_options(args)
-    if args.pred_dir and (options["flip"] or options["scales"] != (1.0,) or options["window"] or options["stride"] or options["blend"]):
+    options = PredictOptions.from_args(args)
+    if args.pred_dir and not options.plain:
         raise SegtrainError("--tta, --scales, --window, --stride and --blend apply to --checkpoint; --pred-dir scores finished predictions")
     if args.precise_bn < 0:
         raise SegtrainError(f"--precise-bn {args.precise_bn}: give a number of training batches (0 = off)")
-    if args.precise_bn and config.data.format in PREDICTION_EXTENSIONS:
+    if args.precise_bn and get_format(config.data.format).patches:
         raise SegtrainError(f"--precise-bn: not available for data.format {config.data.format} yet (it draws 2-D training batches)")
     if args.precise_bn and args.pred_dir:
         raise SegtrainError("--precise-bn applies to --checkpoint; --pred-dir scores finished predictions")
@@ -320,6 +276,6 @@ def run(args: argparse.Namespace) -> int:
         json_path=args.json,
         precise_bn=args.precise_bn,
         groups=None if args.groups is None else parse_groups(args.groups),
-        **options,
+        options=options,
     )
     return 0

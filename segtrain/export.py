@@ -34,11 +34,18 @@ import argparse
 import dataclasses
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
+from segtrain.backend import require_tensorflow
+from segtrain.config import Config, load_config
+from segtrain.data.formats.decode import read_image
+from segtrain.data.formats.splits import list_samples, split_name
 from segtrain.errors import SegtrainError
 from segtrain.inference import load_checkpoint, run_config_path
 from segtrain.io_utils import IMAGE_EXTENSIONS, format_size, is_image_file, list_images, parse_size
@@ -182,8 +189,6 @@ def default_size(checkpoint: str | os.PathLike) -> tuple[tuple[int, ...] | None,
     path = run_config_path(checkpoint)
     if path is None:
         return None, f"; no run config at {Path(checkpoint).resolve().parent.parent / 'config.yaml'} to take the training size from"
-    from segtrain.config import load_config
-
     size, _ = training_size(load_config(path))
     if size is None:
         return None, f"; {path} sets neither data.resize nor data.crop, so pass the size the model was trained at"
@@ -303,10 +308,6 @@ class ParityReport:
 
 def _read_resized(path: Path, spatial: Sequence[int], flag: str) -> np.ndarray:
     """An image file as RGB at the export's (height, width), resized bilinearly as ``data.resize`` does."""
-    from PIL import Image
-
-    from segtrain.data.decode import read_image
-
     try:
         rgb = read_image(path)
     except SegtrainError as err:
@@ -331,9 +332,6 @@ def _expand_image_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 def split_images(config, split: str = "val", limit: int = 4) -> tuple[list[Path], str]:
     """Up to ``limit`` images spread evenly over a config's split, and their description."""
-    from segtrain.config import Config, load_config
-    from segtrain.data.sources import list_samples, split_name
-
     if not isinstance(config, Config):
         config = load_config(config)
     samples = list_samples(config.data, split)
@@ -467,11 +465,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_on_tensorflow(argv: list[str]) -> int:
     """``segtrain export`` again in a TensorFlow process (checkpoints load on every backend)."""
-    import subprocess
-    import sys
-
-    from segtrain.backend import require_tensorflow
-
     require_tensorflow("segtrain export (it converts through TensorFlow)")
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     return subprocess.run([sys.executable, "-m", "segtrain", "export", *argv], env=env).returncode

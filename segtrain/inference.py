@@ -1,4 +1,4 @@
-"""Prediction for one image at any size: whole image or sliding window, flip / multi-scale TTA.
+"""Prediction for one sample at any size: whole or by sliding windows, flip / multi-scale TTA.
 
 Checkpoints take raw pixels (the normalisation is the model's first layer) and return
 logits at the input's size, so an image goes in as it was decoded. Test-time augmentation
@@ -11,32 +11,26 @@ and overlapping outputs are blended either by trusting each window only away fro
 edges (``margin``, the default for 2-D images: exact for a receptive field within the margin)
 or by a Gaussian importance map (``gaussian``, nnU-Net's blend, the default for volumes).
 
-Keras is imported on first use, so ``segtrain evaluate --pred-dir`` stays TensorFlow-free.
+How a model is run (flips, scales, windows) is one ``PredictOptions``, shared by `segtrain
+evaluate`, `segtrain predict` (``predict.py``) and the trainer's validation. Keras is imported
+on first use, so ``segtrain evaluate --pred-dir`` stays TensorFlow-free.
 """
 
 from __future__ import annotations
 
-import argparse
 import weakref
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from segtrain.data.palette import ColorTable
+from segtrain.backend import no_grad
+from segtrain.data.formats import get_format
 from segtrain.errors import SegtrainError
-from segtrain.io_utils import (
-    IMAGE_EXTENSIONS,
-    format_size,
-    list_images,
-    parse_size,
-    per_axis,
-    progress,
-    write_png,
-)
-from segtrain.sliding_window import BLENDS, sliding_window
-
-WindowSize = int | tuple[int, ...] | None
+from segtrain.io_utils import format_size, per_axis
+from segtrain.prediction_options import PredictOptions, WindowSize
+from segtrain.sliding_window import sliding_window
 
 
 # ---------------------------------------------------------------- checkpoint and forward pass
@@ -46,11 +40,9 @@ def load_checkpoint(path: str | Path):
     The one loader of evaluate, predict and export. A missing file and a corrupt one get
     different messages (Keras itself says "File not found" for both).
     """
-    import zipfile
+    import keras  # Keras and its backend load on first use: `evaluate --pred-dir` needs neither
 
-    import keras
-
-    import segtrain.models  # noqa: F401  (registers the zoo's custom layers)
+    import segtrain.models  # noqa: F401  (registers the zoo's custom layers; imports Keras)
 
     path = Path(path)
     if not path.is_file():
@@ -98,15 +90,13 @@ def _forward(model, batch: np.ndarray) -> np.ndarray:
     """Logits of ``model`` in inference mode. On JAX through one ``jax.jit`` per model: run
     eagerly, JAX compiles each of the model's ops separately (for each new input shape),
     which cost 5 s of a 6-s validation of a small model."""
-    import keras
-
-    from segtrain.backend import no_grad
+    import keras  # Keras and its backend load on first use: `evaluate --pred-dir` needs neither
 
     images = batch.astype(np.float32)
     if keras.backend.backend() == "jax":
         forward = _JAX_FORWARD.get(model)
         if forward is None:
-            from segtrain.engines import compile_forward
+            from segtrain.engines import compile_forward  # imports Keras; JAX runs only
 
             forward = _JAX_FORWARD[model] = compile_forward(lambda x: model(x, training=False), model)
         logits = keras.ops.convert_to_numpy(forward(images)).astype(np.float32)
@@ -123,7 +113,7 @@ def _forward(model, batch: np.ndarray) -> np.ndarray:
 
 def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an (H, W, C) float array (half-pixel centres, no antialiasing)."""
-    import keras
+    import keras  # Keras loads on first use: `evaluate --pred-dir` needs none
 
     if array.shape[:2] == tuple(size):
         return array
@@ -186,53 +176,35 @@ def predict_logits(
     return sliding_window(lambda batch: _forward(model, batch), image, win, step, batch_size=batch_size, blend=blend)
 
 
-def predict_probs(
-    model,
-    image: np.ndarray,
-    *,
-    flip: bool = False,
-    scales: Sequence[float] = (1.0,),
-    window: WindowSize = None,
-    stride: WindowSize = None,
-    batch_size: int = 4,
-    blend: str | None = None,
-) -> np.ndarray:
-    """(H, W, C) softmax probabilities averaged over scales and (optionally) horizontal flips."""
+def predict_probs(model, image: np.ndarray, options: PredictOptions = PredictOptions()) -> np.ndarray:
+    """(H, W, C) softmax probabilities averaged over ``options.scales`` and (optionally) horizontal flips."""
     image = np.asarray(image, dtype=np.float32)
     height, width = image.shape[:2]
     total, passes = None, 0
-    for scale in scales:
+    for scale in options.scales:
         size = (max(int(round(height * scale)), 1), max(int(round(width * scale)), 1))
         scaled = resize_bilinear(image, size)
-        for flipped in (False, True) if flip else (False,):
+        for flipped in (False, True) if options.flip else (False,):
             view = scaled[:, ::-1] if flipped else scaled
-            logits = predict_logits(model, np.ascontiguousarray(view), window=window, stride=stride, batch_size=batch_size, blend=blend)
+            logits = _windowed_logits(model, np.ascontiguousarray(view), options)
             probs = resize_bilinear(softmax(logits[:, ::-1] if flipped else logits), (height, width))
             total = probs if total is None else total + probs
             passes += 1
     return total / passes
 
 
-def predict_mask(
-    model,
-    image: np.ndarray,
-    *,
-    flip: bool = False,
-    scales: Sequence[float] = (1.0,),
-    window: WindowSize = None,
-    stride: WindowSize = None,
-    batch_size: int = 4,
-    blend: str | None = None,
-) -> np.ndarray:
+def _windowed_logits(model, image: np.ndarray, options: PredictOptions, window: WindowSize = None) -> np.ndarray:
+    return predict_logits(model, image, window=options.window if options.window is not None else window,
+                          stride=options.stride, batch_size=options.batch_size, blend=options.blend)
+
+
+def predict_mask(model, image: np.ndarray, options: PredictOptions = PredictOptions()) -> np.ndarray:
     """(H, W) uint8 class indices: argmax of the (test-time augmented) prediction."""
-    if not flip and tuple(scales) == (1.0,):
-        scores = predict_logits(model, image, window=window, stride=stride, batch_size=batch_size, blend=blend)
-    else:
-        scores = predict_probs(model, image, flip=flip, scales=scales, window=window, stride=stride, batch_size=batch_size, blend=blend)
+    scores = predict_probs(model, image, options) if options.augmented else _windowed_logits(model, image, options)
     return np.argmax(scores, axis=-1).astype(np.uint8)
 
 
-def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | None, **options) -> np.ndarray:
+def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | None, options: PredictOptions = PredictOptions()) -> np.ndarray:
     """Class mask at the image's own size, the model seeing the image as it did in training.
 
     With ``data.resize`` the model was trained on images resized to that size, so it gets
@@ -241,192 +213,24 @@ def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | N
     ``resize`` None (or the image already at that size) is plain ``predict_mask``.
     """
     if resize is None or tuple(image.shape[:2]) == tuple(resize):
-        return predict_mask(model, image, **options)
-    probs = predict_probs(model, resize_bilinear(image, tuple(resize)), **options)
+        return predict_mask(model, image, options)
+    probs = predict_probs(model, resize_bilinear(image, tuple(resize)), options)
     return np.argmax(resize_bilinear(probs, image.shape[:2]), axis=-1).astype(np.uint8)
 
 
-# ---------------------------------------------------------------- volumes and series
-VOLUME_FORMATS = ("nifti", "series")  # data formats predicted as whole arrays by N-D sliding windows
-
-
-def read_labelled_array(sample, data_cfg) -> tuple[np.ndarray, np.ndarray, object]:
-    """(image, label, volume) of a ``nifti`` case or ``series`` sample; ``volume`` (affine, header) is None for series."""
-    if data_cfg.format == "nifti":
-        from segtrain.data.nifti import read_case
-
-        volume = read_case(sample, data_cfg)
-        return volume.image, volume.label, volume
-    from segtrain.data.series import read_series
-
-    signal, labels = read_series(sample, data_cfg)
-    return signal, labels, None
-
-
-def predict_array(model, image: np.ndarray, data_cfg, *, window=None, stride=None, batch_size: int = 4, blend=None, **tta) -> np.ndarray:
-    """uint8 class indices of a whole volume or signal; the window defaults to ``data.patch``.
+def predict_array(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions()) -> np.ndarray:
+    """uint8 class indices of a whole volume or signal by N-D sliding windows; the window defaults to ``data.patch``.
 
     Test-time flips and scales are 2-D only: asking for them here is an error.
     """
-    if tta.get("flip") or tuple(tta.get("scales", (1.0,))) != (1.0,):
+    if options.augmented:
         raise SegtrainError(f"--tta and --scales apply to 2-D images; data.format {data_cfg.format} is predicted without them")
-    window = window if window is not None else data_cfg.patch
-    logits = predict_logits(model, image, window=window, stride=stride, batch_size=batch_size, blend=blend)
-    return np.argmax(logits, axis=-1).astype(np.uint8)
+    return np.argmax(_windowed_logits(model, image, options, window=data_cfg.patch), axis=-1).astype(np.uint8)
 
 
-def _predict_volumes(model, config, split: str, out: Path, options: dict) -> int:
-    """Write ``<case>.nii.gz`` (source affine and header) or ``<name>.npy`` label arrays of a split."""
-    from segtrain.data.nifti import write_label_volume
-    from segtrain.data.sources import list_samples
-    from segtrain.io_utils import atomic_write
-
-    samples = list_samples(config.data, split)
-    for sample in progress(samples, "predict"):
-        image, _, volume = read_labelled_array(sample, config.data)
-        labels = predict_array(model, image, config.data, **options)
-        if volume is not None:
-            write_label_volume(out / f"{sample.name}.nii.gz", labels, volume.affine, volume.header)
-        else:
-            def save(tmp: Path, labels=labels) -> None:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, labels)
-
-            atomic_write(out / f"{sample.name}.npy", save, fsync=False)
-    return len(samples)
-
-
-# ---------------------------------------------------------------- shared CLI pieces
-def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
-    """The test-time options shared by `segtrain evaluate` and `segtrain predict`."""
-    parser.add_argument("--tta", choices=["none", "flip"], default="none", help="flip: also predict the mirrored image and average")
-    parser.add_argument("--scales", default="1.0", help="comma-separated image scales to average, e.g. 0.75,1.0,1.25")
-    parser.add_argument("--window", help="sliding-window size in pixels, N or HxW (default: whole image)")
-    parser.add_argument("--stride", help="sliding-window step, N or HxW (default: 2/3 of the window)")
-    parser.add_argument("--window-batch", type=int, default=4, help="windows per forward pass (bounds memory)")
-    parser.add_argument("--blend", choices=BLENDS, help="how overlapping windows combine: margin (default for images) or gaussian (default for volumes and series)")
-
-
-def tta_options(args: argparse.Namespace) -> dict:
-    """Parsed test-time options as keyword arguments of ``predict_mask``."""
-    try:
-        scales = tuple(float(s) for s in args.scales.split(","))
-    except ValueError:
-        scales = ()
-    if not scales or min(scales) <= 0:
-        raise SegtrainError(f"--scales {args.scales!r}: expected positive numbers separated by commas, e.g. 0.75,1.0,1.25")
-    if args.window_batch < 1:
-        raise SegtrainError("--window-batch must be at least 1")
-    return {
-        "flip": args.tta == "flip",
-        "scales": scales,
-        "window": None if args.window is None else parse_size(args.window, "--window", rank=None),
-        "stride": None if args.stride is None else parse_size(args.stride, "--stride", rank=None),
-        "batch_size": args.window_batch,
-        "blend": args.blend,
-    }
-
-
-# ---------------------------------------------------------------- `segtrain predict`
-def _input_images(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise SegtrainError(f"{path}: --input is neither an image file nor a folder")
-    files = list_images(path)
-    if not files:
-        raise SegtrainError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the --input folder")
-    stems: dict[str, Path] = {}
-    for file in files:
-        if file.stem in stems:
-            raise SegtrainError(f"{file}: same name as {stems[file.stem].name}; predictions are named by stem, rename one")
-        stems[file.stem] = file
-    return files
-
-
-def prediction_table(palette: str | None, config, classes: int) -> ColorTable:
-    """The colours predictions are drawn with: ``--palette``, else the config's table, else VOC's colour map."""
-    if palette is not None:
-        table = ColorTable.load(palette)
-    elif config is not None:
-        from segtrain.data.decode import color_table
-
-        table = color_table(config.data)
-    else:
-        return ColorTable.generic(classes)
-    if len(table) < classes:
-        raise SegtrainError(f"colour table {table.source} has {len(table)} classes but the model predicts {classes}; use a table with one colour per class")
-    return table
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
-    parser.add_argument("--input", help="an image file or a folder of images (default with --split: the split's images)")
-    parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png); <case>.nii.gz / <name>.npy for nifti / series configs")
-    parser.add_argument("--config", help="experiment YAML: images are predicted at its data.resize, drawn in its class colours; ground truth with --split")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--split", help="with --config: the split whose ground truth gives image | truth | prediction strips")
-    parser.add_argument("--palette", help="colour table: voc, camvid or a YAML/JSON file (default: the config's, else VOC's colour map)")
-    parser.add_argument("--overlay", action="store_true", help="also write image + colour overlays to OUTPUT/overlays/ (PNG)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
-    add_tta_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    from segtrain.config import load_config
-    from segtrain.data.decode import read_image, read_mask
-    from segtrain.visualize import legend_entries, overlay, strip
-
-    if args.split and not args.config:
-        raise SegtrainError("--split needs --config (the dataset whose ground truth to show)")
-    if not args.input and not args.split:
-        raise SegtrainError("give --input FILE_OR_DIR, or --config with --split to predict a dataset split")
-    config = load_config(args.config, args.overrides) if args.config else None
-    options = tta_options(args)
-    if config is not None and config.data.format in VOLUME_FORMATS:
-        if args.input or not args.split:
-            raise SegtrainError(f"data.format {config.data.format}: predict a split of {args.config} with --split (--input reads 2-D images)")
-        model = load_checkpoint(args.checkpoint)
-        if num_outputs(model) != config.data.num_classes:
-            raise SegtrainError(
-                f"{args.checkpoint}: model predicts {num_outputs(model)} classes but data.num_classes is "
-                f"{config.data.num_classes} in {args.config}"
-            )
-        count = _predict_volumes(model, config, args.split, Path(args.output), options)
-        print(f"wrote {count} prediction(s) to {args.output}")
-        return 0
-    truth: dict[str, Path] = {}
-    if args.split:
-        from segtrain.data.sources import list_samples
-
-        samples = list_samples(config.data, args.split)
-        truth = {s.image.stem: s.mask for s in samples}
-    images = _input_images(Path(args.input)) if args.input else [s.image for s in samples]
-    model = load_checkpoint(args.checkpoint)
-    classes = num_outputs(model)
-    if config is not None and classes != config.data.num_classes:
-        raise SegtrainError(
-            f"{args.checkpoint}: model predicts {classes} classes but data.num_classes is "
-            f"{config.data.num_classes} in {args.config}"
-        )
-    table = prediction_table(args.palette, config, classes)
-    resize = config.data.resize if config is not None else None
-    out = Path(args.output)
-    channels = int(model.input_shape[-1])
-    for path in progress(images, "predict"):
-        image = read_image(path, channels)
-        mask = predict_at_training_size(model, image, resize, **options)
-        image = image if channels == 3 else np.repeat(image[..., :1], 3, axis=-1)  # shown as grey
-        write_png(out / f"{path.stem}.png", mask, palette=table.pil_palette())
-        drawn = table.colorize(mask)
-        if args.overlay:
-            write_png(out / "overlays" / f"{path.stem}.png", overlay(image, drawn, args.alpha))
-        if path.stem in truth:
-            gt = read_mask(truth[path.stem], config.data)
-            if gt.shape != mask.shape:
-                raise SegtrainError(f"{truth[path.stem]}: mask is {gt.shape[1]}x{gt.shape[0]} but image {path} is {mask.shape[1]}x{mask.shape[0]}")
-            panels = [("image", image), ("truth", table.colorize(gt)), ("prediction", drawn)]
-            entries = legend_entries(table, classes, void=bool((gt == 255).any()))
-            write_png(out / "strips" / f"{path.stem}.png", strip(panels, entries))
-    print(f"wrote {len(images)} prediction(s) to {out}")
-    return 0
+def predict_sample(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions()) -> np.ndarray:
+    """Class indices of one decoded sample of a dataset, the way its format is predicted: whole by
+    N-D sliding windows for formats that train on patches, at the training size for 2-D images."""
+    if get_format(data_cfg.format).patches:
+        return predict_array(model, image, data_cfg, options)
+    return predict_at_training_size(model, image, data_cfg.resize, options)

@@ -155,6 +155,15 @@ def list_images(folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------- sizes
 
 
+def find_by_stem(folder: Path, stem: str) -> Path | None:
+    """The image file ``<folder>/<stem>.<ext>`` for any image extension (either case), or None."""
+    for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
+        candidate = folder / f"{stem}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def per_axis(value: int | Sequence[int], rank: int, what: str) -> tuple[int, ...]:
     """One int for every spatial axis, or exactly one per axis: kernel sizes, factors, windows."""
     if isinstance(value, (int, np.integer)):

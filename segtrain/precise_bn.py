@@ -39,7 +39,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from segtrain.data.batches import numpy_batches
+from segtrain.data.loading.batches import build_batches, numpy_batches
 from segtrain.errors import SegtrainError
 
 
@@ -71,7 +71,7 @@ class BatchMoments:
     """
 
     def __init__(self, model: keras.Model):
-        from segtrain.engines import compile_forward
+        from segtrain.engines import compile_forward  # engines import every backend's helpers lazily; precise BN runs after the backend is up
 
         self.model = model
         self.layers = batchnorm_layers(model)
@@ -196,6 +196,4 @@ def precise_bn_for(model: keras.Model, config, dataset_fn: Callable, verbose: bo
 
 def recompute_for_config(model: keras.Model, config, num_batches: int) -> int:
     """``recompute_bn_statistics`` over the first ``num_batches`` batches of ``config``'s training pipeline."""
-    from segtrain.data.batches import build_batches
-
     return recompute_bn_statistics(model, training_batches(config, build_batches, num_batches))

@@ -56,8 +56,8 @@ class RunLog:
         """TensorBoard scalars, written with TensorFlow's event writer on the TensorFlow backend only."""
         if backend() != "tensorflow":
             return
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
+        import tensorflow as tf  # TensorBoard events: TensorFlow runs only
+        from tensorflow.core.framework import summary_pb2  # (same)
 
         # tf.summary.scalar needs the tensorboard package; the raw write with the scalars
         # plugin tag produces the same events without it.
@@ -87,10 +87,10 @@ class RunLog:
         atomic_write(self.dir / "log.csv", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def _plot(self, history: list[dict]) -> None:
-        import matplotlib
+        import matplotlib  # plotting only when curves are drawn
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # (after choosing the Agg backend)
 
         epochs = [r["epoch"] for r in history]
         fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(9, 3.5))

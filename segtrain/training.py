@@ -38,13 +38,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from segtrain.checkpoints import CheckpointStore, LoopState  # noqa: E402
-from segtrain.config import SPATIAL_AXES, VOLUME_FORMATS, Config, TrainConfig, input_channels, load_config, save_config  # noqa: E402
-from segtrain.data.batches import DataClock, build_batches, count_batches, numpy_batches  # noqa: E402
-from segtrain.data.palette import VOID  # noqa: E402
+from segtrain.config import Config, TrainConfig, load_config, save_config  # noqa: E402
+from segtrain.data.formats import get_format, input_channels  # noqa: E402
+from segtrain.data.formats.decode import class_names  # noqa: E402
+from segtrain.data.formats.splits import iter_labels  # noqa: E402
+from segtrain.data.loading.batches import DataClock, build_batches, count_batches, numpy_batches  # noqa: E402
+from segtrain.data.formats.palette import VOID  # noqa: E402
+from segtrain.distribute import launch_local_workers  # noqa: E402
 from segtrain.engines import make_engine  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
+from segtrain.evaluation import evaluate  # noqa: E402
 from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
+from segtrain.models import build_model_from_config  # noqa: E402
 from segtrain.precise_bn import precise_bn_for  # noqa: E402
 from segtrain.precision import Float32Mirror, resolve_policy  # noqa: E402
 from segtrain.io_utils import remove_stale_temporaries, write_json  # noqa: E402
@@ -88,17 +94,13 @@ def class_weights_for(config: Config, run_dir: Path, write: bool) -> list[float]
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("key") == key:
             return cached["weights"]
-    from segtrain.data.samples import iter_masks
-
-    weights = median_frequency_weights(iter_masks(config.data, config.data.train_split), config.data.num_classes)
+    weights = median_frequency_weights(iter_labels(config.data, config.data.train_split), config.data.num_classes)
     if write:
         write_json(cache, {"key": key, "method": "median_frequency", "weights": weights.tolist()})
     return weights.tolist()
 
 
 def _default_model(config: Config, input_shape: tuple) -> keras.Model:
-    from segtrain.models import build_model_from_config
-
     return build_model_from_config(config, input_shape)
 
 
@@ -107,9 +109,9 @@ def _default_dataset(config: Config, split: str, training: bool, *, epoch: int =
 
 
 def _input_shape(config: Config) -> tuple:
-    """Spatial size left open (training crops and validation images differ in size): 2 axes for
-    images, 3 for volumes (nifti), 1 for signals (series)."""
-    rank = SPATIAL_AXES.get(config.data.format, 2)
+    """Spatial size left open (training crops and validation images differ in size), as many
+    axes as the format's samples have (2 for images, 3 for volumes, 1 for signals)."""
+    rank = get_format(config.data.format).spatial_rank
     return (None,) * rank + (input_channels(config.data),)
 
 
@@ -147,7 +149,7 @@ class Trainer:
         model_fn: ``(config, input_shape) -> keras.Model`` (default: the model zoo).
         dataset_fn: ``(config, split, training, *, epoch, skip_batches) ->`` ``(image float32, mask
             uint8)`` batches: a tf.data.Dataset, a ``NumpyLoader`` or any sized iterable of NumPy
-            batches (default: ``segtrain.data.batches.build_batches``, the backend's data layer).
+            batches (default: ``segtrain.data.loading.batches.build_batches``, the backend's data layer).
             For exact resume it must return the same batches for the same (epoch, skip_batches).
         callbacks: Keras callbacks; get ``on_epoch_begin/end`` and ``on_train_batch_end``.
         strategy: a tf.distribute strategy (TensorFlow only; default: from ``train.distribute``).
@@ -380,14 +382,10 @@ class Trainer:
         With the default data layer this is ``segtrain evaluate`` on the float32 weights (native
         labels), so the logged number and the checkpoint's evaluation agree; a custom
         ``dataset_fn``, volumes and signals (the fixed validation patches of
-        ``segtrain.data.patch_samples``) are scored on the batches it yields.
+        ``segtrain.data.loading.patch_plans``) are scored on the batches it yields.
         """
-        from segtrain.data.decode import class_names
-
         cfg = self.config
-        if self.dataset_fn is _default_dataset and cfg.data.format not in VOLUME_FORMATS:  # evaluate's per-image path: native labels, float32
-            from segtrain.evaluation import evaluate
-
+        if self.dataset_fn is _default_dataset and not get_format(cfg.data.format).patches:  # evaluate's per-image path: native labels, float32
             return evaluate(cfg, "val", model=self._float32_model(), verbose=False)
         cm = ConfusionMatrix(cfg.data.num_classes, VOID)
         with numpy_batches(self.dataset_fn(cfg, cfg.data.val_split, False, epoch=0, skip_batches=0)) as batches:
@@ -432,8 +430,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.workers:
-        from segtrain.distribute import launch_local_workers
-
         argv = ["--config", args.config, *(x for o in args.overrides for x in ("--set", o))]
         return launch_local_workers(args.workers, argv + (["--resume"] if args.resume else []))
     config = load_config(args.config, args.overrides)

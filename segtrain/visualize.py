@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from segtrain.data.palette import ColorTable
+from segtrain.data.formats.palette import ColorTable
 
 TITLE_HEIGHT = 16
 SWATCH = 10  # legend swatch side, pixels

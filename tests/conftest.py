@@ -28,7 +28,7 @@ def shared_data(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory) -> Path:
     """The built-in sample dataset (VOC layout, 4 classes), generated once per test session."""
-    from segtrain.data.synthetic import ensure_sample_dataset
+    from segtrain.data.formats.sample_dataset import ensure_sample_dataset
 
     return ensure_sample_dataset(tmp_path_factory.mktemp("data") / "sample")
 
@@ -37,7 +37,7 @@ def sample_config(root: Path, *, train: dict | None = None, model: dict | None =
                   output_dir: Path | None = None, **data):
     """A validated ``Config`` on the sample dataset at ``root``; ``data`` keys override its data section."""
     from segtrain.config import from_dict
-    from segtrain.data.synthetic import SAMPLE_CLASSES
+    from segtrain.data.formats.sample_dataset import SAMPLE_CLASSES
 
     raw = {"data": {"format": "voc", "root": str(root), "num_classes": 4, "classes": list(SAMPLE_CLASSES), **data},
            "train": dict(train or {}), "model": dict(model or {})}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from segtrain.config import DataConfig
-from segtrain.data.augment import augment, train_transform, val_transform
+from segtrain.data.transforms.image import augment, train_transform, val_transform
 
 
 def cfg(**kw) -> DataConfig:
@@ -226,8 +226,8 @@ def test_rot90_with_non_square_resize_and_no_crop_is_refused(tmp_path):
 def test_exact_resume_holds_with_every_option_through_the_threaded_pipeline(tmp_path):
     """Per-sample seeds make the tail of an epoch after skip_batches equal to the full epoch's tail."""
     from segtrain.config import from_dict
-    from segtrain.data.pipeline import build_dataset
-    from segtrain.data.synthetic import SAMPLE_CLASSES, ensure_sample_dataset
+    from segtrain.data.loading.tf_batches import build_dataset
+    from segtrain.data.formats.sample_dataset import SAMPLE_CLASSES, ensure_sample_dataset
 
     root = ensure_sample_dataset(tmp_path / "sample")
     data = {"format": "voc", "root": str(root), "num_classes": 4, "classes": list(SAMPLE_CLASSES),

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from segtrain.data.augment_nd import NdAugment, augment_patch, zoom_patch
+from segtrain.data.transforms.nd import NdAugment, augment_patch, zoom_patch
 
 
 def _patch(shape=(4, 4, 3)):

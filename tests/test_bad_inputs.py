@@ -28,7 +28,7 @@ import yaml
 from PIL import Image
 
 from segtrain.cli import main
-from segtrain.data.palette import pil_palette, voc_colormap
+from segtrain.data.formats.palette import pil_palette, voc_colormap
 from segtrain.io_utils import TMP_SUFFIX
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from segtrain.config import from_dict, input_channels
-from segtrain.data.decode import read_image, read_pair
+from segtrain.data.formats.decode import read_image, read_pair
 from segtrain.errors import SegtrainError
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segtrain.config import _merge, from_dict, load_config, load_raw, save_config, to_dict
+from segtrain.config import from_dict, load_config, load_raw, save_config, to_dict
+from segtrain.config.loading import _merge
 from segtrain.errors import SegtrainError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from segtrain.cli import main as cli_main
-from segtrain.data import palette as pal
+from segtrain.data.formats import palette as pal
 from segtrain.errors import SegtrainError
-from segtrain.data.palette import ColorTable
+from segtrain.data.formats.palette import ColorTable
 from segtrain.io_utils import TMP_SUFFIX
 from segtrain.tools.convert_labels import convert_labels, parse_value_map, value_lut
 
@@ -300,7 +300,7 @@ def test_killed_conversion_leaves_only_complete_pngs_and_rerun_completes(tmp_pat
 
 def test_the_same_table_file_is_a_config_colour_table(tmp_path):
     from segtrain.config import load_config
-    from segtrain.data.decode import class_names, read_mask
+    from segtrain.data.formats.decode import class_names, read_mask
 
     (tmp_path / "palettes").mkdir()
     (tmp_path / "palettes" / "t.yaml").write_text("classes:\n  road: [128, 64, 128]\n  car: '#4000ff'\nvoid: [9, 9, 9]\n")

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from segtrain.config import DataConfig
-from segtrain.data.decode import class_names, color_table, read_image, read_mask, read_pair
-from segtrain.data.palette import CAMVID_COLORS, voc_colormap
+from segtrain.data.formats.decode import class_names, color_table, read_image, read_mask, read_pair
+from segtrain.data.formats.palette import CAMVID_COLORS, voc_colormap
 from segtrain.errors import SegtrainError
 from conftest import shared_data
 

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from segtrain.cli import main as cli_main
-from segtrain.data.palette import pil_palette, voc_colormap
+from segtrain.data.formats.palette import pil_palette, voc_colormap
 
 NAMES = ["background", "thing", "never"]
 PALETTE = pil_palette(voc_colormap(3))
@@ -106,8 +106,9 @@ def test_pred_dir_problems_name_the_file(dataset, capsys):
 def test_checkpoint_and_predictions_agree(dataset):
     import keras
 
-    from segtrain.data.decode import read_image, read_mask
+    from segtrain.data.formats.decode import read_image, read_mask
     from segtrain.inference import load_checkpoint, predict_mask
+    from segtrain.prediction_options import PredictOptions
 
     tmp_path, config = dataset
     keras.utils.set_random_seed(0)
@@ -129,7 +130,7 @@ def test_checkpoint_and_predictions_agree(dataset):
     inter, gt_px, pred_px = np.zeros(3), np.zeros(3), np.zeros(3)
     for name in ("a", "b"):
         gt = read_mask(tmp_path / f"voc/SegmentationClass/{name}.png", data_cfg)
-        pred = predict_mask(reloaded, read_image(tmp_path / f"voc/JPEGImages/{name}.jpg"), flip=True)
+        pred = predict_mask(reloaded, read_image(tmp_path / f"voc/JPEGImages/{name}.jpg"), PredictOptions(flip=True))
         valid = gt != 255
         for c in range(3):
             inter[c] += np.sum((gt == c) & (pred == c) & valid)

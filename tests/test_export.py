@@ -203,7 +203,7 @@ def quickstart_run(tmp_path_factory):
     from pathlib import Path
 
     from segtrain.config import load_config, save_config
-    from segtrain.data.synthetic import ensure_sample_dataset
+    from segtrain.data.formats.sample_dataset import ensure_sample_dataset
 
     root = tmp_path_factory.mktemp("qs")
     repo = Path(__file__).resolve().parents[1]

@@ -11,10 +11,11 @@ from PIL import Image
 
 from segtrain.cli import main as cli_main
 from segtrain.config import from_dict
-from segtrain.data.decode import read_mask
-from segtrain.data.palette import VOC_COLORS
+from segtrain.data.formats.decode import read_mask
+from segtrain.data.formats.palette import VOC_COLORS
 from segtrain.errors import SegtrainError
 from segtrain.inference import load_checkpoint, predict_logits, predict_mask, predict_probs, softmax
+from segtrain.prediction_options import PredictOptions
 
 NUM_CLASSES = 3
 
@@ -71,26 +72,26 @@ def test_fixed_size_model_runs_by_windows(image):
 def test_flip_tta_on_flip_symmetric_model_changes_nothing(image):
     model = tiny_fcn(symmetric=True)
     plain = predict_probs(model, image)
-    np.testing.assert_allclose(predict_probs(model, image, flip=True), plain, atol=1e-6)
+    np.testing.assert_allclose(predict_probs(model, image, PredictOptions(flip=True)), plain, atol=1e-6)
     np.testing.assert_allclose(plain, softmax(predict_logits(model, image)), atol=1e-6)
     # an ordinary model is not mirror-symmetric, so flipping does change its output
     other = tiny_fcn(seed=1)
-    assert np.abs(predict_probs(other, image, flip=True) - predict_probs(other, image)).max() > 1e-3
+    assert np.abs(predict_probs(other, image, PredictOptions(flip=True)) - predict_probs(other, image)).max() > 1e-3
 
 
 def test_flip_tta_is_mean_of_plain_and_mirrored(image):
     model = tiny_fcn(seed=1)
     mirrored = softmax(predict_logits(model, image[:, ::-1].copy()))[:, ::-1]
     want = (softmax(predict_logits(model, image)) + mirrored) / 2
-    np.testing.assert_allclose(predict_probs(model, image, flip=True), want, atol=1e-6)
+    np.testing.assert_allclose(predict_probs(model, image, PredictOptions(flip=True)), want, atol=1e-6)
 
 
 def test_multi_scale_shapes_and_probabilities(image):
     model = tiny_fcn()
-    probs = predict_probs(model, image, scales=(0.5, 1.0, 1.5), flip=True)
+    probs = predict_probs(model, image, PredictOptions(scales=(0.5, 1.0, 1.5), flip=True))
     assert probs.shape == (37, 53, NUM_CLASSES)
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
-    mask = predict_mask(model, image, scales=(0.75, 1.25))
+    mask = predict_mask(model, image, PredictOptions(scales=(0.75, 1.25)))
     assert mask.shape == (37, 53) and mask.dtype == np.uint8 and mask.max() < NUM_CLASSES
     np.testing.assert_array_equal(predict_mask(model, image), np.argmax(predict_logits(model, image), -1))
 
@@ -170,7 +171,7 @@ def test_predict_with_config_predicts_at_data_resize(tmp_path, image):
 
 
 def test_strips_are_png_with_titles_and_a_class_legend(tmp_path):
-    from segtrain.data.palette import ColorTable
+    from segtrain.data.formats.palette import ColorTable
     from segtrain.visualize import legend_entries, strip
 
     table = ColorTable(("road", "car", "sky"), [[128, 64, 128], [64, 0, 128], [70, 130, 180]], (250, 0, 250), "test")

@@ -117,7 +117,7 @@ def test_list_images_skips_hidden_and_other_files(tmp_path):
 
 
 def test_imports_neither_tensorflow_nor_keras():
-    code = "import sys, segtrain.io_utils, segtrain.data.palette; assert not {'tensorflow', 'keras'} & set(sys.modules)"
+    code = "import sys, segtrain.io_utils, segtrain.data.formats.palette; assert not {'tensorflow', 'keras'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 

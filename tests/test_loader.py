@@ -15,7 +15,7 @@ import pytest
 from conftest import sample_config
 from PIL import Image
 
-from segtrain.data.loader import NumpyLoader
+from segtrain.data.loading.numpy_batches import NumpyLoader
 from segtrain.errors import SegtrainError
 
 AUGMENTED = dict(crop=[32, 32], scale=[0.75, 1.5], color_jitter=0.5, hflip=True)
@@ -31,7 +31,7 @@ def make_config(root, seed=0, batch_size=4, **data):
 
 
 def tf_batches(config, split, training, **kwargs):
-    from segtrain.data.pipeline import build_dataset
+    from segtrain.data.loading.tf_batches import build_dataset
 
     return [(image.numpy(), mask.numpy()) for image, mask in build_dataset(config, split, training, **kwargs)]
 
@@ -50,7 +50,7 @@ def test_import_and_iteration_never_touch_tensorflow(root):
         import sys
         sys.modules["tensorflow"] = None  # `import tensorflow` now raises ImportError
         from segtrain.config import from_dict
-        from segtrain.data.loader import NumpyLoader
+        from segtrain.data.loading.numpy_batches import NumpyLoader
         config = from_dict({{"data": {{"format": "voc", "root": {str(root)!r}, "num_classes": 4,
                                        "classes": ["background", "a", "b", "c"], "crop": [16, 16]}},
                             "train": {{"batch_size": 5}}}})
@@ -118,13 +118,16 @@ def test_samples_of_different_sizes_are_padded_like_padded_batch(tmp_path):
 
 
 def test_cache_decodes_once_and_changes_nothing(root, monkeypatch):
-    import segtrain.data.samples as samples_module
+    import dataclasses
+
+    import segtrain.data.loading.plans as samples_module
+    from segtrain.data.formats import FORMATS
 
     plain = make_config(root, **AUGMENTED)
     expected = [list(NumpyLoader(plain, "train", True, epoch=e)) for e in (0, 1)]
     calls = []
-    real_read_pair = samples_module.read_pair
-    monkeypatch.setattr(samples_module, "read_pair", lambda *a: calls.append(a[0]) or real_read_pair(*a))
+    fmt = FORMATS[plain.data.format]
+    monkeypatch.setitem(FORMATS, fmt.name, dataclasses.replace(fmt, read=lambda *a: calls.append(a[0].image) or fmt.read(*a)))
     monkeypatch.setattr(samples_module, "_DECODED", {})
     cached = make_config(root, cache=True, **AUGMENTED)
     for e in (0, 1):
@@ -135,7 +138,7 @@ def test_cache_decodes_once_and_changes_nothing(root, monkeypatch):
 def test_errors_are_the_pipelines_one_line_segtrain_errors(tmp_path, root):
     import tensorflow as tf
 
-    from segtrain.data.pipeline import build_dataset, data_error
+    from segtrain.data.loading.tf_batches import build_dataset, data_error
 
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)

@@ -186,6 +186,13 @@ CASES = [("ce", {}), ("focal", {"gamma": 2.0}), ("focal", {"gamma": 0.5}), ("dic
          ("dice", {"smooth": 0.0}), ("lovasz", {})]
 
 
+def test_every_registered_loss_has_a_reference_and_cases():
+    """A loss added to ``loss_specs.LOSS_OPTIONS`` needs a NumPy reference here, and so every test below."""
+    from segtrain.loss_specs import LOSS_OPTIONS
+
+    assert set(REFERENCES) == set(LOSS_OPTIONS) == {name for name, _ in CASES}
+
+
 @pytest.mark.parametrize("weights", [None, [0.5, 2.0, 1.0, 3.5]])
 @pytest.mark.parametrize("name,options", CASES)
 def test_each_loss_matches_its_numpy_reference(batch, name, options, weights):

@@ -186,7 +186,7 @@ def test_importable_without_tensorflow_or_the_data_package():
 
 
 def test_void_is_one_constant():
-    from segtrain.data.palette import VOID as palette_void
+    from segtrain.data.formats.palette import VOID as palette_void
     from segtrain.labels import VOID
 
     assert VOID == palette_void == 255

@@ -6,8 +6,8 @@ import pytest
 from conftest import shared_data
 from segtrain.config import from_dict
 from segtrain.data.check import check_dataset
-from segtrain.data.nifti import read_case
-from segtrain.data.sources import list_samples
+from segtrain.data.formats.nifti import read_case
+from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
 
 nib = pytest.importorskip("nibabel")
@@ -172,7 +172,7 @@ def test_a_real_brats_case():
 
 
 def test_a_written_prediction_keeps_affine_header_and_labels(tmp_path):
-    from segtrain.data.nifti import write_label_volume
+    from segtrain.data.formats.nifti import write_label_volume
 
     _case(tmp_path / "train" / "a", 10)
     config = _config(tmp_path, tmp_path)
@@ -196,7 +196,7 @@ def test_a_written_prediction_keeps_affine_header_and_labels(tmp_path):
 def test_label_values_that_are_no_class_indices(tmp_path, values, message):
     from pathlib import Path
 
-    from segtrain.data.nifti import labels_to_classes
+    from segtrain.data.formats.nifti import labels_to_classes
 
     config = _config(tmp_path, tmp_path)
     with pytest.raises(SegtrainError, match=message):

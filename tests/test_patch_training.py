@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from segtrain.config import from_dict
-from segtrain.data.loader import NumpyLoader
-from segtrain.data.patch_samples import PatchLoader
-from segtrain.data.pipeline import BatchIterator, build_dataset, steps_per_epoch
-from segtrain.data.sources import list_samples
+from segtrain.data.loading.numpy_batches import NumpyLoader
+from segtrain.data.loading.patch_plans import PatchLoader
+from segtrain.data.loading.tf_batches import BatchIterator, build_dataset, steps_per_epoch
+from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
 
 nib = pytest.importorskip("nibabel")
@@ -126,7 +126,7 @@ def test_validation_patches_are_fixed_and_not_augmented(volumes):
 
 def test_each_case_is_decoded_once_per_epoch(volumes, monkeypatch):
     """Memory stays at data.cached_cases decoded cases; with consecutive patches per case, each is read once."""
-    import segtrain.data.nifti as nifti
+    import segtrain.data.formats.nifti as nifti
 
     reads = []
     real = nifti.read_case
@@ -207,10 +207,10 @@ def test_one_epoch_of_training_on_volumes_and_signals(volumes, tmp_path, rank):
 
 def test_class_statistics_stream_label_volumes(volumes):
     """train.class_weights: median_frequency counts the label volumes (iter_masks), against nibabel."""
-    from segtrain.data.samples import iter_masks
+    from segtrain.data.formats.splits import iter_labels
 
     config = _nifti_config(volumes)
-    labels = list(iter_masks(config.data, "train"))
+    labels = list(iter_labels(config.data, "train"))
     expected = [np.asarray(nib.load(str(volumes / "train" / f"case{i}" / "seg.nii.gz")).dataobj).astype(np.uint8) for i in range(3)]
     assert len(labels) == 3
     for got, want in zip(labels, expected):

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from segtrain.data.patches import bounding_box, extract_patch, foreground_voxels, sample_patch
+from segtrain.data.transforms.patches import bounding_box, extract_patch, foreground_voxels, sample_patch
 
 SHAPE, PATCH = (20, 18, 16), (6, 6, 6)
 

@@ -12,10 +12,10 @@ from conftest import sample_config
 import tensorflow as tf
 from PIL import Image
 
-from segtrain.data.decode import read_image, read_mask
-from segtrain.data.pipeline import build_dataset, data_error, steps_per_epoch
-from segtrain.data.samples import iter_masks
-from segtrain.data.sources import list_samples
+from segtrain.data.formats.decode import read_image, read_mask
+from segtrain.data.loading.tf_batches import build_dataset, data_error, steps_per_epoch
+from segtrain.data.formats.splits import iter_labels
+from segtrain.data.formats.splits import list_samples
 
 
 @pytest.fixture(scope="module")
@@ -127,22 +127,25 @@ def test_bad_file_error_names_the_file(tmp_path, root):
 
 def test_iter_masks_streams_every_mask(root):
     config = make_config(root)
-    masks = list(iter_masks(config.data, "val"))
+    masks = list(iter_labels(config.data, "val"))
     samples = list_samples(config.data, "val")
     assert len(masks) == len(samples)
     np.testing.assert_array_equal(masks[-1], np.asarray(Image.open(samples[-1].mask)))
 
 
 def test_decoded_cache_gives_the_same_batches_and_decodes_once(root, monkeypatch):
-    import segtrain.data.samples as samples_module  # the per-sample decoding both loaders share
+    import dataclasses
+
+    import segtrain.data.loading.plans as samples_module  # the per-sample decoding both loaders share
+    from segtrain.data.formats import FORMATS
 
     plain = make_config(root, **AUGMENTED)
     cached = make_config(root, cache=True, **AUGMENTED)
     expected = [collect(build_dataset(plain, "train", True, epoch=e)) for e in (0, 1)]
     expected_val = collect(build_dataset(plain, "val", False))
     calls = []
-    real_read_pair = samples_module.read_pair
-    monkeypatch.setattr(samples_module, "read_pair", lambda *a: calls.append(a[0]) or real_read_pair(*a))
+    fmt = FORMATS[plain.data.format]
+    monkeypatch.setitem(FORMATS, fmt.name, dataclasses.replace(fmt, read=lambda *a: calls.append(a[0].image) or fmt.read(*a)))
     monkeypatch.setattr(samples_module, "_DECODED", {})
     for e in (0, 1):  # a new dataset per epoch, as the trainer builds them
         assert_same(collect(build_dataset(cached, "train", True, epoch=e)), expected[e])
@@ -157,7 +160,7 @@ def test_batch_iterator_turns_a_bad_file_into_its_error_and_leaves_no_live_itera
     import gc
     import weakref
 
-    from segtrain.data.pipeline import BatchIterator
+    from segtrain.data.loading.tf_batches import BatchIterator
     from segtrain.errors import SegtrainError
 
     config = make_config(root, num_classes=3, classes=["a", "b", "c"])  # the sample masks hold class 3

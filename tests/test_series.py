@@ -6,8 +6,8 @@ import pytest
 from conftest import shared_data
 from segtrain.config import from_dict
 from segtrain.data.check import check_dataset
-from segtrain.data.series import change_points_to_labels, read_series
-from segtrain.data.sources import list_samples
+from segtrain.data.formats.series import change_points_to_labels, read_series
+from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
 
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from segtrain.config import DataConfig
-from segtrain.data import synthetic
-from segtrain.data.decode import read_image, read_mask
-from segtrain.data.sources import list_samples, scan_samples
+from segtrain.data.formats import sample_dataset as synthetic
+from segtrain.data.formats.decode import read_image, read_mask
+from segtrain.data.formats.splits import list_samples, scan_samples
 from segtrain.errors import SegtrainError
 from conftest import SHARED_DATA, shared_data
 

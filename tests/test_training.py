@@ -507,7 +507,7 @@ def test_log_reports_images_per_second_and_the_time_spent_waiting_for_data(tmp_p
 
 
 def test_data_clock_counts_only_the_time_spent_inside_next():
-    from segtrain.data.batches import DataClock
+    from segtrain.data.loading.batches import DataClock
 
     clock = DataClock()
     for _ in clock.timed(SlowBatches(*make_data(), batch_size=4, delay=0.05)):

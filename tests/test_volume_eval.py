@@ -10,6 +10,7 @@ from segtrain.config import from_dict
 from segtrain.errors import SegtrainError
 from segtrain.evaluation import evaluate, parse_groups
 from segtrain.metrics import group_metrics
+from segtrain.prediction_options import PredictOptions
 
 nib = pytest.importorskip("nibabel")
 
@@ -191,4 +192,4 @@ def test_series_predict_and_evaluate(tmp_path):
     dice, iou = _numpy_group_dice(list(labels.values()), preds, [0, 1])
     assert metrics["groups"]["ab"]["dice"] == pytest.approx(dice) and metrics["groups"]["ab"]["iou"] == pytest.approx(iou)
     with pytest.raises(SegtrainError, match="--tta and --scales apply to 2-D images"):
-        evaluate(from_dict({"data": data}), "val", checkpoint=tmp_path / "m.keras", flip=True, verbose=False)
+        evaluate(from_dict({"data": data}), "val", checkpoint=tmp_path / "m.keras", options=PredictOptions(flip=True), verbose=False)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segtrain.config import Config, load_config
-from segtrain.data.decode import class_names, read_pair
-from segtrain.data.palette import VOID
-from segtrain.data.sources import Sample, scan_samples, split_name
+from segtrain.data.formats import Sample, get_format
+from segtrain.data.formats.decode import class_names
+from segtrain.data.formats.palette import VOID
+from segtrain.data.formats.splits import scan_samples, split_name
 from segtrain.errors import SegtrainError
 
 
@@ -53,19 +54,6 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _read_labels(sample, data_cfg) -> np.ndarray:
-    """Decode a sample with every check of its format; its class indices (255 = void)."""
-    if data_cfg.format == "nifti":
-        from segtrain.data.nifti import read_case  # nibabel only for volume datasets
-
-        return read_case(sample, data_cfg).label
-    if data_cfg.format == "series":
-        from segtrain.data.series import read_series
-
-        return read_series(sample, data_cfg)[1]
-    return read_pair(sample.image, sample.mask, data_cfg)[1]
-
-
 def check_dataset(config: Config, split: str) -> CheckReport:
     """Scan ``split`` (``train``/``val`` or a split name) and collect every problem instead of stopping at one."""
     data_cfg = config.data
@@ -78,9 +66,10 @@ def check_dataset(config: Config, split: str) -> CheckReport:
         report.problems.append(str(err))
         return report
     report.num_samples = len(report.samples) + len(report.problems)
+    read = get_format(data_cfg.format).read  # the whole sample, with every check of its format
     for sample in report.samples:
         try:
-            mask = _read_labels(sample, data_cfg)
+            mask = read(sample, data_cfg).label
         except SegtrainError as err:
             report.problems.append(str(err))
             continue

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from segtrain.backend import tensorflow_hidden
-from segtrain.data.batches import numpy_batches
+from segtrain.data.loading.batches import numpy_batches
 from segtrain.errors import SegtrainError
 
 # (batch) -> (mean loss of the global batch, learning rate the step used)

@@ -4,7 +4,7 @@ Keras 3 ``model.fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#
 the step is our own. Each replica returns its share of the loss
 (``segtrain.losses.build_loss``): pixel sums are divided by the weight sum of the *global*
 batch, so N replicas see exactly the loss of one device; the optimizer sums gradients over
-replicas. Batches come from the tf.data pipeline (``segtrain.data.pipeline``).
+replicas. Batches come from the tf.data pipeline (``segtrain.data.loading.tf_batches``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from segtrain.data.pipeline import BatchIterator
+from segtrain.data.loading.tf_batches import BatchIterator
 from segtrain.distribute import is_chief, make_strategy
 from segtrain.engines.base import Engine, TrainStep
 

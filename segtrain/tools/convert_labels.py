@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segtrain.data import palette as pal
-from segtrain.data.palette import ColorTable
+from segtrain.data.formats import palette as pal
+from segtrain.data.formats.palette import ColorTable
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import (
     IMAGE_EXTENSIONS,

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from segtrain.data.palette import VOID
+from segtrain.data.formats.palette import VOID
 
 MAX_FOREGROUND_VOXELS = 100_000  # a random subset is as good for centring and keeps the index small
 

@@ -7,8 +7,8 @@ Python (Pillow decodes palette PNGs correctly, albumentations augments) through
 ``tf.numpy_function`` with ``num_parallel_calls``; Pillow and OpenCV release the GIL while
 they work, so several samples decode at once, and ``deterministic=True`` keeps the order.
 
-Exact resume: the order and the per-sample seeds come from ``samples.py`` (NumPy, shared
-with the TensorFlow-free ``loader.py``): in training, epoch ``e`` is a permutation seeded by
+Exact resume: the order and the per-sample seeds come from ``plans.py`` and ``seeds.py`` (NumPy, shared
+with the TensorFlow-free ``numpy_batches.py``): in training, epoch ``e`` is a permutation seeded by
 ``(train.seed, e)`` and the sample at position ``p`` is augmented with a seed from
 ``(train.seed, e, p)``, so ``skip_batches=k`` (which skips whole batches before anything is
 decoded) gives exactly the tail of the full epoch.
@@ -16,7 +16,7 @@ The last incomplete training batch is dropped, so every training batch has the s
 
 Output: ``(image float32 [B, H, W, C] in 0..255 (C = data.channels, 3 by default), mask uint8 [B, H, W])``; 255 = void.
 Volumes and signals (``data.format: nifti``/``series``): ``(image float32 [B, *data.patch, C]``
-z-scored, ``label uint8 [B, *data.patch])``, patches drawn as ``patch_samples.py`` describes;
+z-scored, ``label uint8 [B, *data.patch])``, patches drawn as ``patch_plans.py`` describes;
 ``samples.sample_plan`` says which sample sits at each position for every format.
 """
 
@@ -28,10 +28,12 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from segtrain.config import Config, input_channels
-from segtrain.data.palette import VOID
-from segtrain.data.samples import checked_batch_size, sample_plan
-from segtrain.data.sources import Sample, list_samples
+from segtrain.config import Config
+from segtrain.data.formats.palette import VOID
+from segtrain.data.loading.plans import checked_batch_size, sample_plan
+from segtrain.data.formats import Sample
+from segtrain.data.formats.splits import list_samples
+from segtrain.data.formats import input_channels
 from segtrain.errors import SegtrainError
 
 _ERROR_TAG = "SegtrainError: "

@@ -1,7 +1,7 @@
 """The data layer of the running Keras backend, what the trainer asks of any data-layer object, and its data-wait clock.
 
-TensorFlow gets the tf.data pipeline (``pipeline.build_dataset``); JAX and PyTorch get
-``loader.NumpyLoader``, which needs no TensorFlow and yields the same batches for the same
+TensorFlow gets the tf.data pipeline (``tf_batches.build_dataset``); JAX and PyTorch get
+``numpy_batches.NumpyLoader``, which needs no TensorFlow and yields the same batches for the same
 (seed, epoch, position). A ``Trainer(dataset_fn=...)`` may return either kind, or any sized
 iterable of ``(images, masks)`` NumPy batches (on TensorFlow it is wrapped in a tf.data.Dataset).
 """
@@ -14,19 +14,18 @@ import time
 from collections.abc import Iterable, Iterator
 
 from segtrain.config import Config
+from segtrain.data.loading.numpy_batches import NumpyLoader
 from segtrain.errors import SegtrainError
 
 
 def build_batches(config: Config, split: str, training: bool, *, epoch: int = 0, skip_batches: int = 0):
-    """``pipeline.build_dataset`` on TensorFlow, an equal ``NumpyLoader`` on the other backends."""
-    import keras
+    """``tf_batches.build_dataset`` on TensorFlow, an equal ``NumpyLoader`` on the other backends."""
+    import keras  # the backend is loaded by the time batches are built
 
     if keras.backend.backend() == "tensorflow":
-        from segtrain.data.pipeline import build_dataset
+        from segtrain.data.loading.tf_batches import build_dataset  # imports TensorFlow
 
         return build_dataset(config, split, training, epoch=epoch, skip_batches=skip_batches)
-    from segtrain.data.loader import NumpyLoader
-
     return NumpyLoader(config, split, training, epoch=epoch, skip_batches=skip_batches)
 
 
@@ -48,7 +47,7 @@ def count_batches(dataset) -> int:
 def numpy_batches(dataset, count: int | None = None) -> Iterator[Iterable]:
     """The first ``count`` (all, if None) batches as NumPy arrays; the iterator is closed on exit, also after an error."""
     if hasattr(dataset, "as_numpy_iterator"):  # tf.data
-        from segtrain.data.pipeline import BatchIterator
+        from segtrain.data.loading.tf_batches import BatchIterator  # imports TensorFlow; a tf.data dataset means it is loaded
 
         with BatchIterator((dataset if count is None else dataset.take(count)).as_numpy_iterator()) as batches:
             yield batches

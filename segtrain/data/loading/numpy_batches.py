@@ -1,8 +1,8 @@
-"""The batches of ``pipeline.build_dataset`` as NumPy arrays, without TensorFlow.
+"""The batches of ``tf_batches.build_dataset`` as NumPy arrays, without TensorFlow.
 
 For environments that have JAX or PyTorch but no TensorFlow (a lent GPU machine, whose
 TensorFlow wheel is too large to carry). The order, the per-sample augmentation seeds and
-the decoding are ``samples.py``'s, the same code the tf.data pipeline runs, so for the same
+the decoding are ``plans.py``'s, the same code the tf.data pipeline runs, so for the same
 (seed, epoch, position) both yield identical batches (tested batch for batch).
 
 Samples decode and augment on a pool of worker threads (Pillow, OpenCV and NumPy release the
@@ -21,9 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from segtrain.config import Config
-from segtrain.data.palette import VOID
-from segtrain.data.samples import checked_batch_size, sample_plan
-from segtrain.data.sources import Sample, list_samples
+from segtrain.data.formats.palette import VOID
+from segtrain.data.loading.plans import checked_batch_size, sample_plan
+from segtrain.data.formats import Sample
+from segtrain.data.formats.splits import list_samples
 
 
 class NumpyLoader:

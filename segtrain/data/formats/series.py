@@ -19,12 +19,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segtrain.config import DataConfig, input_channels
-from segtrain.data.nifti import labels_to_classes, zscore
+from segtrain.data.formats.base import DatasetFormat, Decoded, check_patch_keys, read_lines
+from segtrain.data.formats.ndarrays import labels_to_classes, zscore
+from segtrain.data.formats.nifti import integer_prediction
 from segtrain.errors import SegtrainError
+from segtrain.io_utils import atomic_write
+
+if TYPE_CHECKING:  # type hints only: the config checks import this package
+    from segtrain.config.schema import Config, DataConfig
 
 SIGNAL_EXTENSIONS = (".npy", ".csv", ".txt")
 
@@ -49,8 +55,6 @@ def change_points_to_labels(change_points: list[int] | tuple[int, ...], length: 
 
 def read_change_point_table(path: Path) -> dict[str, tuple[int, ...]]:
     """``name,window_size,cp1,cp2,...`` lines -> {name: change points}; a malformed line is an error naming it."""
-    from segtrain.data.sources import read_lines  # sources dispatches here: import at call time
-
     table: dict[str, tuple[int, ...]] = {}
     for number, line in enumerate(read_lines(path), start=1):
         parts = [p.strip() for p in line.split(",")]
@@ -76,8 +80,6 @@ def _find_signal(folder: Path, name: str) -> Path | None:
 
 def scan_series(data_cfg: DataConfig, root: Path, split: str) -> tuple[list[SeriesSample], list[str]]:
     """The signals of a split with their label source, and one message per missing file."""
-    from segtrain.data.sources import read_lines
-
     folder, list_file = root / split, root / f"{split}.txt"
     names = None
     if not folder.is_dir():
@@ -137,7 +139,7 @@ def read_signal(path: Path, data_cfg: DataConfig) -> np.ndarray:
         data = data[:, None]
     if data.ndim != 2 or data.dtype.kind not in "iufb":
         raise SegtrainError(f"{path}: expected a numeric (T,) or (T, C) signal, got {data.dtype} of shape {data.shape}")
-    channels = input_channels(data_cfg)
+    channels = data_cfg.channels or FORMAT.default_channels
     if data.shape[1] != channels:
         raise SegtrainError(f"{path}: signal has {data.shape[1]} channel(s) (columns) but data.channels is {channels}; set data.channels: {data.shape[1]}")
     if data.shape[0] < 2:
@@ -169,3 +171,62 @@ def read_series(sample: SeriesSample, data_cfg: DataConfig) -> tuple[np.ndarray,
     if data_cfg.normalize == "zscore":
         signal = zscore(signal, None)
     return signal, labels
+
+
+def read(sample: SeriesSample, data_cfg: DataConfig) -> Decoded:
+    signal, labels = read_series(sample, data_cfg)
+    return Decoded(signal, labels)
+
+
+def read_labels(sample: SeriesSample, data_cfg: DataConfig) -> np.ndarray:
+    return read_series(sample, data_cfg)[1]
+
+
+def write_prediction(path: Path, labels: np.ndarray, decoded: Decoded | None = None, colors=None) -> Path:
+    """A ``.npy`` array of per-step class indices."""
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, labels)
+
+    atomic_write(path, save, fsync=False)
+    return path
+
+
+def read_prediction(path: Path, sample: SeriesSample, truth: np.ndarray, data_cfg: DataConfig) -> np.ndarray:
+    """A predicted ``.npy`` array -> uint8 classes, one per step of the signal."""
+    try:
+        pred = np.load(path, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001 - numpy raises many types for a bad file
+        raise SegtrainError(f"{path}: not a readable prediction ({type(err).__name__}: {err})") from None
+    if pred.shape != truth.shape:
+        raise SegtrainError(f"{path}: prediction has shape {pred.shape} but the ground truth {truth.shape}; predict the whole case")
+    return integer_prediction(path, pred)
+
+
+def check_config(config: Config) -> None:
+    """``data.channels`` is a number of columns, ``data.label`` a label file or change-point table; patches are 1-D."""
+    src, data = config.source, config.data
+    if isinstance(data.channels, list):
+        raise SegtrainError(f"{src}: key 'data.channels' must be a number of channels for format series, got {data.channels}")
+    if data.channels is not None and data.channels < 1:
+        raise SegtrainError(f"{src}: key 'data.channels' must be at least 1 for format series, got {data.channels}")
+    if data.label is None:
+        raise SegtrainError(f"{src}: key 'data.label' must be a per-signal label file such as '{{name}}.labels.npy' or a change-point table such as desc.txt for format series")
+    check_patch_keys(config, 1)
+
+
+FORMAT = DatasetFormat(
+    name="series",
+    spatial_rank=1,
+    default_channels=1,
+    scan=scan_series,
+    read=read,
+    read_labels=read_labels,
+    prediction_extension=".npy",
+    write_prediction=write_prediction,
+    read_prediction=read_prediction,
+    check_config=check_config,
+    own_keys=("label", "patch"),
+    patches=True,
+    normalizes_itself=True,
+)

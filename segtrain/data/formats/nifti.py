@@ -20,15 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segtrain.config import DataConfig
-from segtrain.data.decode import lookup_table
-from segtrain.data.palette import VOID
+from segtrain.data.formats.base import DatasetFormat, Decoded, check_patch_keys, read_lines
+from segtrain.data.formats.ndarrays import labels_to_classes, zscore_channel
 from segtrain.errors import SegtrainError
+from segtrain.io_utils import TMP_SUFFIX
 
-_IDENTITY = np.arange(256, dtype=np.uint8)
+if TYPE_CHECKING:  # type hints only: the config checks import this package
+    from segtrain.config.schema import Config, DataConfig
 AFFINE_TOLERANCE = 1e-3  # mm; headers written by different tools round the affine differently
 
 
@@ -68,8 +70,6 @@ def _file_in(folder: Path, pattern: str) -> Path:
 
 
 def _case_folders(root: Path, split: str) -> list[Path]:
-    from segtrain.data.sources import read_lines  # sources dispatches here: import at call time
-
     folder, list_file = root / split, root / f"{split}.txt"
     if folder.is_dir():
         cases = sorted(p for p in folder.iterdir() if p.is_dir())
@@ -127,50 +127,6 @@ def _same_grid(path: Path, img, shape: tuple, ref_path: Path, ref_img, ref_shape
         )
 
 
-def labels_to_classes(raw: np.ndarray, path: Path, data_cfg: DataConfig) -> np.ndarray:
-    """Integer-valued label array -> uint8 class indices (255 = void), or a ``SegtrainError`` naming ``path``."""
-    if raw.dtype.kind not in "iubf":
-        raise SegtrainError(f"{path}: label values of type {raw.dtype} are not class indices; store labels as integers")
-    with np.errstate(invalid="ignore"):  # NaN and out-of-range floats cast to anything: the comparison catches them
-        values = raw.astype(np.uint8)
-    bad = values != raw
-    if bad.any():
-        wrong = raw[bad]
-        fractional = ~np.isfinite(wrong) | (wrong != np.round(wrong)) if raw.dtype.kind == "f" else np.zeros(wrong.shape, bool)
-        if fractional.any():
-            raise SegtrainError(
-                f"{path}: label file has {int(fractional.sum())} non-integer value(s) (e.g. {float(wrong[fractional][0])}); labels must be "
-                "class indices, check that this is the label file and that it was not resampled with interpolation"
-            )
-        raise SegtrainError(f"{path}: label values range {raw.min():g}..{raw.max():g}, outside 0..255; labels must be class indices")
-    table = lookup_table(data_cfg)
-    classes = values if np.array_equal(table, _IDENTITY) else table[values]
-    counts = np.bincount(classes.ravel(), minlength=256)
-    bad_values = np.flatnonzero(counts[data_cfg.num_classes : VOID]) + data_cfg.num_classes
-    if bad_values.size:
-        raise SegtrainError(
-            f"{path}: label values {', '.join(map(str, bad_values.tolist()))} are neither a class (0..{data_cfg.num_classes - 1}) "
-            "nor void 255; check data.num_classes, data.ignore_index and data.label_map"
-        )
-    return classes
-
-
-def _zscore_channel(channel: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """One channel (any shape) -> float32 with mean 0, std 1 inside ``mask`` (everywhere without one), 0 outside."""
-    values = channel if mask is None else channel[mask]
-    mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
-    std = float(values.std(dtype=np.float64)) if values.size else 1.0
-    out = (channel.astype(np.float32) - np.float32(mean)) * np.float32(1.0 / max(std, 1e-8))
-    if mask is not None:
-        out[~mask] = 0.0
-    return out
-
-
-def zscore(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Per-channel (last axis) mean 0, std 1 inside ``mask`` (everywhere without one); 0 outside the mask."""
-    return np.stack([_zscore_channel(image[..., c], mask) for c in range(image.shape[-1])], axis=-1)
-
-
 def read_case(case: VolumeCase, data_cfg: DataConfig) -> Volume:
     """Decode and check one case: same grid for every file, integer labels in range, finite channels."""
     ref_img, ref = _load(case.channels[0])
@@ -194,7 +150,7 @@ def read_case(case: VolumeCase, data_cfg: DataConfig) -> Volume:
         if not mask.any():
             raise SegtrainError(f"{case.mask}: region mask is empty; check data.mask")
     if data_cfg.normalize == "zscore":  # per channel while each is contiguous, before interleaving
-        channels = [_zscore_channel(c, mask) for c in channels]
+        channels = [zscore_channel(c, mask) for c in channels]
     image = np.stack(channels, axis=-1)
     return Volume(image=image, label=label, mask=mask, affine=np.asarray(ref_img.affine), header=ref_img.header)
 
@@ -206,9 +162,7 @@ def write_label_volume(path: str | Path, label: np.ndarray, affine: np.ndarray, 
     labels as floats, and a scaled one would rescale them); written through a temporary
     sibling and renamed, so a killed run leaves no half-written file.
     """
-    import nibabel as nib
-
-    from segtrain.io_utils import TMP_SUFFIX
+    import nibabel as nib  # only volume datasets need it
 
     path = Path(path)
     label = np.asarray(label)
@@ -224,3 +178,74 @@ def write_label_volume(path: str | Path, label: np.ndarray, affine: np.ndarray, 
     nib.save(img, str(tmp))
     tmp.replace(path)
     return path
+
+
+def read(case: VolumeCase, data_cfg: DataConfig) -> Decoded:
+    """The case as a ``Decoded``: its region mask bounds the patches, its affine and header come along for writing."""
+    volume = read_case(case, data_cfg)
+    return Decoded(volume.image, volume.label, region=volume.mask, meta=volume)
+
+
+def read_labels(case: VolumeCase, data_cfg: DataConfig) -> np.ndarray:
+    """The case's labels, after every check of the case (its files on one grid)."""
+    return read_case(case, data_cfg).label
+
+
+def write_prediction(path: Path, labels: np.ndarray, decoded: Decoded, colors=None) -> Path:
+    """A uint8 label volume in the case's space (``colors`` do not apply to NIfTI)."""
+    return write_label_volume(path, labels, decoded.meta.affine, decoded.meta.header)
+
+
+def read_prediction(path: Path, case: VolumeCase, truth: np.ndarray, data_cfg: DataConfig) -> np.ndarray:
+    """A predicted label volume -> uint8 classes, on the case's grid (shape and affine of its first channel)."""
+    import nibabel as nib  # only volume datasets need it
+
+    try:
+        img = nib.load(str(path))
+        pred = np.asanyarray(img.dataobj)
+        reference = nib.load(str(case.image)).affine
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types for a bad file
+        raise SegtrainError(f"{path}: not a readable prediction ({type(err).__name__}: {err})") from None
+    if pred.shape != truth.shape:
+        raise SegtrainError(f"{path}: prediction has shape {pred.shape} but the ground truth {truth.shape}; predict the whole case")
+    if not np.allclose(img.affine, reference, atol=AFFINE_TOLERANCE):
+        raise SegtrainError(f"{path}: affine differs from the case's; the prediction is in another voxel space (write it with the source affine)")
+    return integer_prediction(path, pred)
+
+
+def integer_prediction(path: Path, pred: np.ndarray) -> np.ndarray:
+    """Predicted class indices stored in any numeric type -> uint8; fractions or values outside 0..255 are errors."""
+    if pred.dtype.kind == "f" and not np.array_equal(pred, np.round(pred)):
+        raise SegtrainError(f"{path}: prediction holds non-integer values; save class indices")
+    if pred.size and (pred.min() < 0 or pred.max() > 255):
+        raise SegtrainError(f"{path}: prediction values {pred.min()}..{pred.max()} are not class indices 0..255")
+    return pred.astype(np.uint8)
+
+
+def check_config(config: Config) -> None:
+    """``data.channels`` lists a case's channel files, ``data.label`` names its label file; patches are 3-D."""
+    src, data = config.source, config.data
+    if not isinstance(data.channels, list) or not data.channels:
+        raise SegtrainError(f"{src}: key 'data.channels' must list the channel files of a case for format nifti, e.g. [t1.nii.gz, flair.nii.gz]")
+    if len(set(data.channels)) != len(data.channels):
+        raise SegtrainError(f"{src}: key 'data.channels' names a file twice: {data.channels}; list each channel once")
+    if data.label is None:
+        raise SegtrainError(f"{src}: key 'data.label' must name the label file of a case for format nifti, e.g. seg.nii.gz")
+    check_patch_keys(config, 3)
+
+
+FORMAT = DatasetFormat(
+    name="nifti",
+    spatial_rank=3,
+    default_channels=1,  # never used: data.channels must list the files
+    scan=scan_cases,
+    read=read,
+    read_labels=read_labels,
+    prediction_extension=".nii.gz",
+    write_prediction=write_prediction,
+    read_prediction=read_prediction,
+    check_config=check_config,
+    own_keys=("label", "mask", "patch"),
+    patches=True,
+    normalizes_itself=True,
+)

@@ -15,15 +15,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import ImageFile
 
-from segtrain.config import DataConfig, input_channels
-from segtrain.data.palette import BUILTIN_TABLES, VOID, ColorTable, is_table_file, pack_rgb, unpack_rgb
+from segtrain.data.formats.palette import BUILTIN_TABLES, VOID, ColorTable, is_table_file, pack_rgb, unpack_rgb
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import open_image
+
+if TYPE_CHECKING:  # type hints only: the config checks import this package
+    from segtrain.config.schema import DataConfig
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey stripe
 _IDENTITY = np.arange(256, dtype=np.uint8)
@@ -190,7 +193,8 @@ def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
 
 def read_pair(image_path: str | Path, mask_path: str | Path, data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     """Decode an image (``data.channels`` channels) and its mask and check that they have the same size."""
-    image, mask = read_image(image_path, input_channels(data_cfg)), read_mask(mask_path, data_cfg)
+    channels = 3 if data_cfg.channels is None else data_cfg.channels  # RGB unless data.channels says otherwise
+    image, mask = read_image(image_path, channels), read_mask(mask_path, data_cfg)
     if image.shape[:2] != mask.shape:
         raise SegtrainError(
             f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "

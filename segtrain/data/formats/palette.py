@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from segtrain.errors import SegtrainError
 from segtrain.labels import VOID  # noqa: F401  (re-exported: data code imports it from here)
@@ -212,8 +213,6 @@ class ColorTable:
             if path.suffix.lower() == ".json":
                 raw = json.loads(text)
             else:
-                import yaml  # only colour-table files need it
-
                 raw = yaml.safe_load(text)
         except Exception as err:  # noqa: BLE001 - any read or parse failure is the user's file
             raise SegtrainError(f"{path}: cannot parse colour table ({type(err).__name__}: {err}); fix the syntax") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segtrain.data.palette import VOC_VOID_COLOR, VOID, pil_palette, voc_colormap
+from segtrain.data.formats.palette import VOC_VOID_COLOR, VOID, pil_palette, voc_colormap
 
 SAMPLE_CLASSES = ("background", "circle", "square", "triangle")
 SIZE = 64

@@ -1,46 +1,25 @@
 """One sample of an epoch: which file sits at each position, its augmentation seed, its decoding.
 
-Shared by the tf.data pipeline (``pipeline.py``) and the NumPy loader (``loader.py``), so both
-yield the same batches by construction; nothing here imports TensorFlow.
-
-In training, the file order of epoch ``e`` is a permutation seeded by ``(train.seed, e)`` and
-the augmentation of the sample at position ``p`` is seeded by ``(train.seed, e, p)``; nothing
-depends on what ran before, so skipping whole batches gives exactly the tail of the epoch.
+Shared by the tf.data pipeline (``tf_batches.py``) and the NumPy loader (``numpy_batches.py``),
+so both yield the same batches by construction; nothing here imports TensorFlow. The order
+and seeds of an epoch come from ``seeds.py``; formats that train on patches get their plan
+from ``patch_plans.py``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from segtrain.config import VOLUME_FORMATS, Config, DataConfig
-from segtrain.data.augment import augment, train_transform, val_transform
-from segtrain.data.decode import read_mask, read_pair
-from segtrain.data.sources import Sample, list_samples
+from segtrain.config import Config, DataConfig
+from segtrain.data.formats import Sample, get_format
+from segtrain.data.loading.patch_plans import PatchLoader, patch_positions
+from segtrain.data.loading.seeds import epoch_arrays
+from segtrain.data.transforms.image import augment, train_transform, val_transform
 from segtrain.errors import SegtrainError
-
-
-def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
-    """The sample order of a training epoch: a permutation that depends on (seed, epoch) only."""
-    return np.random.default_rng([seed % 2**32, epoch]).permutation(num_samples)
-
-
-def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
-    """One augmentation seed per position of an epoch, independent of every other position."""
-    return np.array(
-        [np.random.SeedSequence([seed % 2**32, epoch, int(p)]).generate_state(1)[0] for p in positions],
-        dtype=np.int64,
-    )
-
-
-def epoch_arrays(num_samples: int, seed: int, epoch: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sample index, augmentation seed) for the training positions ``start..stop-1`` of an epoch."""
-    positions = np.arange(start, stop)
-    order = epoch_order(num_samples, seed, epoch)
-    return order[positions].astype(np.int64), sample_seeds(seed, epoch, positions)
 
 
 def checked_batch_size(config: Config, split: str, num_samples: int, training: bool, batch_size: int | None) -> int:
@@ -83,23 +62,28 @@ class SampleLoader:
 
     def __init__(self, samples: list[Sample], data_cfg: DataConfig, training: bool):
         self.samples, self.data_cfg, self.training = samples, data_cfg, training
+        self._read = get_format(data_cfg.format).read
         self._local = threading.local()  # albumentations transforms are re-seeded per call: one per thread
-        decoding = (data_cfg.format, data_cfg.classes, data_cfg.colors, data_cfg.void_color,
+        decoding = (data_cfg.format, data_cfg.channels, data_cfg.classes, data_cfg.colors, data_cfg.void_color,
                     data_cfg.num_classes, data_cfg.ignore_index, sorted(data_cfg.label_map.items()))
         self._cache_key = repr(decoding) if data_cfg.cache else None
 
     def _decode(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         if self._cache_key is None:
-            return read_pair(sample.image, sample.mask, self.data_cfg)
-        key = (str(sample.image), str(sample.mask), self._cache_key)
+            return self._pair(sample)
+        key = (repr(sample), self._cache_key)
         pair = _DECODED.get(key)
         if pair is None:
-            pair = read_pair(sample.image, sample.mask, self.data_cfg)
+            pair = self._pair(sample)
             for array in pair:
                 array.setflags(write=False)  # augmentation must copy, never edit the cached pair
             with _DECODED_LOCK:
                 _DECODED[key] = pair
         return pair
+
+    def _pair(self, sample) -> tuple[np.ndarray, np.ndarray]:
+        decoded = self._read(sample, self.data_cfg)
+        return decoded.image, decoded.label
 
     def _transform(self):
         transform = getattr(self._local, "transform", None)
@@ -125,12 +109,10 @@ class SamplePlan:
 
 
 def sample_plan(config: Config, samples: list, training: bool) -> SamplePlan:
-    """2-D images: one sample per file, shuffled by (seed, epoch) in training. Volumes and
-    signals: ``data.patches_per_case`` patches per case (``patch_samples.py``)."""
+    """2-D images: one sample per file, shuffled by (seed, epoch) in training. Formats that
+    train on patches: ``data.patches_per_case`` patches per case (``patch_plans.py``)."""
     data_cfg, seed = config.data, config.train.seed
-    if data_cfg.format in VOLUME_FORMATS:
-        from segtrain.data.patch_samples import PatchLoader, patch_positions  # imports this module
-
+    if get_format(data_cfg.format).patches:
         loader = PatchLoader(samples, data_cfg, training)
         n, per = len(samples), data_cfg.patches_per_case
         return SamplePlan(n * per, lambda e, a, b: patch_positions(n, per, seed, e, a, b, training), loader, loader.patch, np.float32)
@@ -140,20 +122,3 @@ def sample_plan(config: Config, samples: list, training: bool) -> SamplePlan:
     else:
         arrays = lambda e, a, b: (np.arange(a, b, dtype=np.int64), np.zeros(b - a, np.int64))  # noqa: E731
     return SamplePlan(n, arrays, SampleLoader(samples, data_cfg, training), static_hw(data_cfg, training), np.uint8)
-
-
-def iter_masks(data_cfg: DataConfig, split: str) -> Iterator[np.ndarray]:
-    """Decoded masks (label volumes, per-step labels) of a split, one at a time (for class statistics without loading the dataset)."""
-    if data_cfg.format == "nifti":
-        from segtrain.data.nifti import read_case
-
-        for case in list_samples(data_cfg, split):
-            yield read_case(case, data_cfg).label
-    elif data_cfg.format == "series":
-        from segtrain.data.series import read_series
-
-        for sample in list_samples(data_cfg, split):
-            yield read_series(sample, data_cfg)[1]
-    else:
-        for sample in list_samples(data_cfg, split):
-            yield read_mask(sample.mask, data_cfg)

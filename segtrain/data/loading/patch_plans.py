@@ -1,6 +1,6 @@
-"""One patch of an epoch for volumes and signals (``data.format: nifti`` / ``series``).
+"""One patch of an epoch for the formats that train on patches (volumes, signals).
 
-The counterpart of ``samples.py`` for N-D data: an epoch is ``data.patches_per_case`` patches
+The counterpart of ``plans.py`` for N-D data: an epoch is ``data.patches_per_case`` patches
 from every case. Training visits the cases in an order seeded by ``(train.seed, epoch)`` and
 draws the patches of one case at consecutive positions, so a loader that keeps only
 ``data.cached_cases`` decoded cases (default 2) decodes each case once per epoch and its
@@ -13,7 +13,7 @@ the position only (not on ``train.seed`` or the epoch) and no augmentation: a fi
 patches, comparable between epochs and runs. Whole-case sliding-window validation replaces it
 once N-D inference exists.
 
-Nothing here imports TensorFlow: ``pipeline.py`` and ``loader.py`` share it.
+Nothing here imports TensorFlow: ``tf_batches.py`` and ``numpy_batches.py`` share it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from segtrain.config import DataConfig
-from segtrain.data.augment_nd import NdAugment, augment_patch
-from segtrain.data.patches import bounding_box, extract_patch, foreground_voxels, patch_start
-from segtrain.data.samples import sample_seeds
+from segtrain.data.formats import get_format
+from segtrain.data.loading.seeds import epoch_order, sample_seeds
+from segtrain.data.transforms.nd import NdAugment, augment_patch
+from segtrain.data.transforms.patches import bounding_box, extract_patch, foreground_voxels, patch_start
 from segtrain.errors import SegtrainError
 
 VALIDATION_SEED = 0  # validation patches depend on their position only
@@ -36,7 +37,7 @@ VALIDATION_SEED = 0  # validation patches depend on their position only
 def patch_size(data_cfg: DataConfig) -> tuple[int, ...]:
     """``data.patch``, which patch training needs."""
     if data_cfg.patch is None:
-        axes = 3 if data_cfg.format == "nifti" else 1
+        axes = get_format(data_cfg.format).spatial_rank
         raise SegtrainError(f"data.patch: format {data_cfg.format} trains on patches; set data.patch to {axes} size(s), e.g. {[64] * axes}")
     return tuple(data_cfg.patch)
 
@@ -59,12 +60,12 @@ def patch_positions(num_cases: int, per_case: int, seed: int, epoch: int, start:
     positions = np.arange(start, stop)
     if not training:
         return (positions // per_case).astype(np.int64), sample_seeds(VALIDATION_SEED, 0, positions)
-    order = np.random.default_rng([seed % 2**32, epoch]).permutation(num_cases)
+    order = epoch_order(num_cases, seed, epoch)
     return order[positions // per_case].astype(np.int64), sample_seeds(seed, epoch, positions)
 
 
 @dataclass(frozen=True)
-class _Decoded:
+class _Case:
     image: np.ndarray  # (spatial..., C) float32
     label: np.ndarray  # (spatial...) uint8, 255 = void
     foreground: np.ndarray  # (N, ndim) voxels of a class other than 0
@@ -81,26 +82,17 @@ class PatchLoader:
     def __init__(self, cases: list, data_cfg: DataConfig, training: bool):
         self.cases, self.data_cfg, self.training = cases, data_cfg, training
         self.patch = patch_size(data_cfg)
+        self._read = get_format(data_cfg.format).read
         self.augment = nd_augment(data_cfg) if training else None
-        self._cache: OrderedDict[int, _Decoded] = OrderedDict()
+        self._cache: OrderedDict[int, _Case] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _decode(self, index: int) -> _Decoded:
-        case, cfg = self.cases[index], self.data_cfg
-        if cfg.format == "nifti":
-            from segtrain.data.nifti import read_case
+    def _decode(self, index: int) -> _Case:
+        decoded = self._read(self.cases[index], self.data_cfg)
+        bounds = bounding_box(decoded.region) if decoded.region is not None else None
+        return _Case(decoded.image, decoded.label, foreground_voxels(decoded.label, self.data_cfg.num_classes), bounds)
 
-            volume = read_case(case, cfg)
-            image, label = volume.image, volume.label
-            bounds = bounding_box(volume.mask) if volume.mask is not None else None
-        else:
-            from segtrain.data.series import read_series
-
-            image, label = read_series(case, cfg)
-            bounds = None
-        return _Decoded(image, label, foreground_voxels(label, cfg.num_classes), bounds)
-
-    def case(self, index: int) -> _Decoded:
+    def case(self, index: int) -> _Case:
         """The decoded case, from the cache or read now."""
         with self._lock:
             decoded = self._cache.get(index)

@@ -1,0 +1,146 @@
+"""Checks of a typed config before anything runs: value ranges (one table), cross-key rules,
+and each dataset format's own keys (asked of the format table)."""
+
+from __future__ import annotations
+
+import math
+import operator
+from pathlib import Path
+from typing import Any
+
+from segtrain.config.schema import Config
+from segtrain.data.formats import FORMATS, DatasetFormat, get_format, input_channels
+from segtrain.data.transforms.extra import build_extra
+from segtrain.errors import SegtrainError
+from segtrain.loss_specs import normalize_loss_spec
+
+
+def _at_least(low: float) -> tuple[Any, str]:
+    return (lambda v: v >= low), f"at least {low}"
+
+
+# Ranges checked before anything runs: (dotted key, predicate, what the predicate means).
+# ``not (v > 0)`` style predicates also refuse NaN.
+_RANGES: list[tuple[str, Any, str]] = [
+    ("data.color_jitter", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("data.rotate", lambda v: 0.0 <= v <= 180.0, "in [0, 180] degrees"),
+    ("data.shift", lambda v: 0.0 <= v <= 1.0, "in [0, 1] (a fraction of the size)"),
+    ("data.brightness", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("data.contrast", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("data.gamma", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("data.noise", lambda v: 0.0 <= v <= 1.0, "in [0, 1] (a fraction of 255)"),
+    ("data.blur", lambda v: v == 0.0 or 0.1 <= v <= 100.0, "0 (off) or a sigma in [0.1, 100] pixels"),
+    ("data.elastic", lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"),
+    ("data.grid_distortion", lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"),
+    ("data.val_pad_to", *_at_least(1)),
+    ("data.num_parallel_calls", lambda v: v >= 0, "0 (autotune) or a positive number of threads"),
+    ("data.foreground_fraction", lambda v: 0.0 <= v <= 1.0, "a fraction in [0, 1]"),
+    ("data.patches_per_case", *_at_least(1)),
+    ("data.cached_cases", *_at_least(1)),
+    ("data.patch_zoom", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("data.patch_scale", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("data.patch_shift", lambda v: 0.0 <= v < math.inf, "a finite number >= 0"),
+    ("data.patch_gamma", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("data.patch_noise", lambda v: 0.0 <= v < math.inf, "a finite number >= 0"),
+    ("model.width", *_at_least(1)),
+    ("train.steps", lambda v: v is None or v >= 1, "at least 1 (or null to train by epochs)"),
+    ("train.seed", lambda v: 0 <= v < 2**32, "in 0..2**32-1"),
+    ("train.val_every", *_at_least(1)),
+    ("train.checkpoint_every_steps", lambda v: v >= 0, "0 (epoch ends only) or a positive number of steps"),
+    ("train.optimizer.learning_rate", lambda v: 0 < v < math.inf, "a positive finite number, e.g. 1.0e-3"),
+    ("train.optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.optimizer.weight_decay", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    ("train.optimizer.clipnorm", lambda v: v is None or 0 < v < math.inf, "a positive number or null"),
+    ("train.schedule.warmup_steps", lambda v: v >= 0, "0 or a positive number of steps"),
+    ("train.schedule.step_size", *_at_least(1)),
+    ("train.schedule.power", lambda v: 0 < v < math.inf, "a positive number"),
+    ("train.schedule.gamma", lambda v: 0 < v < math.inf, "a positive number"),
+    ("train.schedule.min_lr", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+]
+
+
+def _check_ranges(config: Config) -> None:
+    for key, ok, meaning in _RANGES:
+        value = operator.attrgetter(key)(config)
+        if not ok(value):
+            raise SegtrainError(f"{config.source}: key '{key}' must be {meaning}, got {value!r}")
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise SegtrainError(f"{config.source}: key 'output_dir': {out} is a file, not a folder; choose another output_dir")
+
+
+def check_values(config: Config) -> None:
+    """Every check that needs no file: ranges, cross-key rules, the format's own keys, data.augment, losses."""
+    _check_ranges(config)
+    src, data = config.source, config.data
+    if not 1 <= data.num_classes <= 255:
+        raise SegtrainError(f"{src}: key 'data.num_classes' must be in 1..255, got {data.num_classes}")
+    if not 0 <= data.ignore_index <= 255:
+        raise SegtrainError(f"{src}: key 'data.ignore_index' must be in 0..255, got {data.ignore_index}")
+    if isinstance(data.classes, list) and len(data.classes) != data.num_classes:
+        raise SegtrainError(
+            f"{src}: key 'data.classes' lists {len(data.classes)} names but data.num_classes is {data.num_classes}"
+        )
+    for key in ("crop", "resize"):
+        value = getattr(data, key)
+        if value is not None and (len(value) != 2 or min(value) < 1):
+            raise SegtrainError(f"{src}: key 'data.{key}' must be [height, width] with positive sizes, got {value}")
+    if len(data.scale) != 2 or not 0 < data.scale[0] <= data.scale[1]:
+        raise SegtrainError(f"{src}: key 'data.scale' must be [min, max] with 0 < min <= max, got {data.scale}")
+    if data.rot90 and data.crop is None and data.resize is not None and data.resize[0] != data.resize[1]:
+        raise SegtrainError(
+            f"{src}: key 'data.rot90' needs data.crop or a square data.resize: a quarter turn swaps "
+            f"height and width of the {data.resize[0]}x{data.resize[1]} batches"
+        )
+    _check_format_keys(config)
+    _check_normalization(config)
+    if data.augment:
+        build_extra(data.augment, src)
+    weights = config.train.class_weights
+    if isinstance(weights, str) and weights not in ("none", "median_frequency"):
+        raise SegtrainError(
+            f"{src}: key 'train.class_weights' must be none, median_frequency or a list of numbers, got {weights!r}"
+        )
+    if isinstance(weights, list) and len(weights) != data.num_classes:
+        raise SegtrainError(
+            f"{src}: key 'train.class_weights' has {len(weights)} values but data.num_classes is {data.num_classes}"
+        )
+    config.train.loss = normalize_loss_spec(config.train.loss, src)
+    if config.model.output_stride not in (8, 16):
+        raise SegtrainError(f"{src}: key 'model.output_stride' must be 8 or 16, got {config.model.output_stride}")
+    if config.train.precise_bn.batches < 0:
+        raise SegtrainError(f"{src}: key 'train.precise_bn.batches' must be 0 (off) or more, got {config.train.precise_bn.batches}")
+    if config.train.batch_size < 1 or config.train.epochs < 1:
+        raise SegtrainError(f"{src}: keys 'train.batch_size' and 'train.epochs' must be at least 1")
+
+
+def format_of(config: Config) -> DatasetFormat:
+    """The format table's entry for ``data.format``; an unknown name is an error naming the file."""
+    try:
+        return get_format(config.data.format)
+    except SegtrainError as err:
+        raise SegtrainError(f"{config.source}: {err}") from None
+
+
+def _check_format_keys(config: Config) -> None:
+    """The format's own checks, and no key that only other formats read (``DatasetFormat.own_keys``)."""
+    fmt = format_of(config)
+    fmt.check_config(config)
+    others = sorted({key for f in FORMATS.values() for key in f.own_keys} - set(fmt.own_keys))
+    for key in others:
+        if getattr(config.data, key) is not None:
+            owners = [f.name for f in FORMATS.values() if key in f.own_keys]
+            where = f"format {owners[0]}" if len(owners) == 1 else f"formats {', '.join(owners[:-1])} and {owners[-1]}"
+            raise SegtrainError(f"{config.source}: key 'data.{key}' applies to {where} only; remove it for format {fmt.name}")
+
+
+def _check_normalization(config: Config) -> None:
+    """``model.mean`` / ``model.std``: one value, or one per input channel, or null."""
+    channels = input_channels(config.data)
+    for key in ("mean", "std"):
+        value = getattr(config.model, key)
+        if isinstance(value, list) and len(value) not in (1, channels):
+            raise SegtrainError(
+                f"{config.source}: key 'model.{key}' has {len(value)} values but the input has {channels} channel(s) (data.channels); "
+                f"give {channels} values (or one), or null for no normalisation"
+            )
