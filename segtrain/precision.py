@@ -7,7 +7,8 @@
   the optimizer is loss-scaled), ``float32`` below;
 * no GPU: ``mixed_bfloat16`` when the CPU has native bf16 arithmetic (the ``avx512_bf16``
   or ``amx_bf16`` flag in ``/proc/cpuinfo``, where oneDNN runs bf16 convolutions about
-  1.5-1.9x faster), ``float32`` otherwise (emulated bf16 is slower than float32).
+  1.5-1.9x faster), ``float32`` otherwise (emulated bf16 is slower than float32), and
+  ``float32`` for 3-D data on TensorFlow, whose CPU bf16 3-D convolutions abort.
 
 ``none`` is float32. Mixed policies keep the variables in float32, so a float32 copy of
 a model (``float32_copy``) has exactly the same weights: evaluation uses one so that its
@@ -19,6 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+
+from segtrain.errors import SegtrainError
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -58,8 +61,9 @@ def gpu_capabilities() -> list[tuple[int, int]]:
     return found
 
 
-def auto_policy(gpus: list[tuple[int, int]], flags: set[str]) -> tuple[str, str]:
-    """``(policy, reason)`` for ``auto`` given the GPUs' capabilities and the CPU's flags."""
+def auto_policy(gpus: list[tuple[int, int]], flags: set[str], spatial_rank: int = 2, backend: str = "tensorflow") -> tuple[str, str]:
+    """``(policy, reason)`` for ``auto`` given the GPUs' capabilities, the CPU's flags, the
+    samples' spatial axes and the Keras backend."""
     if gpus:
         lowest = min(gpus)
         where = f"GPU compute capability {lowest[0]}.{lowest[1]}"
@@ -69,15 +73,29 @@ def auto_policy(gpus: list[tuple[int, int]], flags: set[str]) -> tuple[str, str]
             return "mixed_float16", where
         return "float32", where + " (no tensor cores)"
     native = sorted(flags & set(BF16_CPU_FLAGS))
+    if native and _bf16_crashes(spatial_rank, backend):
+        return "float32", f"CPU with {' and '.join(native)}, but {BF16_3D_CRASH}"
     if native:
         return "mixed_bfloat16", f"CPU with {' and '.join(native)}"
     return "float32", "CPU without avx512_bf16/amx_bf16"
 
 
-def resolve_policy(setting: str) -> tuple[str, str]:
-    """``train.mixed_precision`` -> ``(Keras policy name, why)``."""
+# Measured on an AMD EPYC with avx512_bf16, TensorFlow 2.21: a 3-D convolution's gradient in
+# bfloat16 on the CPU aborts the process ("double free or corruption"); 1-D, 2-D and JAX are fine.
+BF16_3D_CRASH = "TensorFlow's CPU bfloat16 3-D convolutions abort the process (oneDNN)"
+
+
+def _bf16_crashes(spatial_rank: int, backend: str) -> bool:
+    return spatial_rank == 3 and backend == "tensorflow"
+
+
+def resolve_policy(setting: str, spatial_rank: int = 2) -> tuple[str, str]:
+    """``train.mixed_precision`` -> ``(Keras policy name, why)`` for samples with ``spatial_rank`` axes."""
     if setting == "auto":
-        return auto_policy(gpu_capabilities(), cpu_flags())
+        return auto_policy(gpu_capabilities(), cpu_flags(), spatial_rank, keras.backend.backend())
+    if setting == "mixed_bfloat16" and _bf16_crashes(spatial_rank, keras.backend.backend()) and not gpu_capabilities():
+        raise SegtrainError(f"train.mixed_precision: mixed_bfloat16 with 3-D data on this CPU: {BF16_3D_CRASH}; "
+                            "use none (float32), or KERAS_BACKEND=jax")
     if setting == "none":
         return "float32", "train.mixed_precision: none"
     return setting, f"train.mixed_precision: {setting}"

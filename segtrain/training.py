@@ -181,7 +181,7 @@ class Trainer:
         self.engine = make_engine(cfg.train, self._strategy)
         self.chief = self.engine.chief
         self.engine.setup(cfg.train.seed, cfg.train.deterministic)
-        policy, why = resolve_policy(cfg.train.mixed_precision)
+        policy, why = resolve_policy(cfg.train.mixed_precision, get_format(cfg.data.format).spatial_rank)
         keras.mixed_precision.set_global_policy(policy)
         if self.chief:
             self._lock = RunLock(self.run_dir)

@@ -97,3 +97,23 @@ def test_trainer_val_miou_equals_evaluate_on_best_checkpoint(tmp_path):
                      "--json", str(tmp_path / "m.json")]) == 0
     evaluated = json.loads((tmp_path / "m.json").read_text())["miou"]
     assert evaluated == pytest.approx(logged, abs=1e-6)
+
+
+def test_auto_keeps_3d_tensorflow_on_cpu_in_float32_and_refuses_bf16_there(monkeypatch):
+    """TensorFlow's CPU bf16 3-D convolution gradient aborts the process (double free): auto
+    must not walk into it on a bf16 CPU, and an explicit mixed_bfloat16 is one error line."""
+    import segtrain.precision as precision
+    from segtrain.errors import SegtrainError
+
+    flags = {"avx512_bf16"}
+    assert auto_policy([], flags, 2, "tensorflow")[0] == "mixed_bfloat16"
+    assert auto_policy([], flags, 3, "jax")[0] == "mixed_bfloat16"
+    policy, why = auto_policy([], flags, 3, "tensorflow")
+    assert policy == "float32" and "3-D" in why
+    assert auto_policy([(8, 0)], flags, 3, "tensorflow")[0] == "mixed_bfloat16"  # GPUs are not affected
+    monkeypatch.setattr(precision.keras.backend, "backend", lambda: "tensorflow")
+    monkeypatch.setattr(precision, "gpu_capabilities", lambda: [])
+    with pytest.raises(SegtrainError, match="^train.mixed_precision: mixed_bfloat16 with 3-D data"):
+        resolve_policy("mixed_bfloat16", 3)
+    assert resolve_policy("mixed_bfloat16", 2)[0] == "mixed_bfloat16"
+

@@ -15,13 +15,17 @@ bottom/right to a multiple of ``data.val_pad_to``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import albumentations as A
 import cv2
 import numpy as np
 
-from segtrain.config import DataConfig
 from segtrain.data.formats.palette import VOID
 from segtrain.data.transforms.extra import MASK_INTERPOLATION, build_extra
+
+if TYPE_CHECKING:  # type hints only: transforms sit below the config
+    from segtrain.config.schema import DataConfig
 
 _IMAGE_INTERP, _MASK_INTERP = cv2.INTER_LINEAR, MASK_INTERPOLATION
 _VOID_BORDER = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=VOID)  # what a transform moves in
