@@ -27,7 +27,7 @@ COMMANDS = {
     "evaluate": ("segtrain.evaluation", "mIoU, per-class IoU and confusion matrix of a checkpoint or a folder of predictions"),
     "predict": ("segtrain.predict", "write palette-PNG predictions of a checkpoint for images"),
     "convert-labels": ("segtrain.tools.convert_labels", "convert label PNGs between RGB colour, palette and raw index forms"),
-    "export": ("segtrain.export", "export a checkpoint to SavedModel or ONNX and check parity"),
+    "export": ("segtrain.export.cli", "export a checkpoint to SavedModel or ONNX and check parity"),
     "checkerboard": ("segtrain.models.checkerboard", "score decoders' upsampling for checkerboard artifacts"),
 }
 

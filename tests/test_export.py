@@ -286,7 +286,8 @@ def test_parity_check_takes_the_config_val_images(quickstart_run, tmp_path):
 def test_dynamic_size_comes_from_the_run_config_or_is_asked_for(quickstart_run, tmp_path):
     import shutil
 
-    from segtrain.export import _export_shape, default_size
+    from segtrain.export import default_size
+    from segtrain.export.shapes import export_shape
 
     root, model = quickstart_run
     ckpt = root / "runs" / "quickstart" / "checkpoints" / "best.keras"
@@ -297,7 +298,7 @@ def test_dynamic_size_comes_from_the_run_config_or_is_asked_for(quickstart_run, 
     size, hint = default_size(lone)
     assert size is None
     with pytest.raises(SegtrainError, match=r"pass --size .*no run config at .*config.yaml"):
-        _export_shape(model, size, 1, hint)
+        export_shape(model, size, 1, hint)
     (tmp_path / "config.yaml").write_text((root / "runs/quickstart/config.yaml").read_text().replace("crop:\n  - 64\n  - 64", "crop: null"))
     size, hint = default_size(lone)
     assert size is None and "sets neither data.resize nor data.crop" in hint
@@ -348,3 +349,76 @@ def test_parity_rule_for_max_unpooling_tolerates_rare_near_tie_flips_only():
     disagreeing = RuntimeParity("opencv", max_abs_diff=0.6, agreement=0.9990, pixels=10**6, share_over=1e-5)
     assert not report(disagreeing, unpool=True).ok
     assert "max-unpooling model" in report(flipped, unpool=True).summary()
+
+
+# --------------------------------------------------------------------------- a format registered from outside
+
+
+def _write_npz(model, shape, nchw, output, compressed=False):
+    """The toy format: the model's architecture (JSON) and weights in one .npz file."""
+    layout = [shape[0], shape[-1], *shape[1:-1]] if nchw else list(shape)
+    save = np.savez_compressed if compressed else np.savez
+    with open(output, "wb") as f:  # a file object: np.savez would append .npz to any other suffix
+        save(f, *model.get_weights(), config=np.array(model.to_json()), nchw=np.array(nchw),
+             input_shape=np.array([-1 if d is None else d for d in layout]))
+
+
+def _npz_runners(path):
+    """The toy format's one runtime: the Keras model rebuilt from the file."""
+    from segtrain.export import Runners
+
+    data = np.load(path)
+    model = keras.models.model_from_json(str(data["config"]))
+    model.set_weights([data[f"arr_{i}"] for i in range(len(model.weights))])
+    nchw = bool(data["nchw"])
+
+    def run(x):
+        x = x.transpose(0, 2, 3, 1) if nchw else x
+        y = np.asarray(model(x, training=False))
+        return y.transpose(0, 3, 1, 2) if nchw else y
+
+    return Runners(input_shape=data["input_shape"].tolist(), run={"keras-reloaded": run})
+
+
+def test_a_format_registered_from_outside_exports_and_checks_end_to_end(tmp_path, capsys):
+    from segtrain.export import EXPORT_FORMATS, ExportFormat, register_export_format, unregister_export_format
+
+    model = _tiny("segnet_basic", "transposed", "batch")
+    ckpt = tmp_path / "best.keras"
+    model.save(ckpt)
+    register_export_format(ExportFormat("npz", suffix=".npz", write=_write_npz, runners=_npz_runners,
+                                        options={"compressed": False}))
+    try:
+        with pytest.raises(SystemExit):
+            cli.main(["export", "--help"])
+        assert "{savedmodel,onnx,npz}" in capsys.readouterr().out
+        assert cli.main(["export", "--checkpoint", str(ckpt), "--format", "npz", "--nchw"]) == 0
+        out = capsys.readouterr().out
+        assert f"wrote {tmp_path / 'best-nchw.npz'}: input (1, 3, 32, 32) NCHW" in out
+        assert "(npz) vs Keras on 3 random 0..255 image(s)" in out and "keras-reloaded" in out and "FAIL" not in out
+
+        path = export_model(model, "npz", tmp_path / "small.npz", compressed=True)  # the format's own option
+        report = check_parity(model, path, "npz", count=1)
+        assert report.ok and [r.runtime for r in report.results] == ["keras-reloaded"]
+        with pytest.raises(SegtrainError, match="format 'onnx' takes no option 'compressed'"):
+            export_model(model, "onnx", tmp_path / "m.onnx", compressed=True)
+    finally:
+        unregister_export_format("npz")
+    assert list(EXPORT_FORMATS) == ["savedmodel", "onnx"]
+    with pytest.raises(SegtrainError, match="--format 'npz': use one of savedmodel, onnx"):
+        export_model(model, "npz", tmp_path / "gone.npz")
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--checkpoint", str(ckpt), "--format", "npz"])
+    assert "invalid choice: 'npz'" in capsys.readouterr().err
+
+
+def test_importing_export_loads_no_optional_dependency():
+    # The table and its formats import their converters and runtimes when first used, so
+    # `segtrain export --help` and `import segtrain.export` stay cheap and circle-free (OpenCV is
+    # not among them: the image decoder, a core dependency, imports it).
+    import subprocess
+
+    code = ("import sys, segtrain.export.formats, segtrain.export; "
+            "print(sorted(m for m in ('tensorflow', 'tf2onnx', 'onnx', 'onnxruntime', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

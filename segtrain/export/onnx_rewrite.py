@@ -20,7 +20,7 @@ import numpy as np
 
 def make_portable(proto):
     """Apply every rewrite to an ONNX ``ModelProto`` (shape inference first, for the ranks)."""
-    import onnx
+    import onnx  # optional dependency: onnx
 
     proto = onnx.shape_inference.infer_shapes(proto)
     graph = Graph(proto)
@@ -49,7 +49,7 @@ class Graph:
         return f"{base}__portable{self._count}"
 
     def const(self, base: str, array: np.ndarray) -> str:
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # optional dependency: onnx
 
         name = self.fresh(base)
         self.graph.initializer.append(numpy_helper.from_array(array, name))
@@ -73,7 +73,7 @@ class Graph:
 
 
 def _attr(node, name: str, default=None):
-    from onnx import helper
+    from onnx import helper  # optional dependency: onnx
 
     for a in node.attribute:
         if a.name == name:
@@ -82,7 +82,7 @@ def _attr(node, name: str, default=None):
 
 
 def _set_attr(node, name: str, value) -> None:
-    from onnx import helper
+    from onnx import helper  # optional dependency: onnx
 
     kept = [a for a in node.attribute if a.name != name]
     del node.attribute[:]
@@ -91,7 +91,7 @@ def _set_attr(node, name: str, value) -> None:
 
 def unfuse_pointwise_pads(g: Graph) -> None:
     """Split zero padding fused into a 1x1 Conv back out into a Pad node (OpenCV 5 computes the fused form wrongly)."""
-    from onnx import helper
+    from onnx import helper  # optional dependency: onnx
 
     for conv in [n for n in g.nodes if n.op_type == "Conv"]:
         kernel, pads = _attr(conv, "kernel_shape"), _attr(conv, "pads")
@@ -112,7 +112,7 @@ _REDUCTIONS = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2",
 
 def adjacent_reductions(g: Graph) -> None:
     """Transpose the axes of a reduction over non-adjacent axes to the end (OpenCV 5 computes those wrongly)."""
-    from onnx import helper
+    from onnx import helper  # optional dependency: onnx
 
     for node in [n for n in g.nodes if n.op_type in _REDUCTIONS]:
         axes, rank = _attr(node, "axes"), g.ranks.get(node.input[0])

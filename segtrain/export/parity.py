@@ -1,0 +1,191 @@
+"""The parity check: an export run in its format's runtimes next to the Keras model, on real images.
+
+It runs on real images whenever any are at hand (given files, else a few of the run
+config's val split), on random 0..255 pixels only when none are, and fails if the logits
+differ by more than ``atol`` (relative to the largest logit where that exceeds 1) or the
+per-pixel argmax agrees on fewer than ``min_agreement`` of the pixels. Random noise is an
+easy input (SegNet's max-unpooling agreed on it while real street images did not), so it
+is never mixed into a check that has real images. Which runtimes run an export is the
+format's business (``ExportFormat.runners``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from segtrain.errors import SegtrainError
+from segtrain.config import Config, load_config
+from segtrain.data.formats.decode import read_image
+from segtrain.data.formats.splits import list_samples, split_name
+from segtrain.export.formats import export_format
+from segtrain.export.shapes import exported_input_shape, perms
+from segtrain.io_utils import IMAGE_EXTENSIONS, is_image_file, list_images
+
+
+@dataclasses.dataclass
+class RuntimeParity:
+    """How one runtime's logits compare with Keras's on the check inputs."""
+
+    runtime: str
+    max_abs_diff: float
+    agreement: float  # fraction of pixels whose argmax class equals Keras's
+    pixels: int
+    share_over: float = 0.0  # fraction of logits whose difference exceeds the report's limit
+
+
+@dataclasses.dataclass
+class ParityReport:
+    """Per-runtime comparison; passes if every runtime is within ``limit`` and ``min_agreement``.
+
+    ``limit = atol * max(1, scale)`` where ``scale`` is the largest |Keras logit|: ``atol``
+    is absolute for logits within +-1 and relative beyond, since fp32 rounding grows with
+    the magnitude (a full-width SegNet-Basic reaches |logits| ~ 60 at initialisation, and
+    OpenCV's different summation order then differs by ~1.5e-4 = 2.4e-6 relative).
+    """
+
+    path: Path
+    format: str
+    results: list[RuntimeParity]
+    atol: float
+    min_agreement: float
+    images: int
+    scale: float
+    inputs: str = ""  # what the check ran on, e.g. "4 images of val split of runs/x/config.yaml"
+    index_unpooling: bool = False  # the model unpools by max-pool indices (near-tie flips, docs/export.md)
+
+    @property
+    def limit(self) -> float:
+        return self.atol * max(1.0, self.scale)
+
+    def passes(self, r: RuntimeParity) -> bool:
+        """Within ``limit`` everywhere; for index unpooling, outside it on at most ``1 - min_agreement``
+        of the logits (a near-tied pooling window moves one value a pixel: inherent, docs/export.md)."""
+        if r.agreement < self.min_agreement:
+            return False
+        if self.index_unpooling:
+            return r.share_over <= 1.0 - self.min_agreement
+        return r.max_abs_diff <= self.limit
+
+    @property
+    def ok(self) -> bool:
+        return all(self.passes(r) for r in self.results)
+
+    def summary(self) -> str:
+        lines = [f"parity of {self.path} ({self.format}) vs Keras on {self.inputs or f'{self.images} images'}, "
+                 f"max |Keras logit| {self.scale:.3g} (limits: max |diff| <= {self.limit:.3g}, "
+                 f"argmax agreement >= {self.min_agreement:.2%}):"]
+        if self.index_unpooling:
+            lines.append(f"  (max-unpooling model: near-tied pooling windows may move a value one pixel, so up to "
+                         f"{1 - self.min_agreement:.2%} of the logits may exceed the limit; see docs/export.md)")
+        for r in self.results:
+            lines.append(f"  {r.runtime:<12} max |logit diff| {r.max_abs_diff:.3g} ({r.share_over:.4%} of logits over "
+                         f"the limit)  argmax agreement {r.agreement:.4%} of {r.pixels} pixels  "
+                         f"{'ok' if self.passes(r) else 'FAIL'}")
+        return "\n".join(lines)
+
+
+def _read_resized(path: Path, spatial: Sequence[int], flag: str) -> np.ndarray:
+    """An image file as RGB at the export's (height, width), resized bilinearly as ``data.resize`` does."""
+    try:
+        rgb = read_image(path)
+    except SegtrainError as err:
+        raise SegtrainError(f"{flag}: {err}") from None
+    return np.asarray(Image.fromarray(rgb).resize((spatial[1], spatial[0]), Image.BILINEAR))
+
+
+def _expand_image_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files and the images in folders; anything else is the user's ``--images`` mistake."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise SegtrainError(f"--images {p}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+            out += found
+        elif p.is_file() and is_image_file(p):
+            out.append(p)
+        else:
+            raise SegtrainError(f"--images {p}: no such image file or folder")
+    return out
+
+
+def split_images(config, split: str = "val", limit: int = 4) -> tuple[list[Path], str]:
+    """Up to ``limit`` images spread evenly over a config's split, and their description."""
+    if not isinstance(config, Config):
+        config = load_config(config)
+    samples, name = list_samples(config.data, split), split_name(config.data, split)
+    picks = sorted(set(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int).tolist()))
+    return [samples[i].image for i in picks], f"{len(picks)} images of the {name} split of {config.source}"
+
+
+def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = False,
+                 images: Iterable[str | os.PathLike] = (), count: int | None = None, seed: int = 0,
+                 atol: float = 1e-4, min_agreement: float = 0.9999, config=None,
+                 max_images: int = 4) -> ParityReport:
+    """Run ``exported`` in its runtimes next to ``model`` (Keras) and compare the logits.
+
+    Inputs are real images when any are at hand: ``images`` (files or folders), else up to
+    ``max_images`` of the val split of ``config`` (a ``Config`` or a YAML path), resized to
+    the export size. ``count`` random 0..255 images are added; by default (``None``) only
+    when there is no real image, because easy synthetic inputs can agree where real ones
+    do not and would dilute the argmax agreement. The export runs in every runtime its format
+    names (ONNX: onnxruntime and OpenCV DNN; SavedModel: TensorFlow). ``report.ok`` says whether it passes: every runtime's
+    max |logit diff| <= ``atol * max(1, max |Keras logit|)`` and argmax agreement >=
+    ``min_agreement``.
+    """
+    exported = Path(exported)
+    runners = export_format(format).runners(exported)
+    shape, batch = exported_input_shape(runners.input_shape, nchw)
+    spatial, channels = shape[1:-1], shape[-1]
+    image_model = len(spatial) == 2 and channels == 3
+    paths, described, missing = _expand_image_paths(images), [], "no real images: pass --images or --config"
+    if paths:
+        if not image_model:
+            raise SegtrainError(f"--images: image files only fit 2-D RGB models, this one takes {tuple(shape[1:])}; omit --images")
+        described.append(f"{len(paths)} given image(s)")
+    elif config is not None and image_model:
+        try:
+            paths, text = split_images(config, limit=max_images)
+            described.append(text)
+        except SegtrainError as err:  # e.g. the dataset is not on the machine that exports
+            missing = f"the config's val images are unavailable: {err}"
+    arrays = [_read_resized(p, spatial, "--images" if images else "parity image") for p in paths]
+    count = (0 if arrays else 3) if count is None else count
+    if count:
+        arrays += list(np.random.default_rng(seed).integers(0, 256, (count, *spatial, channels)))
+        described.append(f"{count} random 0..255 image(s)" + ("" if paths else f" ({missing})"))
+    if not arrays:
+        raise SegtrainError("parity check: no images to run; pass --images or a count of random images")
+    x = np.stack(arrays).astype(np.float32)
+    reference = np.concatenate([np.asarray(model(x[i : i + 1], training=False)) for i in range(len(x))])
+    rank = x.ndim - 2
+    to_last, to_first = perms(rank)
+    feed = x.transpose(to_first) if nchw else x
+    scale = float(np.max(np.abs(reference)))
+    limit = atol * max(1.0, scale)
+    results = []
+    for name, run in runners.run.items():
+        step = batch or len(feed)
+        out = np.concatenate([run(feed[i : i + step]) for i in range(0, len(feed), step)])
+        out = out.transpose(to_last) if nchw else out
+        if out.shape != reference.shape:
+            raise SegtrainError(f"{exported}: {name} returns shape {out.shape}, Keras {reference.shape}; re-export it")
+        agree = np.argmax(out, -1) == np.argmax(reference, -1)
+        diff = np.abs(out - reference)
+        results.append(RuntimeParity(name, float(diff.max()), float(agree.mean()), int(agree.size),
+                                     float(np.mean(diff > limit))))
+    return ParityReport(exported, format, results, atol, min_agreement, len(x), scale, " + ".join(described),
+                        _unpools_by_index(model))
+
+
+def _unpools_by_index(model) -> bool:
+    """Whether ``model`` unpools by max-pool indices (near-tied windows may flip between runtimes)."""
+    from segtrain.models.layers import MaxUnpool  # imports Keras (and TensorFlow, export's backend)
+
+    return any(isinstance(layer, MaxUnpool) for layer in model._flatten_layers(include_self=False, recursive=True))
