@@ -16,6 +16,7 @@ import numpy as np
 
 from segtrain.errors import SegtrainError
 from segtrain.export.formats import ExportFormat, Runners, register_export_format
+from segtrain.export.onnx_rewrite import make_portable, rename_tensor
 from segtrain.export.serving import INPUT_NAME, OUTPUT_NAME, serving_fn, signature
 
 ONNX_OPSET = 17
@@ -41,9 +42,7 @@ def write(model, shape: tuple, nchw: bool, output: Path, opset: int = ONNX_OPSET
     """Convert ``model`` to an ONNX file at ``output`` (opset ``opset``), rewritten to run in OpenCV DNN too."""
     tf2onnx, onnx, _, _ = _require_onnx_tools()
     import tensorflow as tf  # optional dependency: TensorFlow
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    from segtrain.export.onnx_rewrite import make_portable, rename_tensor
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # (TensorFlow)
 
     # Freeze first and convert the GraphDef: tf2onnx's from_function would turn captured
     # constants (keras Normalization's mean/variance) into extra graph inputs.
