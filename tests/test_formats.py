@@ -18,7 +18,7 @@ from segtrain.config import from_dict
 from segtrain.data.check import check_dataset
 from segtrain.data.formats import FORMATS, DatasetFormat, Decoded, cityscapes, get_format, register_format, unregister_format
 from segtrain.data.formats.palette import ColorTable
-from segtrain.data.formats.splits import list_samples
+from segtrain.data.formats.splits import list_samples, scan_samples
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import write_png
 
@@ -267,6 +267,15 @@ def test_coco_stuff_maps_the_171_used_ids_and_voids_the_unused(tmp_path, capsys)
     out = _check_dataset_lines(config, tmp_path, capsys)
     assert _histogram_row(out, 0, "person", 1) and _histogram_row(out, 170, "wood", 1) and _histogram_row(out, 80, "banner", 1)
     assert _histogram_row(out, 255, "void (255)", 3)
+
+
+def test_a_missing_mask_or_split_folder_is_one_line_naming_the_path(tmp_path):
+    config = _config("cityscapes", tmp_path)
+    sample = list_samples(config.data, "val")[0]
+    sample.mask.unlink()
+    assert scan_samples(config.data, "val") == ([], [f"{sample.mask}: mask for {sample.image.name} is missing"])
+    with pytest.raises(SegtrainError, match=r"leftImg8bit/test: folder not found; check data\.root and the split name"):
+        scan_samples(config.data, "test")
 
 
 def test_a_label_map_applies_on_top_of_the_formats_mapping(tmp_path):
