@@ -8,6 +8,7 @@ import yaml
 
 from segtrain.config import from_dict, load_config, load_raw, save_config, to_dict
 from segtrain.config.loading import _merge
+from segtrain.data.formats.decode import class_names
 from segtrain.errors import SegtrainError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,11 +104,14 @@ def test_saved_config_round_trips(bases, tmp_path):
     assert to_dict(again) == to_dict(config)
 
 
-@pytest.mark.parametrize("name", ["sample", "camvid", "voc"])
+BASE_CLASSES = {"sample": 4, "camvid": 11, "voc": 21, "cityscapes": 19, "ade20k": 150, "coco_stuff": 171}
+
+
+@pytest.mark.parametrize("name", sorted(BASE_CLASSES))
 def test_shipped_base_data_configs_validate(name):
     config = load_config(REPO / "configs" / "_base_" / "datasets" / f"{name}.yaml")
     assert Path(config.data.root).is_absolute()
-    assert config.data.num_classes == {"sample": 4, "camvid": 11, "voc": 21}[name]
+    assert config.data.num_classes == BASE_CLASSES[name] == len(class_names(config.data))
 
 
 CONFIGS = REPO / "configs"

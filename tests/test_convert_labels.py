@@ -314,5 +314,5 @@ def test_the_same_table_file_is_a_config_colour_table(tmp_path):
     config.write_text("data: {format: folders, root: ., num_classes: 3, classes: palettes/t.yaml}\n")
     with pytest.raises(SegtrainError, match="data.num_classes is 3 but data.classes=.*t.yaml has 2 classes"):
         class_names(load_config(config).data)
-    with pytest.raises(SegtrainError, match="--palette nope.yaml: not voc or camvid and not an existing"):
+    with pytest.raises(SegtrainError, match=r"--palette nope.yaml: not a built-in table \(voc, camvid, .*\) and not an existing"):
         ColorTable.load("nope.yaml")

@@ -20,13 +20,13 @@ class DataConfig:
     root: str
     num_classes: int
     sample: bool = False  # root is the built-in sample dataset: generate it there if missing
-    classes: Union[str, list[str]] = "voc"  # "voc" | "camvid" | list of names
+    classes: Union[str, list[str]] = "voc"  # a built-in table (voc, camvid, cityscapes, ade20k, coco_stuff), a table file or names
     colors: Union[list[list[int]], None] = None  # RGB per class, for custom datasets
     void_color: Union[list[int], None] = None  # RGB drawn for void (255)
     train_split: str = "train"
     val_split: str = "val"
     ignore_index: int = 255  # the dataset's own void value; mapped to 255 on decode
-    label_map: dict[int, int] = field(default_factory=dict)  # raw value -> class, e.g. {255: 1}
+    label_map: dict[int, int] = field(default_factory=dict)  # raw value -> class, e.g. {255: 1}; on top of the format's own mapping
     image_dir: str = "JPEGImages"  # voc: images folder; folders: images folder
     mask_dir: str = "SegmentationClass"  # voc: mask folder; folders: masks folder
     # Training augmentation (albumentations). Validation only resizes/pads deterministically.

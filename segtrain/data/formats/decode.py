@@ -6,14 +6,17 @@ and ``cv2.imread`` expand the palette into colours (VOC class 18 reads as grey 1
 looks plausible and trains garbage. 'L' masks are their values; RGB(A) masks go through
 the dataset's colour table and an unknown colour is an error, never a silent class 0. A
 mask stored in a lossy format (JPEG, WebP: judged by the bytes, not the file name) is refused.
-After decoding, the dataset's void value becomes 255, ``data.label_map`` is applied, and
-any value that is neither a class nor 255 is an error naming the file.
+After decoding, the format's own raw value -> class table applies (Cityscapes' label ids ->
+train ids, ADE20K's reduce-zero-label, COCO-Stuff's 182 ids -> 171 classes), the dataset's
+void value becomes 255, ``data.label_map`` is applied on top, and any value that is neither
+a class nor 255 is an error naming the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +40,8 @@ _LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
 
 
 def color_table(data_cfg: DataConfig) -> ColorTable:
-    """The dataset's ``ColorTable``: ``data.classes`` (voc, camvid, a colour-table file or a list
-    of names, drawn with VOC's colour map), with ``data.colors`` / ``data.void_color`` on top."""
+    """The dataset's ``ColorTable``: ``data.classes`` (a built-in table, a colour-table file or a
+    list of names, drawn with VOC's colour map), with ``data.colors`` / ``data.void_color`` on top."""
     key = (
         tuple(data_cfg.classes) if isinstance(data_cfg.classes, list) else data_cfg.classes,
         data_cfg.num_classes,
@@ -58,8 +61,8 @@ def _color_table(classes, num_classes: int, colors, void_color) -> ColorTable:
         table = ColorTable.builtin(classes)
     else:
         raise SegtrainError(
-            f"data.classes: unknown built-in class table {classes!r}; use voc, camvid, a colour-table file "
-            "(.yaml/.json) or a list of names"
+            f"data.classes: unknown built-in class table {classes!r}; use one of {', '.join(BUILTIN_TABLES)}, "
+            "a colour-table file (.yaml/.json) or a list of names"
         )
     if len(table) != num_classes:
         raise SegtrainError(
@@ -118,9 +121,20 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
-def lookup_table(data_cfg: DataConfig) -> np.ndarray:
-    """raw value -> class: identity, the dataset's void value -> 255, then ``data.label_map`` on top."""
+def class_lookup(class_values: Sequence[int], known: int) -> np.ndarray:
+    """A format's raw value -> class table: ``class_values[i]`` becomes class ``i``, every other
+    value below ``known`` (the dataset's unused or void ids) becomes 255, and values from ``known``
+    up stay as they are, so ``read_mask`` names them as out of range instead of hiding them."""
     table = np.arange(256, dtype=np.uint8)
+    table[:known] = VOID
+    table[np.asarray(class_values)] = np.arange(len(class_values))
+    return table
+
+
+def lookup_table(data_cfg: DataConfig, base: np.ndarray | None = None) -> np.ndarray:
+    """raw value -> class: the format's table ``base`` (identity without one), the dataset's void
+    value -> 255, then ``data.label_map`` on top (its keys are raw values too)."""
+    table = np.arange(256, dtype=np.uint8) if base is None else base.copy()
     table[data_cfg.ignore_index] = VOID
     for raw, value in data_cfg.label_map.items():
         if not (0 <= raw <= 255 and (0 <= value < data_cfg.num_classes or value == VOID)):
@@ -150,8 +164,9 @@ def _rgb_mask(path: Path, rgb: np.ndarray, data_cfg: DataConfig) -> np.ndarray:
     return mask
 
 
-def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
-    """A mask file -> uint8 (H, W) class indices with 255 = void, checked against ``data.num_classes``."""
+def read_mask(path: str | Path, data_cfg: DataConfig, base: np.ndarray | None = None) -> np.ndarray:
+    """A mask file -> uint8 (H, W) class indices with 255 = void, checked against ``data.num_classes``;
+    ``base`` is the format's raw value -> class table (``lookup_table``)."""
     path = Path(path)
     im = open_image(path)
     if im.format in _LOSSY_FORMATS:  # by content, whatever the file is called
@@ -177,7 +192,7 @@ def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
         raw_counts = np.bincount(raw.ravel(), minlength=256)
     else:
         raise SegtrainError(f"{path}: mask mode {im.mode!r} not supported; save masks as palette, grey or RGB PNGs")
-    table = lookup_table(data_cfg)
+    table = lookup_table(data_cfg, base)
     counts = np.bincount(table, weights=raw_counts, minlength=256).astype(np.int64)  # histogram after mapping
     bad = np.flatnonzero(counts[data_cfg.num_classes : VOID])
     if bad.size:
@@ -191,10 +206,13 @@ def read_mask(path: str | Path, data_cfg: DataConfig) -> np.ndarray:
     return cv2.LUT(np.ascontiguousarray(raw), table)
 
 
-def read_pair(image_path: str | Path, mask_path: str | Path, data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Decode an image (``data.channels`` channels) and its mask and check that they have the same size."""
+def read_pair(
+    image_path: str | Path, mask_path: str | Path, data_cfg: DataConfig, base: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode an image (``data.channels`` channels) and its mask (through ``base``, see ``read_mask``)
+    and check that they have the same size."""
     channels = 3 if data_cfg.channels is None else data_cfg.channels  # RGB unless data.channels says otherwise
-    image, mask = read_image(image_path, channels), read_mask(mask_path, data_cfg)
+    image, mask = read_image(image_path, channels), read_mask(mask_path, data_cfg, base)
     if image.shape[:2] != mask.shape:
         raise SegtrainError(
             f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "

@@ -3,7 +3,8 @@
 A palette PNG stores class indices; the colours are only for people. ``ColorTable`` is
 the one type every part of segtrain draws with and maps RGB colour masks back through:
 decoding, ``convert-labels``, ``predict`` and the OpenCV deployment example. A table is
-a built-in dataset's (``voc``, ``camvid``) or a YAML/JSON file (docs/convert_labels.md)::
+a built-in dataset's (``BUILTIN_TABLES``: voc, camvid, cityscapes, ade20k, coco_stuff) or a
+YAML/JSON file (docs/convert_labels.md)::
 
     classes:            # class name -> colour, in index order (first = 0)
       road: [128, 64, 128]
@@ -24,6 +25,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from segtrain.data.formats.class_tables import (
+    ADE20K_CLASSES,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_COLORS,
+    CITYSCAPES_VOID_COLOR,
+    COCO_STUFF_CLASSES,
+)
 from segtrain.errors import SegtrainError
 from segtrain.labels import VOID  # noqa: F401  (re-exported: data code imports it from here)
 
@@ -145,9 +153,25 @@ class RgbLookup:
         return mask, unknown
 
 
-BUILTIN_TABLES = ("voc", "camvid")
-TABLE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 Color = tuple[int, int, int]
+
+
+def _distinct_colors(n: int) -> np.ndarray:
+    """VOC's colour map from index 1: distinct colours for datasets without an official palette,
+    none of them the void black."""
+    return voc_colormap(n + 1)[1:]
+
+
+# data.classes name -> (class names, colours, void colour)
+_BUILTIN: dict[str, tuple[tuple[str, ...], np.ndarray, Color]] = {
+    "voc": (VOC_CLASSES, VOC_COLORS, VOC_VOID_COLOR),
+    "camvid": (CAMVID_CLASSES, CAMVID_COLORS, CAMVID_VOID_COLOR),
+    "cityscapes": (CITYSCAPES_CLASSES, CITYSCAPES_COLORS, CITYSCAPES_VOID_COLOR),
+    "ade20k": (ADE20K_CLASSES, _distinct_colors(len(ADE20K_CLASSES)), (0, 0, 0)),
+    "coco_stuff": (COCO_STUFF_CLASSES, _distinct_colors(len(COCO_STUFF_CLASSES)), (0, 0, 0)),
+}
+BUILTIN_TABLES = tuple(_BUILTIN)
+TABLE_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -181,11 +205,10 @@ class ColorTable:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def builtin(cls, name: str) -> "ColorTable":
-        """The table of a built-in dataset: 'voc' (21 classes) or 'camvid' (11)."""
-        if name == "voc":
-            return cls(VOC_CLASSES, VOC_COLORS, VOC_VOID_COLOR, "voc")
-        if name == "camvid":
-            return cls(CAMVID_CLASSES, CAMVID_COLORS, CAMVID_VOID_COLOR, "camvid")
+        """The table of a built-in dataset: voc (21 classes), camvid (11), cityscapes (19), ade20k (150), coco_stuff (171)."""
+        if name in _BUILTIN:
+            names, colors, void = _BUILTIN[name]
+            return cls(names, colors, void, name)
         raise SegtrainError(f"colour table {name!r}: not one of the built-in tables {', '.join(BUILTIN_TABLES)}")
 
     @classmethod
@@ -196,12 +219,12 @@ class ColorTable:
 
     @classmethod
     def load(cls, spec: str | os.PathLike, flag: str = "--palette") -> "ColorTable":
-        """'voc', 'camvid' or a YAML/JSON colour-table file; ``flag`` names the option in errors."""
+        """A built-in table's name or a YAML/JSON colour-table file; ``flag`` names the option in errors."""
         if str(spec) in BUILTIN_TABLES:
             return cls.builtin(str(spec))
         path = Path(spec)
         if not path.is_file():
-            raise SegtrainError(f"{flag} {spec}: not {' or '.join(BUILTIN_TABLES)} and not an existing YAML/JSON colour-table file")
+            raise SegtrainError(f"{flag} {spec}: not a built-in table ({', '.join(BUILTIN_TABLES)}) and not an existing YAML/JSON colour-table file")
         return cls.from_file(path)
 
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from segtrain.data.formats import camvid, folders, nifti, series, voc
+from segtrain.data.formats import ade20k, camvid, cityscapes, coco_stuff, folders, nifti, series, voc
 from segtrain.data.formats.base import DatasetFormat
 from segtrain.errors import SegtrainError
 
@@ -52,5 +52,5 @@ def input_channels(data_cfg: DataConfig) -> int:
     return data_cfg.channels
 
 
-for _module in (voc, camvid, folders, nifti, series):
+for _module in (voc, camvid, folders, nifti, series, cityscapes, ade20k, coco_stuff):
     register_format(_module.FORMAT)
