@@ -21,10 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from segtrain.config import Config
-from segtrain.data.formats.palette import VOID
-from segtrain.data.loading.plans import checked_batch_size, sample_plan
 from segtrain.data.formats import Sample
-from segtrain.data.formats.splits import list_samples
+from segtrain.data.formats.palette import VOID
+from segtrain.data.loading.plans import split_plan
 
 
 class NumpyLoader:
@@ -51,17 +50,14 @@ class NumpyLoader:
         workers: int | None = None,
         prefetch_batches: int = 2,
     ):
-        data_cfg = config.data
-        samples = list_samples(data_cfg, split) if samples is None else list(samples)
-        plan = sample_plan(config, samples, training)
-        self.batch_size = checked_batch_size(config, split, plan.total, training, batch_size)
+        plan, self.batch_size = split_plan(config, split, training, batch_size, samples)
         self.training = training
         self._load = plan.load
         self._fixed_shape = None not in plan.shape
         start = skip_batches * self.batch_size
         used = (plan.total // self.batch_size) * self.batch_size if training else plan.total
         self._indices, self._seeds = plan.arrays(epoch, min(start, used), used)
-        self.workers = workers or data_cfg.num_parallel_calls or os.cpu_count() or 1
+        self.workers = workers or config.data.num_parallel_calls or os.cpu_count() or 1
         self.prefetch_batches = max(1, prefetch_batches)
 
     def __len__(self) -> int:

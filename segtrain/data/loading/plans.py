@@ -16,6 +16,7 @@ import numpy as np
 
 from segtrain.config import Config, DataConfig
 from segtrain.data.formats import Sample, get_format
+from segtrain.data.formats.splits import list_samples
 from segtrain.data.loading.patch_plans import PatchLoader, patch_positions
 from segtrain.data.loading.seeds import epoch_arrays
 from segtrain.data.transforms.image import augment, train_transform, val_transform
@@ -122,3 +123,13 @@ def sample_plan(config: Config, samples: list, training: bool) -> SamplePlan:
     else:
         arrays = lambda e, a, b: (np.arange(a, b, dtype=np.int64), np.zeros(b - a, np.int64))  # noqa: E731
     return SamplePlan(n, arrays, SampleLoader(samples, data_cfg, training), static_hw(data_cfg, training), np.uint8)
+
+
+def split_plan(config: Config, split: str, training: bool, batch_size: int | None = None,
+               samples: list | None = None) -> tuple[SamplePlan, int]:
+    """The plan of a split (or of ``samples`` instead of its list) and its checked batch size:
+    where both batch sources, tf.data and NumPy, start."""
+    samples = list_samples(config.data, split) if samples is None else list(samples)
+    plan = sample_plan(config, samples, training)
+    return plan, checked_batch_size(config, split, plan.total, training, batch_size)
+

@@ -17,7 +17,7 @@ The last incomplete training batch is dropped, so every training batch has the s
 Output: ``(image float32 [B, H, W, C] in 0..255 (C = data.channels, 3 by default), mask uint8 [B, H, W])``; 255 = void.
 Volumes and signals (``data.format: nifti``/``series``): ``(image float32 [B, *data.patch, C]``
 z-scored, ``label uint8 [B, *data.patch])``, patches drawn as ``patch_plans.py`` describes;
-``samples.sample_plan`` says which sample sits at each position for every format.
+``plans.sample_plan`` says which sample sits at each position for every format.
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 from segtrain.config import Config
+from segtrain.data.formats import Sample, input_channels
 from segtrain.data.formats.palette import VOID
-from segtrain.data.loading.plans import checked_batch_size, sample_plan
-from segtrain.data.formats import Sample
 from segtrain.data.formats.splits import list_samples
-from segtrain.data.formats import input_channels
+from segtrain.data.loading.plans import sample_plan, split_plan
 from segtrain.errors import SegtrainError
 
 _ERROR_TAG = "SegtrainError: "
@@ -152,9 +151,7 @@ def build_dataset(
     ``samples`` replaces the split's list (a subset, or files from elsewhere).
     """
     data_cfg = config.data
-    samples = list_samples(data_cfg, split) if samples is None else list(samples)
-    plan = sample_plan(config, samples, training)
-    batch_size = checked_batch_size(config, split, plan.total, training, batch_size)
+    plan, batch_size = split_plan(config, split, training, batch_size, samples)
     loader = _Loader(plan.load)
     spatial = plan.shape
     channels = input_channels(data_cfg)
