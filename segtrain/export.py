@@ -404,7 +404,7 @@ def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = F
 
 
 def _unpools_by_index(model) -> bool:
-    from segtrain.models.layers import MaxUnpool
+    from segtrain.models.pooling import MaxUnpool
 
     return any(isinstance(layer, MaxUnpool) for layer in model._flatten_layers(include_self=False, recursive=True))
 
