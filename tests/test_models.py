@@ -77,7 +77,7 @@ def test_every_model_decoder_and_rank(tmp_path, name, decoder, rank):
     assert want.shape == x.shape[:-1] + (CLASSES,)
     # Every layer computes the shape it declares (a wrong size inside would be hidden by the final crop)
     outputs = [(layer.name, y) for layer in model.layers for y in keras.tree.flatten(layer.output)]
-    probe = keras.Model(model.inputs, [y for _, y in outputs])
+    probe = keras.Model(model.input, [y for _, y in outputs])
     declared, computed = probe(keras.Input(ODD_SHAPES[rank])), probe(x, training=False)
     for (layer, _), static, value in zip(outputs, declared, computed):
         assert tuple(value.shape[1:]) == tuple(static.shape[1:]), layer
