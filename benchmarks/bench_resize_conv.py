@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from segtrain.losses import MaskedCrossEntropy
 from segtrain.models import build_model
-from segtrain.models.layers import ResizeConv
+from segtrain.models.upsampling import ResizeConv
 
 METHODS = ("naive", "subpixel")
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import keras
 
+import segtrain.models  # noqa: F401  (registers the zoo's layers, which float32_copy deserialises)
+from segtrain.engines import gpu_capabilities  # backend-specific: each engine module asks its framework
 from segtrain.errors import SegtrainError
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -36,29 +38,6 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()
-
-
-def gpu_capabilities() -> list[tuple[int, int]]:
-    """Compute capability ``(major, minor)`` of each GPU the running Keras backend sees."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        return [tuple(int(v) for v in str(d.compute_capability).split(".")[:2]) for d in gpus
-                if getattr(d, "compute_capability", None)]
-    if backend == "torch":
-        import torch
-
-        return [tuple(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
-    import tensorflow as tf
-
-    found = []
-    for gpu in tf.config.list_physical_devices("GPU"):
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-        if capability:
-            found.append(tuple(int(v) for v in capability))
-    return found
 
 
 def auto_policy(gpus: list[tuple[int, int]], flags: set[str], spatial_rank: int = 2, backend: str = "tensorflow") -> tuple[str, str]:
@@ -120,8 +99,6 @@ def float32_copy(model: keras.Model) -> keras.Model:
     """``model`` itself when it already computes in float32, else a float32 twin with the same weights."""
     if is_float32(model):
         return model
-    import segtrain.models  # noqa: F401  (registers the zoo's layers for deserialisation)
-
     config = _float32_config(keras.saving.serialize_keras_object(model))
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")  # sub-layers made in __init__ take the global policy

@@ -9,7 +9,7 @@ import pytest
 
 from segtrain.cli import main
 from segtrain.models.checkerboard import block_score, periodic_energy_share
-from segtrain.models.layers import TransposedConvUp
+from segtrain.models.upsampling import TransposedConvUp
 
 
 def test_share_of_an_alternating_pattern():

@@ -11,18 +11,15 @@ import pytest
 import tensorflow as tf
 
 from segtrain.errors import SegtrainError
-from segtrain.models.layers import (
+from segtrain.models.blocks import ConvNormAct, IdentityInit, make_norm
+from segtrain.models.padding import PadToMultiple
+from segtrain.models.pooling import MaxPoolWithIndices, MaxUnpool
+from segtrain.models.upsampling import (
     DECODERS,
     LEARNED_DECODERS,
     BilinearUpsample,
-    ConvNormAct,
-    IdentityInit,
-    MaxPoolWithIndices,
-    MaxUnpool,
-    PadToMultiple,
     ResizeConv,
     TransposedConvUp,
-    make_norm,
     upsampler,
 )
 

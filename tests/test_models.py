@@ -1,5 +1,13 @@
-"""Zoo models: shapes for every model x decoder x rank, parameter counts, .keras round trip."""
+"""Zoo models: one shared test body for every model x decoder x rank the registry declares.
 
+Written the segmentation_models.pytorch way (its ``tests/models/base.py``): the cases come
+from the registry (``list_models``, ``decoders_of``, ``ranks_of``), so a newly registered
+model is tested without touching this file. Models are built at tiny widths (``tiny``):
+building is dominated by variable creation, so the whole file stays fast.
+"""
+
+import inspect
+import itertools
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -10,44 +18,99 @@ import pytest
 
 from segtrain.config import from_dict
 from segtrain.errors import SegtrainError
-from segtrain.models import DECODERS, build_model, build_model_from_config, decoders_of, list_models
+from segtrain.models import DECODERS, build_model, build_model_from_config, decoders_of, list_models, ranks_of
+from segtrain.models.blocks import NORMS
+from segtrain.models.registry import RANKS, get_builder
 from segtrain.models.segnet import segnet_basic
 
-SEGNETS = ["segnet_basic", "segnet"]
-DILATED = ["dilated_frontend", "dilated_context"]
-COMBOS = [(m, d) for m in SEGNETS for d in ("unpool", "resize_conv", "transposed", "bilinear")] + [
-    (m, d) for m in DILATED for d in ("resize_conv", "transposed", "bilinear")
-]
-TINY = {"width": 1, "norm": "none"}  # few weights: building is dominated by variable creation
+# Sizes divisible by no model's total stride (8, 16 or 32), one shape per rank
+ODD_SHAPES = {1: (13, 2), 2: (9, 11, 3), 3: (5, 3, 7, 1)}
+CASES = [(name, decoder, rank) for name in list_models() for decoder in decoders_of(name) for rank in ranks_of(name)]
+REFUSED_DECODERS = [(name, d) for name in list_models() for d in DECODERS if d not in decoders_of(name)]
+REFUSED_RANKS = [(name, rank) for name in list_models() for rank in RANKS if rank not in ranks_of(name)]
+CLASSES = 3
 
 
-def tiny(name, decoder, shape, num_classes=3, **kwargs):
-    extra = {"fc_width": 2} if name in DILATED else {}
-    return build_model(name, num_classes, shape, decoder=decoder, **{**TINY, **extra, **kwargs})
+def tiny_options(name: str) -> dict:
+    """The smallest build a model's signature allows: width 1 and, where a builder takes them,
+    a 2-channel fc6/fc7, the widest context module (most weights to round-trip) and the
+    smallest keras.applications encoder (MobileNetV2) instead of a default ResNet50."""
+    params = inspect.signature(get_builder(name)).parameters
+    options = {"width": 1}
+    if "fc_width" in params:
+        options["fc_width"] = 2
+    if "context" in params:
+        options["context"] = "large"
+    if "encoder" in params and params["encoder"].default not in (None, "plain"):
+        options["encoder"] = "mobilenetv2"
+    return options
+
+
+def tiny(name, decoder, shape, num_classes=CLASSES, **kwargs):
+    return build_model(name, num_classes, shape, decoder=decoder, **{"norm": "none", **tiny_options(name), **kwargs})
+
+
+def _id(case):
+    return "-".join(str(part) for part in case)
+
+
+def _case(name, decoder, rank):
+    """A keras.applications encoder (even MobileNetV2) takes ~10 s to build and save on 2 cores."""
+    slow = "encoder" in tiny_options(name)
+    return pytest.param(name, decoder, rank, id=_id((name, decoder, rank)), marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("name,decoder,rank", [_case(*c) for c in CASES])
+def test_every_model_decoder_and_rank(tmp_path, name, decoder, rank):
+    """Logits of the input's spatial size for any size; identical outputs after a .keras round trip."""
+    norm = NORMS[CASES.index((name, decoder, rank)) % len(NORMS)]  # every norm, spread over the cases
+    channels = ODD_SHAPES[rank][-1]
+    model = tiny(name, decoder, (None,) * rank + (channels,), norm=norm)
+    assert model.name == name
+    assert tuple(model.output.shape) == (None,) * (rank + 1) + (CLASSES,)
+    # Every layer, at a size the stride does not divide, computes the shape it declares
+    # (compute_output_shape): a wrong size inside would be hidden by the final crop.
+    outputs = [(layer.name, y) for layer in model.layers for y in keras.tree.flatten(layer.output)]
+    assert outputs[-1][1] is model.output
+    probe = keras.Model(model.input, [y for _, y in outputs])
+    x = np.random.default_rng(1).uniform(0, 255, (2,) + ODD_SHAPES[rank]).astype("float32")
+    declared, computed = probe(keras.Input(ODD_SHAPES[rank])), probe(x, training=False)
+    for (layer, _), static, value in zip(outputs, declared, computed):
+        assert tuple(value.shape[1:]) == tuple(static.shape[1:]), layer
+    assert tuple(declared[-1].shape) == (None,) + ODD_SHAPES[rank][:-1] + (CLASSES,)
+    want = np.asarray(computed[-1])
+    assert want.shape == x.shape[:-1] + (CLASSES,)
+    if rank == 2:  # CamVid's 360x480, not a multiple of 32
+        assert tuple(model(keras.Input((360, 480, channels))).shape) == (None, 360, 480, CLASSES)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)  # no custom_objects: importing segtrain.models registers them
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), want)
+    assert [w.name for w in loaded.weights] == [w.name for w in model.weights]
+
+
+@pytest.mark.parametrize("name,decoder", REFUSED_DECODERS, ids=[_id(c) for c in REFUSED_DECODERS])
+def test_refused_decoder_is_one_documented_line(name, decoder):
+    msg = f"model.decoder: '{decoder}' is not applicable to {name}; use one of {', '.join(decoders_of(name))}"
+    with pytest.raises(SegtrainError) as error:
+        tiny(name, decoder, (16, 16, 3))
+    assert str(error.value) == msg
+
+
+@pytest.mark.parametrize("name,rank", REFUSED_RANKS, ids=[_id(c) for c in REFUSED_RANKS])
+def test_refused_rank_is_one_line(name, rank):
+    shape = ODD_SHAPES[rank]
+    with pytest.raises(SegtrainError) as error:
+        tiny(name, None, shape)
+    dims = "/".join(f"{r}-D" for r in ranks_of(name))
+    assert str(error.value).startswith(f"model.name: {name} is {dims} only (input ")
+    assert str(error.value).endswith(f"), got {shape}") and "\n" not in str(error.value)
 
 
 def test_registry_lists_all_models():
-    assert list_models() == sorted(SEGNETS + DILATED + ["deeplabv3plus", "unet"])
-
-
-@pytest.mark.parametrize("name,decoder", COMBOS)
-def test_output_shape_every_rank(name, decoder):
-    """Sizes not divisible by the total stride (8, 16 or 32) come back unchanged."""
-    for shape in [(13, 2), (5, 3, 7, 1), (9, 11, 3)]:
-        model = tiny(name, decoder, shape)
-        assert tuple(model.output.shape) == (None,) + shape[:-1] + (3,), (name, decoder, shape)
-    assert model.name == name
-    x = np.random.default_rng(0).uniform(0, 255, (2, 9, 11, 3)).astype("float32")
-    assert model(x).shape == (2, 9, 11, 3)
-
-
-@pytest.mark.parametrize("name", SEGNETS + DILATED)
-def test_camvid_size_and_none_dims(name):
-    decoder = "unpool" if name in SEGNETS else "bilinear"
-    assert tuple(tiny(name, decoder, (360, 480, 3), num_classes=11).output.shape) == (None, 360, 480, 11)
-    model = tiny(name, decoder, (None, None, 3))
-    assert tuple(model.output.shape) == (None, None, None, 3)
-    assert model(np.zeros((1, 19, 7, 3), "float32")).shape == (1, 19, 7, 3)
+    assert list_models() == ["deeplabv3plus", "dilated_context", "dilated_frontend", "segnet", "segnet_basic", "unet"]
+    assert all(ranks_of(name) == RANKS for name in list_models() if name != "deeplabv3plus")
+    assert ranks_of("deeplabv3plus") == (2,)
 
 
 def test_segnet_parameter_counts_near_the_papers():
@@ -96,8 +159,7 @@ def test_each_family_registers_its_decoders_default_first():
     assert decoders_of("segnet_basic") == decoders_of("segnet") == DECODERS
     assert decoders_of("dilated_frontend") == decoders_of("dilated_context") == ("bilinear", "resize_conv", "transposed")
     for name in list_models():  # the default decoder (decoder=None) is the first registered one
-        default = build_model(name, 2, (16, 16, 1), **{**TINY, "mean": None, "std": None,
-                                                       **({"fc_width": 2} if name in DILATED else {})})
+        default = tiny(name, None, (16, 16, 1), num_classes=2, mean=None, std=None)
         assert any(layer.name.endswith(decoders_of(name)[0]) for layer in default.layers), name
     msg = r"model.decoder: 'unpool' is not applicable to dilated_context; use one of bilinear, resize_conv, transposed"
     with pytest.raises(SegtrainError, match=msg):
@@ -106,21 +168,7 @@ def test_each_family_registers_its_decoders_default_first():
         segnet_basic(3, (16, 16, 3), "deconv")  # checked when the builder is called directly too
 
 
-@pytest.mark.parametrize("name,decoder,norm,shape", [
-    ("segnet_basic", "unpool", "batch", (12, 10, 3)),
-    ("segnet_basic", "transposed", "layer", (12, 2)),
-    ("segnet", "resize_conv", "instance", (None, None, 3)),
-    ("dilated_frontend", "bilinear", "group", (4, 6, 5, 1)),
-    ("dilated_context", "resize_conv", "batch", (12, 10, 3)),
-])
-def test_keras_round_trip_identical_outputs(tmp_path, name, decoder, norm, shape):
-    extra = {"context": "large"} if name == "dilated_context" else {}
-    model = tiny(name, decoder, shape, norm=norm, **extra)
-    x = np.random.default_rng(1).uniform(0, 255, (2,) + tuple(s or 13 for s in shape[:-1]) + shape[-1:])
-    x = x.astype("float32")
-    want = np.asarray(model(x, training=False))
-    path = tmp_path / "m.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)  # no custom_objects
-    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), want)
-    assert [w.name for w in loaded.weights] == [w.name for w in model.weights]
+def test_cases_cover_every_registered_combination():
+    """The parametrisation above is the registry's, so a new model is tested without editing this file."""
+    declared = {(n, d, r) for n in list_models() for d, r in itertools.product(decoders_of(n), ranks_of(n))}
+    assert set(CASES) == declared and len(CASES) == len(declared)

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from segtrain.models.layers import ConvNormAct
+from segtrain.models.blocks import ConvNormAct
 from segtrain.precise_bn import batchnorm_layers, recompute_bn_statistics
 
 EPS = 1e-3  # Keras BatchNormalization's default epsilon

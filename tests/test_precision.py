@@ -42,7 +42,7 @@ def test_explicit_settings_are_kept():
 
 
 def conv_bn_model():
-    from segtrain.models.layers import ConvNormAct
+    from segtrain.models.blocks import ConvNormAct
 
     x = keras.Input((None, None, 3))
     y = keras.layers.Conv2D(6, 3, padding="same")(x)

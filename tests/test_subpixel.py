@@ -116,7 +116,7 @@ def test_phase_kernel_window_is_small(k, s, taps):
 def test_resize_conv_layer_subpixel_equals_naive_and_reloads(tmp_path, rank, factor, k):
     import keras
 
-    from segtrain.models.layers import ResizeConv
+    from segtrain.models.upsampling import ResizeConv
 
     size = (5, 3, 3)[:rank]
     inp = keras.Input((*size, 2))
@@ -139,7 +139,7 @@ def test_resize_conv_layer_subpixel_equals_naive_and_reloads(tmp_path, rank, fac
 
 
 def test_resize_conv_rejects_unknown_method():
-    from segtrain.models.layers import ResizeConv
+    from segtrain.models.upsampling import ResizeConv
 
     with pytest.raises(ValueError, match="method"):
         ResizeConv(3, method="fast")
@@ -151,7 +151,7 @@ def test_subpixel_exports_to_onnx_and_opencv(tmp_path):
     import keras
 
     from segtrain.export import check_parity, export_model
-    from segtrain.models.layers import ResizeConv
+    from segtrain.models.upsampling import ResizeConv
 
     inp = keras.Input((6, 5, 2))
     model = keras.Model(inp, ResizeConv(3, factor=2, kernel_size=7, bias_initializer="random_normal")(inp))

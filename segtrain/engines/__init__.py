@@ -5,56 +5,59 @@ An engine compiles a training step for the running Keras backend and feeds it ba
 or multi-worker), ``jax_engine`` (``jax.jit`` of a stateless step; data parallel over the
 local devices with ``keras.distribution``), ``torch_engine`` (eager autograd). Everything
 else (loss, schedule, precise BN, validation, checkpoints, resume, logs) is shared.
+
+``ENGINES`` maps each Keras backend to its engine module, imported only when that backend
+runs (each imports its framework, an optional heavy dependency). An engine module provides
+``ENGINE`` (its ``Engine`` subclass), ``compile_forward(function, model)`` and
+``gpu_capabilities()``; adding a backend is one module and one line here
+(docs/extending_models.md).
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+
+import keras
+
 from segtrain.config import TrainConfig
 from segtrain.engines.base import Engine
+from segtrain.errors import SegtrainError
+
+ENGINES = {
+    "tensorflow": "segtrain.engines.tensorflow_engine",
+    "jax": "segtrain.engines.jax_engine",
+    "torch": "segtrain.engines.torch_engine",
+}
+
+
+def engine_module(backend: str | None = None) -> ModuleType:
+    """The engine module of ``backend`` (default: the running Keras backend), imported on first use."""
+    name = backend or keras.backend.backend()
+    if name not in ENGINES:
+        *others, last = ENGINES
+        raise SegtrainError(f"KERAS_BACKEND={name}: segtrain trains on {', '.join(others)} or {last}")
+    return importlib.import_module(ENGINES[name])
 
 
 def make_engine(train: TrainConfig, strategy=None) -> Engine:
     """The engine of the running Keras backend for ``train.distribute`` (``strategy``: TensorFlow only)."""
-    import keras
-
-    name = keras.backend.backend()
-    if name == "tensorflow":
-        from segtrain.engines.tensorflow_engine import TensorFlowEngine
-
-        return TensorFlowEngine(train.distribute, strategy, train.jit_compile)
-    if strategy is not None:
-        from segtrain.errors import SegtrainError
-
-        raise SegtrainError(f"Trainer(strategy=...): tf.distribute strategies need KERAS_BACKEND=tensorflow, not {name}")
-    if name == "jax":
-        from segtrain.engines.jax_engine import JaxEngine
-
-        return JaxEngine(train.distribute)
-    if name == "torch":
-        from segtrain.engines.torch_engine import TorchEngine
-
-        return TorchEngine(train.distribute)
-    from segtrain.errors import SegtrainError
-
-    raise SegtrainError(f"KERAS_BACKEND={name}: segtrain trains on tensorflow, jax or torch")
+    return engine_module().ENGINE.create(train, strategy)
 
 
-def compile_forward(function, model):
+def compile_forward(function: Callable, model: keras.Model) -> Callable:
     """``function(images)``, a forward pass that only reads ``model``'s variables, compiled for the running backend.
 
     Writes to variables inside it (BatchNorm's moving averages in training mode) are not
     kept on JAX and are left to the caller elsewhere.
     """
-    import keras
-
-    name = keras.backend.backend()
-    if name == "tensorflow":
-        from segtrain.engines.tensorflow_engine import compile_forward as compile_for
-    elif name == "jax":
-        from segtrain.engines.jax_engine import compile_forward as compile_for
-    else:
-        from segtrain.engines.torch_engine import compile_forward as compile_for
-    return compile_for(function, model)
+    return engine_module().compile_forward(function, model)
 
 
-__all__ = ["Engine", "compile_forward", "make_engine"]
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """Compute capability ``(major, minor)`` of each GPU the running Keras backend sees."""
+    return engine_module().gpu_capabilities()
+
+
+__all__ = ["ENGINES", "Engine", "compile_forward", "engine_module", "gpu_capabilities", "make_engine"]

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from segtrain.backend import tensorflow_hidden
+from segtrain.config import TrainConfig
 from segtrain.data.loading.batches import numpy_batches
 from segtrain.errors import SegtrainError
 
@@ -26,6 +27,19 @@ class Engine:
     name = "base"
     chief = True
     replicas = 1
+
+    @classmethod
+    def create(cls, train: TrainConfig, strategy=None) -> Engine:
+        """The engine for ``train``; a tf.distribute ``strategy`` only the TensorFlow engine takes."""
+        if strategy is not None:
+            raise SegtrainError(f"Trainer(strategy=...): tf.distribute strategies need KERAS_BACKEND=tensorflow, "
+                                f"not {cls.name}")
+        return cls(train.distribute)
+
+    @staticmethod
+    def compile_forward(function: Callable, model: keras.Model) -> Callable:
+        """``function(images)`` compiled for this engine's backend (its module's ``compile_forward``)."""
+        raise NotImplementedError
 
     def __init__(self, distribute: str):
         if distribute == "multi_worker":
@@ -49,10 +63,8 @@ class Engine:
 
     def make_finite_check(self, model: keras.Model, optimizer) -> Callable[[object], bool]:
         """``check(batch)``: every float variable finite, and the model's outputs on ``batch``."""
-        from segtrain.engines import compile_forward  # the package imports this module
-
         variables = [v for v in [*model.variables, *optimizer.variables] if "float" in str(v.dtype)]
-        forward = compile_forward(lambda images: model(images, training=False), model)
+        forward = self.compile_forward(lambda images: model(images, training=False), model)
 
         def check(batch) -> bool:
             logits = keras.ops.convert_to_numpy(forward(batch[0]))

@@ -19,8 +19,29 @@ import keras
 from segtrain.engines.base import Engine, TrainStep, single_device_sum
 
 
+def compile_forward(function: Callable, model: keras.Model) -> Callable:
+    """One ``jax.jit`` of ``function`` over the variables' current values, passed in at each call."""
+    variables = model.variables
+
+    @jax.jit
+    def forward(values, images):
+        # Reads see these values; writes (BatchNorm's moving averages in training mode) are dropped.
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return function(images)
+
+    return lambda images: forward([v.value for v in variables], images)
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """Compute capability ``(major, minor)`` of each GPU JAX sees."""
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    return [tuple(int(v) for v in str(d.compute_capability).split(".")[:2]) for d in gpus
+            if getattr(d, "compute_capability", None)]
+
+
 class JaxEngine(Engine):
     name = "jax"
+    compile_forward = staticmethod(compile_forward)
 
     def __init__(self, distribute: str):
         super().__init__(distribute)
@@ -72,14 +93,4 @@ class JaxEngine(Engine):
         return run
 
 
-
-def compile_forward(function: Callable, model: keras.Model) -> Callable:
-    variables = model.variables
-
-    @jax.jit
-    def forward(values, images):
-        # Reads see these values; writes (BatchNorm's moving averages in training mode) are dropped.
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            return function(images)
-
-    return lambda images: forward([v.value for v in variables], images)
+ENGINE = JaxEngine

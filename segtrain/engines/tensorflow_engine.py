@@ -16,13 +16,35 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from segtrain.config import TrainConfig
 from segtrain.data.loading.tf_batches import BatchIterator
 from segtrain.distribute import is_chief, make_strategy
 from segtrain.engines.base import Engine, TrainStep
 
 
+def compile_forward(function: Callable, model: keras.Model) -> Callable:
+    """One ``tf.function`` graph, retraced only when the input's shape really changes."""
+    return tf.function(function, reduce_retracing=True)
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """Compute capability ``(major, minor)`` of each GPU TensorFlow sees."""
+    found = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability:
+            found.append(tuple(int(v) for v in capability))
+    return found
+
+
 class TensorFlowEngine(Engine):
     name = "tensorflow"
+    compile_forward = staticmethod(compile_forward)
+
+    @classmethod
+    def create(cls, train: TrainConfig, strategy: tf.distribute.Strategy | None = None) -> TensorFlowEngine:
+        """The one engine that takes a tf.distribute ``strategy`` (and ``train.jit_compile``)."""
+        return cls(train.distribute, strategy, train.jit_compile)
 
     def __init__(self, distribute: str, strategy: tf.distribute.Strategy | None = None, jit_compile: bool = False):
         # Collective ops must be configured before TensorFlow runs anything else.
@@ -93,7 +115,6 @@ class TensorFlowEngine(Engine):
         return lambda images: predict(images).numpy()
 
 
-
 def _as_dataset(batches) -> tf.data.Dataset:
     """An iterable of ``(images, masks)`` NumPy batches as a tf.data.Dataset (a strategy distributes only those)."""
     iterator = iter(batches)
@@ -104,5 +125,4 @@ def _as_dataset(batches) -> tf.data.Dataset:
     return tf.data.Dataset.from_generator(lambda: itertools.chain([first], iterator), output_signature=signature)
 
 
-def compile_forward(function: Callable, model: keras.Model) -> Callable:
-    return tf.function(function, reduce_retracing=True)
+ENGINE = TensorFlowEngine

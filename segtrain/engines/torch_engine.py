@@ -16,8 +16,24 @@ from segtrain.engines.base import Engine, TrainStep, single_device_sum
 from segtrain.errors import SegtrainError
 
 
+def compile_forward(function: Callable, model: keras.Model) -> Callable:
+    """Eager: the forward pass runs as written, without recording gradients."""
+
+    def forward(images):
+        with torch.no_grad():
+            return function(keras.ops.convert_to_tensor(images))
+
+    return forward
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """Compute capability ``(major, minor)`` of each GPU torch sees."""
+    return [tuple(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
+
+
 class TorchEngine(Engine):
     name = "torch"
+    compile_forward = staticmethod(compile_forward)
 
     def __init__(self, distribute: str):
         super().__init__(distribute)
@@ -51,12 +67,4 @@ class TorchEngine(Engine):
         return run
 
 
-
-def compile_forward(function: Callable, model: keras.Model) -> Callable:
-    """Eager: the forward pass runs as written, without recording gradients."""
-
-    def forward(images):
-        with torch.no_grad():
-            return function(keras.ops.convert_to_tensor(images))
-
-    return forward
+ENGINE = TorchEngine

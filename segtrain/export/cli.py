@@ -50,7 +50,7 @@ def _run_on_tensorflow(argv: list[str]) -> int:
 
 def run(args) -> int:
     """Export, print what was written, then check parity unless ``--no-check``; a mismatch is an error."""
-    import keras
+    import keras  # loads the backend: only when the command runs
 
     if keras.backend.backend() != "tensorflow":
         return _run_on_tensorflow(args.argv)

@@ -186,6 +186,6 @@ def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = F
 
 def _unpools_by_index(model) -> bool:
     """Whether ``model`` unpools by max-pool indices (near-tied windows may flip between runtimes)."""
-    from segtrain.models.layers import MaxUnpool  # imports Keras (and TensorFlow, export's backend)
+    from segtrain.models.pooling import MaxUnpool  # imports Keras (and TensorFlow, export's backend)
 
     return any(isinstance(layer, MaxUnpool) for layer in model._flatten_layers(include_self=False, recursive=True))

@@ -13,7 +13,7 @@ from segtrain.export.serving import OUTPUT_NAME, serving_fn, signature
 
 def write(model, shape: tuple, nchw: bool, output: Path) -> None:
     """Write ``model`` as a SavedModel directory at ``output`` through Keras's ``ExportArchive``."""
-    import keras
+    import keras  # loads the backend (TensorFlow for export): only when a SavedModel is written
 
     serve = serving_fn(model, nchw)
     archive = keras.export.ExportArchive()

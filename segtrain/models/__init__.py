@@ -14,10 +14,10 @@ import keras
 from segtrain import keras_metrics, losses, schedules  # noqa: F401  (register every serialisable segtrain object)
 from segtrain.errors import SegtrainError
 from segtrain.models import deeplab, dilated, segnet, unet  # noqa: F401  (register the builders)
-from segtrain.models.layers import DECODERS
-from segtrain.models.registry import decoders_of, get_builder, list_models
+from segtrain.models.registry import decoders_of, get_builder, list_models, ranks_of
+from segtrain.models.upsampling import DECODERS
 
-__all__ = ["build_model", "build_model_from_config", "list_models", "decoders_of", "DECODERS"]
+__all__ = ["build_model", "build_model_from_config", "list_models", "decoders_of", "ranks_of", "DECODERS"]
 
 
 def build_model(name: str, num_classes: int, input_shape: Sequence, decoder: str | None = None,

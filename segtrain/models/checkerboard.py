@@ -22,16 +22,10 @@ import numpy as np
 
 from segtrain.errors import SegtrainError
 from segtrain.models import build_model
-from segtrain.models.layers import (
-    DECODERS,
-    LEARNED_DECODERS,
-    ConvNormAct,
-    MaxPoolWithIndices,
-    ResizeConv,
-    nearest_upsample,
-    upsampler,
-)
+from segtrain.models.blocks import ConvNormAct
+from segtrain.models.pooling import MaxPoolWithIndices
 from segtrain.models.registry import decoders_of
+from segtrain.models.upsampling import DECODERS, LEARNED_DECODERS, ResizeConv, nearest_upsample, upsampler
 
 PROBES = ("constant", "smooth")
 BLOCKS = DECODERS + ("resize_conv_bilinear",)  # + a resize-conv with linear instead of nearest resizing

@@ -22,9 +22,11 @@ import keras
 from keras import ops
 
 from segtrain.errors import SegtrainError
+from segtrain.models.blocks import ConvNormAct
 from segtrain.models.encoders import ENCODERS, build_encoder, normalisation
-from segtrain.models.layers import ConvNormAct, _spatial_shape, upsampler
 from segtrain.models.registry import IMAGENET, head, register_model, stem
+from segtrain.models.shapes import matched_shape, spatial_shape
+from segtrain.models.upsampling import upsampler
 
 DEEPLAB_ENCODERS = ("resnet50", "mobilenetv2")
 OUTPUT_STRIDES = (8, 16)
@@ -39,12 +41,11 @@ class BroadcastToMatch(keras.layers.Layer):
     def call(self, inputs):
         x, reference = inputs
         rank = len(x.shape) - 2
-        shape = [ops.shape(x)[0], *_spatial_shape(reference, rank), ops.shape(x)[-1]]
+        shape = [ops.shape(x)[0], *spatial_shape(reference, rank), ops.shape(x)[-1]]
         return ops.broadcast_to(x, shape)
 
     def compute_output_shape(self, input_shapes):
-        x_shape, ref_shape = input_shapes
-        return tuple(x_shape[:1]) + tuple(ref_shape[1:-1]) + (x_shape[-1],)
+        return matched_shape(*input_shapes)
 
 
 def aspp(x, filters: int, rates: Sequence[int], norm: str, dropout: float):
@@ -60,7 +61,7 @@ def aspp(x, filters: int, rates: Sequence[int], norm: str, dropout: float):
     return keras.layers.Dropout(dropout, name="aspp_dropout")(x)
 
 
-@register_model("deeplabv3plus", ("bilinear",))
+@register_model("deeplabv3plus", ("bilinear",), ranks=(2,))
 def deeplabv3plus(num_classes: int, input_shape: Sequence, decoder: str = "bilinear", norm: str = "batch", *,
                   width: int = 64, mean=IMAGENET, std=IMAGENET, encoder: str = "resnet50",
                   encoder_weights: str = "none", output_stride: int = 16, dropout: float = 0.1) -> keras.Model:
@@ -69,8 +70,6 @@ def deeplabv3plus(num_classes: int, input_shape: Sequence, decoder: str = "bilin
         raise SegtrainError(f"model.encoder: deeplabv3plus takes {' or '.join(DEEPLAB_ENCODERS)}, got {encoder!r}")
     if output_stride not in OUTPUT_STRIDES:
         raise SegtrainError(f"model.output_stride: deeplabv3plus takes 8 or 16, got {output_stride!r}")
-    if len(input_shape) != 3:
-        raise SegtrainError(f"model.name: deeplabv3plus is 2-D only (input (height, width, C)), got {tuple(input_shape)}")
     mean, std = normalisation(encoder, encoder_weights, input_shape, mean, std)
     inputs, x = stem(input_shape, mean, std, multiple=output_stride)
     backbone = build_encoder(x, encoder, encoder_weights, output_stride)

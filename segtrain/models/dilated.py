@@ -18,9 +18,10 @@ from typing import Sequence
 import keras
 
 from segtrain.errors import SegtrainError
+from segtrain.models.blocks import ConvNormAct, IdentityInit
 from segtrain.models.encoders import VGG16_CONVS, normalisation, transfer_vgg16
-from segtrain.models.layers import ConvNormAct, IdentityInit, upsampler
 from segtrain.models.registry import IMAGENET, head, register_model, stem
+from segtrain.models.upsampling import upsampler
 
 DILATED_DECODERS = ("bilinear", "resize_conv", "transposed")  # no encoder indices to unpool with; default first
 CONTEXT_DILATIONS = (1, 1, 2, 4, 8, 16, 1)

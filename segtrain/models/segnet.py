@@ -18,9 +18,11 @@ from typing import Sequence
 
 import keras
 
+from segtrain.models.blocks import ConvNormAct, make_norm
 from segtrain.models.encoders import VGG16_CONVS, normalisation, transfer_vgg16
-from segtrain.models.layers import DECODERS, LEARNED_DECODERS, ConvNormAct, MaxPoolWithIndices, make_norm, upsampler
+from segtrain.models.pooling import MaxPoolWithIndices
 from segtrain.models.registry import IMAGENET, head, register_model, stem
+from segtrain.models.upsampling import DECODERS, LEARNED_DECODERS, upsampler
 
 
 def up_stage(x, pooled, decoder: str, filters: Sequence[int], kernel_size: int, norm: str,

@@ -26,9 +26,10 @@ from typing import Sequence
 import keras
 
 from segtrain.errors import SegtrainError
-from segtrain.models.layers import ConvNormAct, upsampler
+from segtrain.models.blocks import ConvNormAct
 from segtrain.models.encoders import ENCODERS, feature_pyramid, normalisation
 from segtrain.models.registry import IMAGENET, head, register_model, stem
+from segtrain.models.upsampling import upsampler
 
 UNET_DECODERS = ("resize_conv", "transposed", "bilinear")  # default first
 _POOLS = {1: keras.layers.MaxPooling1D, 2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
