@@ -18,14 +18,12 @@ on first use, so ``segtrain evaluate --pred-dir`` stays TensorFlow-free.
 
 from __future__ import annotations
 
-import weakref
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from segtrain.backend import no_grad
 from segtrain.data.formats import get_format
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import format_size, per_axis
@@ -82,27 +80,13 @@ def _fixed_size(model) -> tuple[int, ...] | None:
     return tuple(int(s) for s in sizes) if all(s is not None for s in sizes) else None
 
 
-# model -> its jit-compiled inference forward, on JAX (see _forward)
-_JAX_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _forward(model, batch: np.ndarray) -> np.ndarray:
-    """Logits of ``model`` in inference mode. On JAX through one ``jax.jit`` per model: run
-    eagerly, JAX compiles each of the model's ops separately (for each new input shape),
-    which cost 5 s of a 6-s validation of a small model."""
+    """Logits of ``model`` in inference mode, through the running backend's engine (``engines.inference_forward``)."""
     import keras  # Keras and its backend load on first use: `evaluate --pred-dir` needs neither
 
-    images = batch.astype(np.float32)
-    if keras.backend.backend() == "jax":
-        forward = _JAX_FORWARD.get(model)
-        if forward is None:
-            from segtrain.engines import compile_forward  # imports Keras; JAX runs only
+    from segtrain.engines import inference_forward  # imports Keras (and the backend's framework)
 
-            forward = _JAX_FORWARD[model] = compile_forward(lambda x: model(x, training=False), model)
-        logits = keras.ops.convert_to_numpy(forward(images)).astype(np.float32)
-    else:
-        with no_grad():
-            logits = keras.ops.convert_to_numpy(model(images, training=False)).astype(np.float32)
+    logits = keras.ops.convert_to_numpy(inference_forward(model)(batch.astype(np.float32))).astype(np.float32)
     if logits.shape[1:-1] != batch.shape[1:-1]:
         raise SegtrainError(
             f"model output is {format_size(logits.shape[1:-1])} for a {format_size(batch.shape[1:-1])} input; "

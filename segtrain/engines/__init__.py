@@ -8,14 +8,15 @@ else (loss, schedule, precise BN, validation, checkpoints, resume, logs) is shar
 
 ``ENGINES`` maps each Keras backend to its engine module, imported only when that backend
 runs (each imports its framework, an optional heavy dependency). An engine module provides
-``ENGINE`` (its ``Engine`` subclass), ``compile_forward(function, model)`` and
-``gpu_capabilities()``; adding a backend is one module and one line here
+``ENGINE`` (its ``Engine`` subclass), ``compile_forward(function, model)``,
+``inference_forward(model)`` and ``gpu_capabilities()``; adding a backend is one module and one line here
 (docs/extending_models.md).
 """
 
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 
@@ -55,9 +56,22 @@ def compile_forward(function: Callable, model: keras.Model) -> Callable:
     return engine_module().compile_forward(function, model)
 
 
+# model -> its inference forward for the running backend (built once per model)
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def inference_forward(model: keras.Model) -> Callable:
+    """``forward(images) -> logits`` of ``model`` in inference mode, the running backend's fastest
+    way (one ``jax.jit`` per model on JAX, eager elsewhere); cached per model."""
+    forward = _INFERENCE.get(model)
+    if forward is None:
+        forward = _INFERENCE[model] = engine_module().inference_forward(model)
+    return forward
+
+
 def gpu_capabilities() -> list[tuple[int, int]]:
     """Compute capability ``(major, minor)`` of each GPU the running Keras backend sees."""
     return engine_module().gpu_capabilities()
 
 
-__all__ = ["ENGINES", "Engine", "compile_forward", "engine_module", "gpu_capabilities", "make_engine"]
+__all__ = ["ENGINES", "Engine", "compile_forward", "engine_module", "gpu_capabilities", "inference_forward", "make_engine"]

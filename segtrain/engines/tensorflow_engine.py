@@ -27,6 +27,12 @@ def compile_forward(function: Callable, model: keras.Model) -> Callable:
     return tf.function(function, reduce_retracing=True)
 
 
+def inference_forward(model: keras.Model) -> Callable:
+    """The model's inference forward, eager: a ``tf.function`` would retrace for every new
+    image size of a split of many sizes (VOC), and eager TensorFlow has no per-op compile cost."""
+    return lambda images: model(images, training=False)
+
+
 def gpu_capabilities() -> list[tuple[int, int]]:
     """Compute capability ``(major, minor)`` of each GPU TensorFlow sees."""
     found = []

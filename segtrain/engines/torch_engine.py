@@ -26,6 +26,11 @@ def compile_forward(function: Callable, model: keras.Model) -> Callable:
     return forward
 
 
+def inference_forward(model: keras.Model) -> Callable:
+    """The model's inference forward, eager, without recording gradients."""
+    return compile_forward(lambda images: model(images, training=False), model)
+
+
 def gpu_capabilities() -> list[tuple[int, int]]:
     """Compute capability ``(major, minor)`` of each GPU torch sees."""
     return [tuple(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
