@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -191,6 +192,9 @@ def evaluate(
         from segtrain.precision import float32_copy
 
         model = float32_copy(load_checkpoint(checkpoint)) if model is None else model
+        if checkpoint is not None and model.name != config.model.name:  # the checkpoint carries its architecture
+            print(f"note: model.name: {checkpoint} is a {model.name}, not the {config.model.name} of {config.source}; "
+                  "the checkpoint's architecture is evaluated and the config's model.* keys are ignored", file=sys.stderr)
         if precise_bn:
             recompute_for_config(model, config, precise_bn)
         if num_outputs(model) != data_cfg.num_classes:
