@@ -49,18 +49,18 @@ class OneLineParser(argparse.ArgumentParser):
     where a close choice or option exists; sub-command parsers inherit it."""
 
     def error(self, message: str):
-        raise SegtrainError(f"{self.prog}: {message}{self._suggestion(message)}")
+        raise SegtrainError(f"{self.prog}: {message}; {self._suggestion(message) or f'see {self.prog} --help'}")
 
-    def _suggestion(self, message: str) -> str:
+    def _suggestion(self, message: str) -> str | None:
         choice, option = _INVALID_CHOICE.search(message), _UNKNOWN_OPTION.search(message)
         if choice:
             word, known = choice["word"], re.findall(r"'?([^', ]+)'?", choice["choices"])
         elif option:
             word, known = option["word"].split("=")[0], self._all_options()
         else:
-            return ""
+            return None
         close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
-        return f"; did you mean {close[0]}?" if close else ""
+        return f"did you mean {close[0]}?" if close else None
 
     def _all_options(self) -> list[str]:
         """Options of this parser and its sub-commands' (the top parser reports a sub-command's unknown options)."""
