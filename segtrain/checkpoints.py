@@ -231,7 +231,13 @@ class CheckpointStore:
 
 
 def _link_over(source: Path, target: Path) -> None:
-    """Make ``target`` another name of ``source``'s file, atomically (a copy where links are unsupported)."""
+    """Make ``target`` another name of ``source``'s file, atomically (a copy where links are unsupported).
+
+    A ``target`` that already is that file (a run killed while writing ``last.keras`` left them linked) is
+    left alone: renaming a link onto another name of the same file is a no-op that keeps the temporary.
+    """
+    if target.exists() and os.path.samefile(source, target):
+        return
     tmp = temporary_path(target)
     tmp.unlink(missing_ok=True)
     try:
@@ -246,11 +252,15 @@ class NonFiniteCheckpoint(SegtrainError):
 
 
 def _assign(variables: list, values: list[np.ndarray], path: Path) -> None:
+    """Assign the saved values in order; a mismatch names the first variable that differs and both shapes."""
     shapes = [tuple(v.shape) for v in variables]
     if shapes != [v.shape for v in values]:
+        i = next((i for i, (a, b) in enumerate(zip(shapes, values)) if a != b.shape), min(len(shapes), len(values)))
+        what = (f"variable {variables[i].path} has shape {values[i].shape} there but {shapes[i]} in this model"
+                if i < min(len(shapes), len(values)) else f"it holds {len(values)} variables, this model {len(shapes)}")
         raise SegtrainError(
-            f"{path}: checkpoint holds {len(values)} variables that do not match this model/optimizer "
-            f"({len(variables)}); resume with the config the run started with, or use a new output_dir"
+            f"{path}: the checkpoint does not fit this model/optimizer ({what}); resume with the config the run "
+            "started with, or use a new output_dir"
         )
     for var, value in zip(variables, values):
         var.assign(value)

@@ -1,7 +1,7 @@
 """`segtrain <command>`: one sub-command per module, each exposing ``add_arguments`` and ``run``.
 
-User mistakes (``SegtrainError``) print as one line and exit 1; anything else is a bug
-and keeps its traceback. TensorFlow's start-up chatter (oneDNN and CUDA notices, ``failed
+User mistakes (``SegtrainError``, and argparse's usage errors of every command) print as one
+line and exit 1; anything else is a bug and keeps its traceback. TensorFlow's start-up chatter (oneDNN and CUDA notices, ``failed
 call to cuInit`` on machines without a GPU) is silenced: a user cannot act on it, and it
 buried the one error line. ``TF_CPP_MIN_LOG_LEVEL=0`` in the environment brings back
 TensorFlow's runtime log.
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import os
+import re
 import sys
 import tempfile
 
@@ -34,6 +36,36 @@ COMMANDS = {
 # Commands that load Keras and its backend (some only inside ``run``): the backend is checked and,
 # when it is TensorFlow, loaded up front, quietly.
 USES_KERAS = {"train", "evaluate", "predict", "export", "checkerboard"}
+
+
+# argparse's messages that name a wrong word, and where the right words are: the choices it lists,
+# or the options of the parser that failed.
+_INVALID_CHOICE = re.compile(r"invalid choice: '?(?P<word>[^' ]+)'? \(choose from (?P<choices>.*)\)")
+_UNKNOWN_OPTION = re.compile(r"unrecognized arguments: (?P<word>-\S+)")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's usage errors as a ``SegtrainError`` (one ``error:`` line, exit 1), with "did you mean"
+    where a close choice or option exists; sub-command parsers inherit it."""
+
+    def error(self, message: str):
+        raise SegtrainError(f"{self.prog}: {message}; {self._suggestion(message) or f'see {self.prog} --help'}")
+
+    def _suggestion(self, message: str) -> str | None:
+        choice, option = _INVALID_CHOICE.search(message), _UNKNOWN_OPTION.search(message)
+        if choice:
+            word, known = choice["word"], re.findall(r"'?([^', ]+)'?", choice["choices"])
+        elif option:
+            word, known = option["word"].split("=")[0], self._all_options()
+        else:
+            return None
+        close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+        return f"did you mean {close[0]}?" if close else None
+
+    def _all_options(self) -> list[str]:
+        """Options of this parser and its sub-commands' (the top parser reports a sub-command's unknown options)."""
+        subs = [p for a in self._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
+        return [option for parser in (self, *subs) for option in parser._option_string_actions]
 
 
 @contextlib.contextmanager
@@ -63,7 +95,7 @@ def _native_startup_quiet():
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read by TensorFlow when it loads
-    parser = argparse.ArgumentParser(prog="segtrain", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="segtrain", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = argv[0] if argv and argv[0] in COMMANDS else None
     modules = {}
@@ -83,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                         tf.config.list_physical_devices("GPU")  # CUDA's probe prints 'failed call to cuInit' here
                 modules[name] = importlib.import_module(module_name)
             modules[name].add_arguments(cmd)
-    args = parser.parse_args(argv)
-    args.argv = argv[1:]  # the command's own arguments, for a command that runs itself again (export)
     try:
+        args = parser.parse_args(argv)
+        args.argv = argv[1:]  # the command's own arguments, for a command that runs itself again (export)
         return int(modules[args.command].run(args) or 0)
     except SegtrainError as err:
         print(f"error: {err}", file=sys.stderr)

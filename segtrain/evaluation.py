@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -171,6 +172,9 @@ def _model_to_score(config: Config, checkpoint: str | Path | None, model, precis
     from segtrain.precision import float32_copy  # (Keras too)
 
     model = float32_copy(load_checkpoint(checkpoint)) if model is None else model
+    if checkpoint is not None and model.name != config.model.name:  # the checkpoint carries its architecture
+        print(f"note: model.name: {checkpoint} is a {model.name}, not the {config.model.name} of {config.source}; "
+              "the checkpoint's architecture is evaluated and the config's model.* keys are ignored", file=sys.stderr)
     if precise_bn:
         recompute_for_config(model, config, precise_bn)
     if num_outputs(model) != config.data.num_classes:

@@ -57,6 +57,12 @@ def load_checkpoint(path: str | Path):
         return keras.models.load_model(path, compile=False)
     except Exception as err:  # noqa: BLE001 - Keras raises many types for a bad archive
         message = " ".join(str(err).split())[:300]
+        if "safe_mode" in message:  # Keras's safe mode refuses the Python code of a Lambda layer: not a damaged file
+            raise SegtrainError(
+                f"{path}: the checkpoint holds a Lambda layer (Python code), which Keras refuses to load in safe mode; "
+                "train a model without Lambda layers (the zoo has none), or load it with "
+                "keras.models.load_model(path, safe_mode=False) only if you trust the file"
+            ) from None
         raise SegtrainError(
             f"{path}: checkpoint is corrupt or unreadable ({type(err).__name__}: {message}); "
             "is it a .keras file written by segtrain?"

@@ -312,6 +312,8 @@ def make_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pat
         raise SegtrainError(f"{path}: the {what} is (or is inside) an existing file; choose a folder path") from None
     except PermissionError:
         raise SegtrainError(f"{path}: no permission to create the {what}; choose a writable location") from None
+    except OSError as err:  # a read-only file system (EROFS), a full disk, ...
+        raise SegtrainError(f"{path}: cannot create the {what} ({err.strerror or err}); choose a writable location") from None
     if not os.access(path, os.W_OK):
         raise SegtrainError(f"{path}: the {what} is not writable; choose a writable location")
     return path

@@ -17,7 +17,9 @@ Faults end the run with one ``SegtrainError`` line and never leave a bad checkpo
 committed: a non-finite or exploded loss stops it, a checkpoint is written only when the
 weights and the model's outputs are finite, and a checkpoint whose weights then produce a
 bad loss is discarded for the one before (``CheckpointStore.discard_newest``). The run
-folder is locked while a run writes in it (``segtrain.run_lock``).
+folder is locked while a run writes in it (``segtrain.run_lock``). Ctrl-C, SIGTERM and SIGUSR1
+stop a run at the next step boundary with a checkpoint (``STOP_SIGNALS``: exit code 130 or 143);
+``runtime.auto_resume`` makes a plain re-run continue it.
 """
 
 from __future__ import annotations
@@ -36,14 +38,15 @@ from typing import Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import yaml  # noqa: E402
 
 from segtrain.checkpoints import CheckpointStore, LoopState  # noqa: E402
-from segtrain.config import Config, TrainConfig, load_config, save_config  # noqa: E402
+from segtrain.config import Config, TrainConfig, load_config, save_config, to_dict  # noqa: E402
 from segtrain.data.formats import get_format, input_channels  # noqa: E402
 from segtrain.data.formats.decode import class_names  # noqa: E402
+from segtrain.data.formats.palette import VOID  # noqa: E402
 from segtrain.data.formats.splits import iter_labels  # noqa: E402
 from segtrain.data.loading.batches import DataClock, build_batches, count_batches, numpy_batches  # noqa: E402
-from segtrain.data.formats.palette import VOID  # noqa: E402
 from segtrain.distribute import launch_local_workers  # noqa: E402
 from segtrain.engines import make_engine  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
@@ -115,30 +118,55 @@ def _input_shape(config: Config) -> tuple:
     return (None,) * rank + (input_channels(config.data),)
 
 
+# Signals that stop a run at the next step boundary with a checkpoint -> the exit code `segtrain train`
+# then returns. 143 (128 + SIGTERM) is what job scripts and restart policies read as "stopped, requeue me";
+# SIGUSR1 is Slurm's usual warning before its kill (``--signal=B:USR1@120``).
+STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: 143}
+
+
 class _StopFlag:
-    """First Ctrl-C asks the loop to checkpoint and stop at the next step boundary; a second one aborts."""
+    """A stop signal asks the loop to checkpoint and stop at the next step boundary; a second Ctrl-C aborts.
+
+    The handler only records the signal, so a save, validation or precise-BN pass it interrupts
+    runs to its end. Repeated SIGTERM/SIGUSR1 (schedulers resend) change nothing.
+    """
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        self.signum = self.signum or signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)  # None: not set from Python
+
+    def interrupted(self, step: int, folder: Path) -> "TrainingInterrupted":
+        """The exception that ends the stopped run (its checkpoint is on disk)."""
+        what = "interrupted" if self.signum == signal.SIGINT else f"stopped by {signal.Signals(self.signum).name}"
+        code = STOP_SIGNALS[self.signum]
+        return TrainingInterrupted(f"{what} at step {step}; checkpoint saved in {folder}, continue with --resume "
+                                   f"(exit code {code})", code)
 
 
 class TrainingInterrupted(Exception):
-    """Raised by ``Trainer.fit`` after Ctrl-C, once a resumable checkpoint is on disk."""
+    """Raised by ``Trainer.fit`` after a stop signal, once a resumable checkpoint is on disk."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Trainer:
@@ -176,7 +204,8 @@ class Trainer:
         self._last_batch = None
 
     # ---- setup -------------------------------------------------------------------------
-    def _setup(self, resume: bool) -> None:
+    def _setup(self, resume: bool) -> bool:
+        """Build everything; returns whether the run resumes (``resume``, or ``runtime.auto_resume`` found one)."""
         cfg = self.config
         self.engine = make_engine(cfg.train, self._strategy)
         self.chief = self.engine.chief
@@ -188,6 +217,8 @@ class Trainer:
             self._lock.acquire()
             for folder in (self.run_dir, self.store.dir):
                 remove_stale_temporaries(folder)
+        resume = resume or self._auto_resume()
+        if self.chief:
             if not resume:
                 self.store.clear_resume_state()
             try:
@@ -216,6 +247,7 @@ class Trainer:
         self.console = ConsoleLog(enabled=bool(self.verbose and self.chief))
         if self.verbose and self.chief:
             print(f"{facts}; dtype policy: {policy} ({why}); validation in float32")
+        return resume
 
     def _steps_per_epoch(self) -> int:
         n = count_batches(self.dataset_fn(self.config, self.config.data.train_split, True, epoch=0, skip_batches=0))
@@ -226,13 +258,26 @@ class Trainer:
             )
         return n
 
+    def _auto_resume(self) -> bool:
+        """``runtime.auto_resume``: a plain re-run (a requeued job) resumes the run its folder holds, if that
+        run has this config; a run of another config is refused rather than overwritten."""
+        state = self.store.load_state() if self.config.runtime.auto_resume else None
+        if state is None:
+            return False
+        difference = config_difference(self.run_dir / "config.yaml", self.config)
+        if difference:
+            raise SegtrainError(f"runtime.auto_resume: {self.run_dir} holds a run of another config ({difference}); "
+                                "run it with that config (or --resume to change it on purpose), or choose a new output_dir")
+        if self.verbose and self.chief:
+            print(f"runtime.auto_resume: resuming the run in {self.run_dir} from step {state.step}")
+        return True
+
     # ---- loop --------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
         """Train (or continue with ``resume``) to the end; returns the final metrics."""
         previous_policy = keras.mixed_precision.global_policy()
         try:
-            self._setup(resume)
-            return self._loop(resume)
+            return self._loop(self._setup(resume))
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
             if getattr(self, "log", None):
@@ -255,14 +300,12 @@ class Trainer:
                 cbs.on_epoch_begin(epoch)
                 started = time.perf_counter()
                 clock = self._run_epoch(state, stop, cbs)
-                if not stop.requested:
+                if stop.requested:  # mid-epoch (or after its last step): the epoch's end runs after --resume
+                    self._save(state)
+                else:  # a signal during the epoch's end (precise BN, validation, save) stops after its save
                     cbs.on_epoch_end(epoch, self._end_epoch(state, time.perf_counter() - started, clock))
                 if stop.requested and not state.done:
-                    self._save(state)
-                    raise TrainingInterrupted(
-                        f"interrupted at step {state.step}; checkpoint saved in {self.store.dir}, "
-                        "continue with --resume"
-                    )
+                    raise stop.interrupted(state.step, self.store.dir)
         cbs.on_train_end()
         return self._final_metrics(state)
 
@@ -410,6 +453,26 @@ class Trainer:
         return out
 
 
+def config_difference(saved: Path, config: Config) -> str | None:
+    """The first key whose value differs between a run folder's ``config.yaml`` and ``config`` (``runtime.*`` aside)."""
+    try:
+        old = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError):
+        return f"its {saved.name} is missing or unreadable"
+    new = _flat(yaml.safe_load(yaml.safe_dump(to_dict(config))))
+    for key in sorted(set(old) | set(new)):
+        if not key.startswith("runtime.") and old.get(key, "(absent)") != new.get(key, "(absent)"):
+            return f"{key}: {old.get(key, '(absent)')!r} there, {new.get(key, '(absent)')!r} here"
+    return None
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix[:-1]: tree}
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
 def _num(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
@@ -437,5 +500,5 @@ def run(args: argparse.Namespace) -> int:
         train(config, resume=args.resume)
     except TrainingInterrupted as err:
         print(f"\n{err}", file=sys.stderr)
-        return 130
+        return err.exit_code
     return 0

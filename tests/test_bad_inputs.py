@@ -5,7 +5,8 @@ into a copy of a tiny generated dataset and runs a ``segtrain`` command on it. T
 under test, for every case: exit code 1, exactly one line on stderr (``error: ...``), the
 file or key named in it, and no half-written file (a ``*.segtrain-tmp`` temporary) left in the output folder.
 Cases marked ``accept`` are inputs that look odd but are valid (a UTF-8 BOM in a list file):
-they must succeed.
+they must succeed, print what they name (a note) and leave no temporary either. Command-line
+misuse (a misspelt command, option or choice) is a case too: its "input" is the argv itself.
 
 Commands run in-process through ``segtrain.cli.main`` (start-up happens once), except
 training on bad *data*, which runs in a subprocess with a timeout: a hang or an abort
@@ -14,6 +15,8 @@ after the error line is exactly what those cases are there to catch.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
 import subprocess
@@ -88,6 +91,16 @@ def bomb(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def narrow_mobilenet(tmp_path_factory) -> Path:
+    """Weights of MobileNetV2 at alpha 0.35: another architecture than DeepLabV3+'s MobileNetV2 encoder (alpha 1)."""
+    import keras
+
+    path = tmp_path_factory.mktemp("weights") / "mobilenetv2_035.weights.h5"
+    keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35, input_shape=(None, None, 3)).save_weights(path)
+    return path
+
+
 @dataclass
 class World:
     root: Path  # the dataset
@@ -95,7 +108,10 @@ class World:
     config: Path  # the YAML
     checkpoint: Path
     bomb: Path
+    monkeypatch: pytest.MonkeyPatch
+    narrow_mobilenet: Path
     raw: dict = field(default_factory=dict)
+    argv: list[str] | None = None  # the command line, for the "argv" cases (a misspelt command or option)
 
     def write_config(self, raw: dict | None = None, text: str | None = None) -> None:
         self.config.write_text(text if text is not None else yaml.safe_dump(raw or self.raw), encoding="utf-8")
@@ -108,9 +124,9 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path, checkpoint, bomb) -> World:
+def world(tmp_path, checkpoint, bomb, monkeypatch, narrow_mobilenet) -> World:
     root = make_dataset(tmp_path / "data")
-    w = World(root, tmp_path / "out", tmp_path / "config.yaml", checkpoint, bomb)
+    w = World(root, tmp_path / "out", tmp_path / "config.yaml", checkpoint, bomb, monkeypatch, narrow_mobilenet)
     w.raw = base_config(root, w.out)
     w.write_config()
     return w
@@ -122,7 +138,7 @@ def world(tmp_path, checkpoint, bomb) -> World:
 class Case:
     name: str
     commands: tuple[str, ...]  # which commands meet this input
-    breaks: Callable[[World], str]  # breaks the world; returns the text the error must name
+    breaks: Callable[[World], str | tuple[str, ...]]  # breaks the world; returns the text(s) the error must name
     accept: bool = False
 
 
@@ -279,6 +295,78 @@ def _bad_palette_file(w: World) -> str:
     return path.name
 
 
+def command_line(argv: Callable[[World], list[str]], *named: str) -> Callable[[World], tuple[str, ...]]:
+    """A case whose mistake is the command line itself."""
+    def breaks(w: World) -> tuple[str, ...]:
+        _labels_dir(w)
+        w.argv = argv(w)
+        return named
+
+    return breaks
+
+
+def _read_only_out(w: World) -> str:
+    """``w.out`` on a read-only file system: creating it (or anything in it) fails with EROFS, as it does for root too."""
+    _labels_dir(w)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self == w.out or w.out in self.parents:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    w.monkeypatch.setattr(Path, "mkdir", mkdir)
+    return str(w.out)
+
+
+def _other_encoder_weights(w: World) -> tuple[str, ...]:
+    w.raw["model"] = {"name": "deeplabv3plus", "encoder": "mobilenetv2", "encoder_weights": str(w.narrow_mobilenet)}
+    w.write_config()
+    return w.narrow_mobilenet.name, "expected shape (3, 3, 3, 32), found (3, 3, 3, 16)"
+
+
+def _lambda_checkpoint(w: World) -> tuple[str, ...]:
+    import keras
+
+    x = keras.Input((None, None, 3))
+    w.checkpoint = w.out.parent / "lambda.keras"
+    keras.Model(x, keras.layers.Conv2D(NUM_CLASSES, 1)(keras.layers.Lambda(lambda t: t / 255)(x))).save(w.checkpoint)
+    return "lambda.keras", "holds a Lambda layer"
+
+
+def _trained(w: World, **train) -> Path:
+    """Train the world's config (2 steps an epoch, a checkpoint every step); returns its checkpoints folder."""
+    w.raw["train"].update(train, checkpoint_every_steps=1)
+    w.write_config()
+    assert main(["train", "--config", str(w.config)]) == 0
+    return w.out / "checkpoints"
+
+
+def _killed_while_saving_last(w: World) -> str:
+    """The folder a SIGKILL during the ``last.keras`` write of step 4 leaves: step 3 committed, its model under
+    two names (``last.keras`` and ``previous-00000003.keras``, one file), ``state-previous.json`` naming it."""
+    folder = _trained(w, epochs=2)
+    previous = json.loads((folder / "state-previous.json").read_text())
+    os.replace(folder / previous["model_file"], folder / "last.keras")
+    os.link(folder / "last.keras", folder / previous["model_file"])
+    del previous["model_file"]
+    (folder / "state.json").write_text(json.dumps(previous))
+    return ""
+
+
+def _resume_with_other_model(w: World) -> tuple[str, ...]:
+    _trained(w, epochs=1)
+    w.raw["model"]["width"] = 8
+    w.write_config()
+    return "resume-00000002.npz", "enc1_conv1/kernel has shape (7, 7, 3, 4) there but (7, 7, 3, 8) in this model"
+
+
+def _config_of_other_model(w: World) -> str:
+    w.raw["model"] = {"name": "unet", "width": 4}
+    w.write_config()
+    return f"{w.checkpoint} is a segnet_basic, not the unet of"
+
+
 CONFIG_COMMANDS = ("train", "check-dataset", "evaluate")
 DATA_COMMANDS = ("check-dataset", "train-data")
 
@@ -337,14 +425,36 @@ CASES = [
     Case("labels-unknown-colour", ("convert-labels-rgb",), _labels(_rgb_unknown_colour)),
     Case("labels-bad-palette-file", ("convert-labels-rgb",), _bad_palette_file),
     Case("labels-output-is-file", ("convert-labels",), lambda w: (_labels_dir(w), w.out.write_text("x"), w.out.name)[2]),
+    Case("output-read-only", ("convert-labels", "train"), _read_only_out),
+    # command-line misuse: one line and exit 1 like every other mistake, with the close choice when there is one
+    Case("cli-unknown-command", ("argv",), command_line(lambda w: ["trian", "--config", str(w.config)], "did you mean train?")),
+    Case("cli-unknown-mode", ("argv",), command_line(
+        lambda w: ["convert-labels", "rgb2index", str(w.out.parent / "labels"), str(w.out)], "did you mean rgb-to-index?")),
+    Case("cli-unknown-format", ("argv",), command_line(
+        lambda w: ["export", "--checkpoint", str(w.checkpoint), "--format", "tflite"], "--format", "'tflite'")),
+    Case("cli-unknown-option", ("argv",), command_line(
+        lambda w: ["train", "--config", str(w.config), "--resmue"], "--resmue", "did you mean --resume?")),
+    Case("cli-missing-option", ("argv",), command_line(lambda w: ["train"], "--config")),
+    Case("cli-not-a-number", ("argv",), command_line(
+        lambda w: ["convert-labels", "palette-to-raw", str(w.out.parent / "labels"), str(w.out), "--jobs", "two"], "--jobs")),
+    # models and checkpoints that do not fit
+    Case("encoder-weights-of-other-architecture", ("train",), _other_encoder_weights),
+    Case("checkpoint-with-lambda", ("predict", "export"), _lambda_checkpoint),
+    Case("resume-with-other-model", ("train-resume",), _resume_with_other_model),
+    Case("resume-after-kill-in-last-write", ("train-resume",), _killed_while_saving_last, accept=True),
+    Case("evaluate-config-of-other-model", ("evaluate",), _config_of_other_model, accept=True),
 ]
 
 
 # ---- running a command ------------------------------------------------------------------
 
 def argv_for(command: str, w: World) -> list[str]:
+    if command == "argv":
+        return w.argv
     if command in ("train", "train-data"):
         return ["train", "--config", str(w.config)]
+    if command == "train-resume":
+        return ["train", "--config", str(w.config), "--resume"]
     if command == "check-dataset":
         return ["check-dataset", "--config", str(w.config)]
     if command == "evaluate":
@@ -368,10 +478,7 @@ def argv_for(command: str, w: World) -> list[str]:
 
 def run_in_process(argv: list[str], capsys) -> tuple[int, str]:
     capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse
-        code = exc.code
+    code = main(argv)
     return code, capsys.readouterr().err
 
 
@@ -385,14 +492,17 @@ def run_subprocess(argv: list[str]) -> tuple[int | str, str]:
     return done.returncode, done.stderr
 
 
-def check_outcome(code, err: str, named: str, w: World, accept: bool) -> None:
+def check_outcome(code, err: str, named: str | tuple[str, ...], w: World, accept: bool) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
+    named = (named,) if isinstance(named, str) else named
     if accept:
         assert code == 0, err
-        return
-    assert code == 1, f"exit code {code}, stderr:\n{err}"
-    assert len(lines) == 1 and lines[0].startswith("error: "), f"expected one 'error:' line, got:\n{err}"
-    assert named in lines[0], f"{named!r} not named in: {lines[0]}"
+        assert all(text in err for text in named), f"{named!r} not said in:\n{err}"
+    else:
+        assert code == 1, f"exit code {code}, stderr:\n{err}"
+        assert len(lines) == 1 and lines[0].startswith("error: "), f"expected one 'error:' line, got:\n{err}"
+        for text in named:
+            assert text in lines[0], f"{text!r} not named in: {lines[0]}"
     litter = list(w.out.rglob(f"*{TMP_SUFFIX}*")) if w.out.is_dir() else []
     assert not litter, f"half-written files left: {litter}"
 

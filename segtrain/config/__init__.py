@@ -20,13 +20,14 @@ from segtrain.config.schema import (
     ModelConfig,
     OptimizerConfig,
     PreciseBNConfig,
+    RuntimeConfig,
     ScheduleConfig,
     TrainConfig,
 )
 from segtrain.data.formats import input_channels
 
 __all__ = [
-    "Config", "DataConfig", "EvaluateConfig", "ModelConfig", "OptimizerConfig", "PreciseBNConfig", "ScheduleConfig",
+    "Config", "DataConfig", "EvaluateConfig", "ModelConfig", "OptimizerConfig", "PreciseBNConfig", "RuntimeConfig", "ScheduleConfig",
     "TrainConfig", "apply_overrides", "default_output_dir", "from_dict", "input_channels", "load_config", "load_raw",
     "parse_override", "save_config", "to_dict",
 ]

@@ -141,10 +141,18 @@ class EvaluateConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How a run behaves on restart (not what it trains: runs with different ``runtime`` are the same run)."""
+
+    auto_resume: bool = False  # a plain re-run resumes the run of the same config that output_dir holds
+
+
+@dataclass
 class Config:
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     output_dir: str = "runs/default"
     source: str = "<dict>"  # the file this config came from (not a YAML key)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from typing import Mapping, Sequence
 
 import h5py
@@ -128,9 +129,11 @@ def load_application(encoder: str, weights: str, input_shape: Sequence = (None, 
         return build(include_top=False, weights=None, input_shape=tuple(input_shape))
     _check_rgb(spec, input_shape)
     try:
-        return build(include_top=False, weights=weights, input_shape=tuple(input_shape))
+        with warnings.catch_warnings():  # a file of another architecture: one warning per layer, before the error
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            return build(include_top=False, weights=weights, input_shape=tuple(input_shape))
     except Exception as err:  # keras raises plain Exception / ValueError for both failures
-        reason = " ".join(str(err).split())
+        reason = _load_failure(str(err))
         if weights == "imagenet":
             raise SegtrainError(
                 f"{_KEY}: imagenet: cannot download the {spec.application} weights ({reason}); download "
@@ -140,6 +143,19 @@ def load_application(encoder: str, weights: str, input_shape: Sequence = (None, 
             f"{_KEY}: {weights} does not hold {spec.application} weights ({reason}); pass the include_top=False "
             f"file keras.applications downloads or a .weights.h5 saved from keras.applications.{spec.application}"
         ) from err
+
+
+# Keras's message for a weights file of another shape; it goes on to print the variable's values.
+_SHAPE_MISMATCH = re.compile(r"variable\.shape=(?P<expected>\([^)]*\)), Received: value\.shape=(?P<found>\([^)]*\))"
+                             r".*?<Variable path=(?P<path>[^,]+)", re.S)
+
+
+def _load_failure(message: str) -> str:
+    """Keras's load error in a few words: the first variable whose shape differs (expected vs found), no values."""
+    mismatch = _SHAPE_MISMATCH.search(message)
+    if mismatch:
+        return f"{mismatch['path']}: expected shape {mismatch['expected']}, found {mismatch['found']}"
+    return " ".join(message.split())[:300]
 
 
 def _first_conv_kernel(spec: Encoder, name: str, values: list[np.ndarray]) -> list[np.ndarray]:
