@@ -182,3 +182,28 @@ def test_resume_removes_temporaries_of_dead_processes_only(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_auto_forced_to_bf16_learns_and_resumes_exactly(tmp_path, monkeypatch):
+    """``mixed_precision: auto`` made to pick bf16 (a CPU reporting avx512_bf16, no GPU), whatever this
+    machine has: the tiny run learns, and a run stopped at epoch 2 and resumed to 4 ends where it ends."""
+    from segtrain import precision
+
+    monkeypatch.setattr(precision, "gpu_capabilities", lambda: [])
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16"})
+    straight = tiny_trainer(tmp_path / "straight", epochs=4)
+    assert straight.config.train.mixed_precision == "auto"
+    expected = straight.fit()
+    assert "dtype policy mixed_bfloat16 (CPU with avx512_bf16)" in (tmp_path / "straight" / "run" / "run.log").read_text()
+    assert straight.model.layers[-1].compute_dtype == "bfloat16"
+    history = json.loads((tmp_path / "straight" / "run" / "checkpoints" / "state.json").read_text())["history"]
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"] and expected["miou"] >= 0.7
+
+    tiny_trainer(tmp_path / "grown", epochs=2).fit()
+    grown = tiny_trainer(tmp_path / "grown", epochs=4)
+    got = grown.fit(resume=True)
+    assert grown.model.layers[-1].compute_dtype == "bfloat16"
+    assert got["steps"] == expected["steps"] == 16
+    assert got["miou"] == pytest.approx(expected["miou"], abs=1e-6) and got["loss"] == pytest.approx(expected["loss"], abs=1e-6)
+    for a, b in zip(straight.model.get_weights(), grown.model.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
