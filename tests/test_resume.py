@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need_backend
 from test_training import in_memory, make_config, make_data, tiny_model
 
-from segtrain.backend import installed
 from segtrain.io_utils import TMP_SUFFIX
 from segtrain.errors import SegtrainError
 from segtrain.training import Trainer
@@ -88,8 +88,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, backe
     (tmp_path / "run.py").write_text(SCRIPT)
     config = write_config(tmp_path)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    if not installed(backend):
-        pytest.skip(f"needs {backend} (pip install -e \".[{backend}]\"; the dev extra that CI installs has it)")
+    need_backend(backend)
     a = start(tmp_path, config, straight, resume=False, backend=backend)
     b = start(tmp_path, config, killed, resume=False, backend=backend)
     deadline = time.time() + 240

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
+from conftest import need_module
 from segtrain.models.subpixel import phase_kernels, resize_conv_subpixel
 
 
@@ -146,8 +147,8 @@ def test_resize_conv_rejects_unknown_method():
 
 
 def test_subpixel_exports_to_onnx_and_opencv(tmp_path):
-    pytest.importorskip("tf2onnx")
-    pytest.importorskip("cv2")
+    need_module("tf2onnx", "export")
+    need_module("cv2", "export")
     import keras
 
     from segtrain.export import check_parity, export_model
