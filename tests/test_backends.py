@@ -258,6 +258,17 @@ def test_multi_worker_is_refused_off_tensorflow_in_one_line(tmp_path, small_samp
     assert len(lines) == 1 and "train.distribute: multi_worker runs on KERAS_BACKEND=tensorflow only" in lines[0]
 
 
+def test_mirrored_is_refused_on_torch_in_one_line(tmp_path, small_sample):
+    need("torch")
+    config = write_config(tmp_path, small_sample, distribute="mirrored")
+    done = run_python(REPO / "train.py", ["--config", str(config), "--set", f"output_dir={tmp_path / 'run'}"], "torch")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: train.distribute: on KERAS_BACKEND=torch segtrain trains on one device; set train.distribute: none, "
+        "or use KERAS_BACKEND=jax or tensorflow for several"]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_jax_data_parallel_over_two_devices_matches_one_device(tmp_path, small_sample):
     """``train.distribute: mirrored`` on JAX shards each batch over the local devices (two virtual CPU
     devices here); XLA computes the global batch's loss and gradients, so the run is one device's."""

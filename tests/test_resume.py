@@ -1,5 +1,5 @@
 """Exact resume: a run SIGKILLed mid-epoch and resumed ends where the uninterrupted run ends (on
-TensorFlow and on JAX);
+TensorFlow, JAX and PyTorch);
 resuming a finished run to a new length; damaged resume files; litter of killed saves.
 
 Real data layer (the built-in sample dataset, augmented), real zoo model (narrow SegNet-Basic
@@ -79,7 +79,7 @@ def read_state(out: Path) -> dict | None:
         return None
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", pytest.param("torch", marks=pytest.mark.slow)])
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, backend):
     import keras
 
