@@ -11,18 +11,53 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SHARED_DATA = Path(os.environ.get("SEGTRAIN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+def in_ci() -> bool:
+    """``CI`` set to anything but empty, 0 or false (GitHub Actions and most CI services set CI=true)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def pytest_sessionstart(session):
     # Tests that need the real data skip without it on a user's machine; CI must run them.
-    if os.environ.get("CI") and not SHARED_DATA.is_dir():
+    if in_ci() and not SHARED_DATA.is_dir():
         pytest.exit(f"CI needs the shared datasets at {SHARED_DATA} (set SEGTRAIN_SHARED_DATA)", returncode=3)
 
 
+def missing(what: str, hint: str = "") -> None:
+    """The one way a test gives up for a missing dataset, backend or optional package: a skip on a
+    user's machine, an error naming what is missing under CI (CI installs everything and has the data)."""
+    message = f"needs {what}" + (f" ({hint})" if hint else "")
+    if in_ci():
+        pytest.fail(f"CI=true: {message}", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
 def shared_data(*parts: str) -> Path:
-    """``../shared/data/<parts>``, or skip the calling test (a clone of the public repository has no such folder)."""
+    """``../shared/data/<parts>``, or ``missing`` (a clone of the public repository has no such folder)."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"needs {path} (the shared datasets beside the repository; CI always has them)")
+        missing(str(path), "the shared datasets beside the repository; CI always has them")
     return path
+
+
+def need_module(name: str, extra: str | None = None):
+    """``import name``, or ``missing`` naming what installs it (``pytest.importorskip``, CI-aware);
+    ``extra``: the optional-dependency group that has it (None: a core dependency)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        pass
+    where = f'pip install -e ".[{extra}]"' if extra else "a core dependency: pip install -e ."
+    missing(f"the Python package {name}", f"{where}; CI installs .[dev,export]")
+
+
+def need_backend(backend: str) -> None:
+    """``missing`` unless the Keras backend ``backend`` is installed."""
+    from segtrain.backend import installed
+
+    if not installed(backend):
+        missing(f"the {backend} backend", f'pip install -e ".[{backend}]"; the dev extra that CI installs has it')
 
 
 @pytest.fixture(scope="session")

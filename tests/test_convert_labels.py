@@ -22,14 +22,24 @@ from segtrain.data.formats.palette import ColorTable
 from segtrain.io_utils import TMP_SUFFIX
 from segtrain.tools.convert_labels import convert_labels, parse_value_map, value_lut
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, shared_data
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = SHARED_DATA
 CAMVID_ANNOT = DATA / "camvid" / "trainannot"
 VOC_LABELS = DATA / "voc" / "SegmentationClass"
-needs_camvid = pytest.mark.skipif(not CAMVID_ANNOT.is_dir(), reason="shared CamVid data not present")
-needs_voc = pytest.mark.skipif(not VOC_LABELS.is_dir(), reason="shared VOC data not present")
+needs_camvid = pytest.mark.usefixtures("camvid_annot")
+needs_voc = pytest.mark.usefixtures("voc_labels")
+
+
+@pytest.fixture
+def camvid_annot():
+    return shared_data("camvid", "trainannot")  # a skip, or an error under CI=true
+
+
+@pytest.fixture
+def voc_labels():
+    return shared_data("voc", "SegmentationClass")
 
 # CamVid colours as listed in the dataset README (SegNet's scripts), index 11 = void (0,0,0).
 CAMVID_README_COLOURS = [

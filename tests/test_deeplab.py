@@ -10,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import shared_data
 
 from segtrain.config import from_dict
 from segtrain.errors import SegtrainError
@@ -112,7 +112,8 @@ def test_onnx_export_matches_in_onnxruntime_and_opencv(tmp_path):
     scale = float(np.max(np.abs(model(_images((65, 97, 3)), training=False))))  # argmax agreement is a real test
     classifier.assign(classifier * (5.0 / scale))
     path = export_model(model, "onnx", tmp_path / "deeplab.onnx")
-    frames = sorted((SHARED_DATA / "camvid" / "val").glob("*.png"))[:1]  # a real image where the data is present
+    frames = sorted(shared_data("camvid", "val").glob("*.png"))[:1]  # a real CamVid frame (and 1 random image)
+    assert frames
     report = check_parity(model, path, "onnx", images=frames, count=1)
     assert report.ok, report.summary()
     assert report.scale > 1 and [r.runtime for r in report.results] == ["onnxruntime", "opencv-dnn"]

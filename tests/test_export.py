@@ -15,10 +15,12 @@ import keras
 import numpy as np
 import pytest
 
-cv2 = pytest.importorskip("cv2")
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-pytest.importorskip("tf2onnx")
+from conftest import need_module
+
+cv2 = need_module("cv2", "export")
+ort = need_module("onnxruntime", "export")
+need_module("onnx", "export")
+need_module("tf2onnx", "export")
 
 from segtrain import cli
 from segtrain.errors import SegtrainError

@@ -96,6 +96,39 @@ def test_multi_scale_shapes_and_probabilities(image):
     np.testing.assert_array_equal(predict_mask(model, image), np.argmax(predict_logits(model, image), -1))
 
 
+def numpy_bilinear(array, size):
+    """Bilinear resize with half-pixel centres and no antialiasing, written out in NumPy."""
+    def taps(n_in, n_out):
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        low = np.floor(src).astype(int)
+        return low, np.minimum(low + 1, n_in - 1), src - low
+
+    (r0, r1, wr), (c0, c1, wc) = taps(array.shape[0], size[0]), taps(array.shape[1], size[1])
+    rows = array[r0] * (1 - wr)[:, None, None] + array[r1] * wr[:, None, None]
+    return rows[:, c0] * (1 - wc)[None, :, None] + rows[:, c1] * wc[None, :, None]
+
+
+def test_multi_scale_flip_tta_equals_a_numpy_reference(image):
+    """predict_probs(scales, flip) = the mean over scales x {plain, mirrored} of the softmax of the
+    model's logits on the resized view, mirrored back and resized to the image's size."""
+    model = tiny_fcn(seed=1)
+    height, width = image.shape[:2]
+    views = []
+    for scale in (0.5, 1.0, 1.5):
+        size = (round(height * scale), round(width * scale))  # 18x26, 37x53, 56x80
+        scaled = numpy_bilinear(image.astype(np.float64), size).astype(np.float32)
+        for mirrored in (False, True):
+            view = scaled[:, ::-1] if mirrored else scaled
+            logits = np.asarray(model(np.ascontiguousarray(view)[None]))[0].astype(np.float64)
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            views.append(numpy_bilinear(probs[:, ::-1] if mirrored else probs, (height, width)))
+    want = np.mean(views, axis=0)
+    got = predict_probs(model, image, scales=(0.5, 1.0, 1.5), flip=True)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    assert np.abs(want - predict_probs(model, image)).max() > 1e-2  # the augmentation matters here
+
+
 def test_predict_cli_writes_palette_pngs_that_decode_back(tmp_path, image):
     model = tiny_fcn()
     ckpt = tmp_path / "tiny.keras"

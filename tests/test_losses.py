@@ -16,7 +16,7 @@ from segtrain.config import from_dict, load_config
 from segtrain.errors import SegtrainError
 from segtrain.losses import (MaskedCrossEntropy, SegmentationLoss, build_loss, masked_cross_entropy_terms,
                              median_frequency_weights)
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, shared_data
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = SHARED_DATA / "camvid"
@@ -91,8 +91,8 @@ def test_median_frequency_hand_case():
     np.testing.assert_allclose(w, [med / freq0, med / freq1, 0.0])  # class 2 never present -> 0
 
 
-@pytest.mark.skipif(not CAMVID.is_dir(), reason="shared CamVid data not available")
 def test_median_frequency_on_camvid_matches_independent_numpy(tmp_path):
+    shared_data("camvid", "trainannot")
     from segtrain.training import class_weights_for
 
     # Independent reference: read the 'L' PNGs directly, 11 = Unlabelled = void.

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import need_module
 from segtrain.errors import SegtrainError
 from segtrain.metrics import ConfusionMatrix, compute_metrics, confusion_matrix, format_table
 
@@ -85,7 +86,7 @@ def test_report_matches_oracle(labels):
 
 
 def test_matches_sklearn(labels):
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    sklearn_metrics = need_module("sklearn.metrics", "dev")
     gt, pred = labels
     valid = gt != 255
     want = sklearn_metrics.confusion_matrix(gt[valid], pred[valid], labels=list(range(6)))

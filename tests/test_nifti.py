@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from conftest import shared_data
+from conftest import need_module, shared_data
 from segtrain.config import from_dict
 from segtrain.data.check import check_dataset
 from segtrain.data.formats.nifti import read_case
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
 
-nib = pytest.importorskip("nibabel")
+nib = need_module("nibabel")
 
 SHAPE = (6, 5, 4)
 AFFINE = np.array([[1.5, 0, 0, -10], [0, 1.5, 0, 4], [0, 0, 2.0, 7], [0, 0, 0, 1]])

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import need_module
 from segtrain.config import from_dict
 from segtrain.data.loading.numpy_batches import NumpyLoader
 from segtrain.data.loading.patch_plans import PatchLoader
@@ -12,7 +13,7 @@ from segtrain.data.loading.tf_batches import BatchIterator, build_dataset, steps
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
 
-nib = pytest.importorskip("nibabel")
+nib = need_module("nibabel")
 
 SHAPE = (20, 18, 16)
 PATCH = [8, 8, 8]

@@ -38,7 +38,8 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path):
 def test_explicit_settings_are_kept():
     assert resolve_policy("none")[0] == "float32"
     assert resolve_policy("mixed_float16")[0] == "mixed_float16"
-    assert resolve_policy("auto")[0] in ("float32", "mixed_float16", "mixed_bfloat16")
+    assert resolve_policy("mixed_bfloat16") == ("mixed_bfloat16", "train.mixed_precision: mixed_bfloat16")
+    # auto: test_gpu_capabilities_and_auto_choice_from_injected_devices
 
 
 def conv_bn_model():
@@ -117,3 +118,73 @@ def test_auto_keeps_3d_tensorflow_on_cpu_in_float32_and_refuses_bf16_there(monke
         resolve_policy("mixed_bfloat16", 3)
     assert resolve_policy("mixed_bfloat16", 2)[0] == "mixed_bfloat16"
 
+
+def tiny_run(tmp_path, mixed_precision, epochs=3):
+    """A tiny in-memory training (test_training's model and data) -> (trainer, per-step losses)."""
+    from test_training import in_memory, make_config, make_data, tiny_model
+
+    from segtrain.training import Trainer
+
+    images, masks = make_data()
+    losses = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: losses.append(logs["loss"]))
+    trainer = Trainer(make_config(tmp_path / mixed_precision, epochs=epochs, mixed_precision=mixed_precision,
+                                  optimizer={"name": "sgd", "learning_rate": 0.1}),
+                      model_fn=tiny_model, dataset_fn=in_memory(images, masks), callbacks=[record], verbose=0)
+    trainer.fit()
+    return trainer, np.array(losses)
+
+
+def test_mixed_float16_trains_with_loss_scaling_and_tracks_float32(tmp_path):
+    """mixed_float16 (auto's choice on a compute capability 7.x GPU) on CPU: float16 compute, a
+    LossScaleOptimizer that scales the loss and unscales the gradients, finite and learning."""
+    mixed, losses = tiny_run(tmp_path, "mixed_float16")
+    assert isinstance(mixed.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert mixed.model.layers[-1].compute_dtype == "float16" and mixed.model.layers[-1].kernel.dtype == "float32"
+    steps = len(losses)
+    assert steps == 12 and np.isfinite(losses).all() and losses[-3:].mean() < 0.8 * losses[:3].mean()
+    # The dynamic scale started at 2**15: every step either kept it (finite gradients: counted) or halved it.
+    scale, counted = float(mixed.optimizer.dynamic_scale.numpy()), int(mixed.optimizer.step_counter.numpy())
+    halvings = round(np.log2(32768.0 / scale))
+    assert scale == 32768.0 / 2 ** halvings and counted + halvings == steps
+    assert "dtype policy mixed_float16" in (tmp_path / "mixed_float16" / "run" / "run.log").read_text()
+    # The scaled loss's gradients are unscaled before the update: the run follows float32's (measured: 3.6e-4).
+    _, reference = tiny_run(tmp_path, "none")
+    np.testing.assert_allclose(losses, reference, rtol=2e-3)
+
+
+class FakeTFDevice:
+    def __init__(self, name):
+        self.name = name
+
+
+def test_gpu_capabilities_and_auto_choice_from_injected_devices(monkeypatch):
+    """``gpu_capabilities`` parses what each backend reports; ``auto`` then picks by the weakest GPU."""
+    import types
+
+    import tensorflow as tf
+
+    from segtrain import precision
+    from segtrain.engines import engine_module
+
+    assert precision.gpu_capabilities() == []  # this test process: TensorFlow on CPU
+    details = {"GPU:0": {"compute_capability": (8, 6)}, "GPU:1": {"compute_capability": (7, 0)}, "GPU:2": {}}
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: [FakeTFDevice(n) for n in details] if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device: details[device.name])
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16"})
+    assert precision.gpu_capabilities() == [(8, 6), (7, 0)]  # a GPU without a capability is left out
+    assert precision.resolve_policy("auto") == ("mixed_float16", "GPU compute capability 7.0")
+    details.pop("GPU:1")
+    assert precision.resolve_policy("auto") == ("mixed_bfloat16", "GPU compute capability 8.6")
+
+    fake_jax = types.SimpleNamespace(devices=lambda: [types.SimpleNamespace(platform="gpu", compute_capability="9.0"),
+                                                      types.SimpleNamespace(platform="cpu")])
+    monkeypatch.setattr(engine_module("jax"), "jax", fake_jax)  # each engine module asks its own framework
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert precision.gpu_capabilities() == [(9, 0)]
+    fake_cuda = types.SimpleNamespace(device_count=lambda: 2, get_device_capability=lambda i: [(7, 5), (6, 1)][i])
+    monkeypatch.setattr(engine_module("torch"), "torch", types.SimpleNamespace(cuda=fake_cuda))
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    assert precision.gpu_capabilities() == [(7, 5), (6, 1)]
+    assert precision.resolve_policy("auto") == ("float32", "GPU compute capability 6.1 (no tensor cores)")

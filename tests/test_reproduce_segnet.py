@@ -84,3 +84,28 @@ def test_cpu_budget_keeps_the_paper_recipe(script, tmp_path):
 def test_unknown_decoder_is_a_user_error(script, tmp_path):
     with pytest.raises(SegtrainError, match="--decoders"):
         script.main(["--root", str(tmp_path), "--decoders", "unpool,deconv"])
+
+
+def test_gpu_camvid_script_exits_non_zero_when_a_training_run_fails(tmp_path):
+    """benchmarks/gpu_camvid.sh runs its decoders side by side; a failed (or timed-out) run is its exit status.
+    A stand-in python3 fails the `transposed` run with 3, has every package and runs other `-c` code in this Python."""
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3"
+    fake.write_text(f'#!/bin/bash\n[[ "$1 $2" == "-c import"* ]] && exit 0\n[ "$1" = -c ] && exec {sys.executable} "$@"\n'
+                    'echo "run $*"; [[ " $* " == *" --decoders transposed "* ]] && exit 3; exit 0\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", OUT=str(tmp_path / "out"))
+
+    def run(decoders):
+        return subprocess.run(["bash", "benchmarks/gpu_camvid.sh"], cwd=repo, env={**env, "DECODERS": decoders},
+                              capture_output=True, text=True, timeout=60)
+
+    done = run("unpool transposed")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "the transposed run failed (exit 3" in done.stderr and "unpool run failed" not in done.stderr
+    assert run("unpool bilinear").returncode == 0

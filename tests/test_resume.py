@@ -1,5 +1,5 @@
 """Exact resume: a run SIGKILLed mid-epoch and resumed ends where the uninterrupted run ends (on
-TensorFlow and on JAX);
+TensorFlow, JAX and PyTorch);
 resuming a finished run to a new length; damaged resume files; litter of killed saves.
 
 Real data layer (the built-in sample dataset, augmented), real zoo model (narrow SegNet-Basic
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need_backend
 from test_training import in_memory, make_config, make_data, tiny_model
 
-from segtrain.backend import installed
 from segtrain.io_utils import TMP_SUFFIX
 from segtrain.errors import SegtrainError
 from segtrain.training import Trainer
@@ -79,7 +79,7 @@ def read_state(out: Path) -> dict | None:
         return None
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", pytest.param("torch", marks=pytest.mark.slow)])
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, backend):
     import keras
 
@@ -88,8 +88,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, backe
     (tmp_path / "run.py").write_text(SCRIPT)
     config = write_config(tmp_path)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    if not installed(backend):
-        pytest.skip(f"needs {backend} (pip install -e \".[{backend}]\"; the dev extra that CI installs has it)")
+    need_backend(backend)
     a = start(tmp_path, config, straight, resume=False, backend=backend)
     b = start(tmp_path, config, killed, resume=False, backend=backend)
     deadline = time.time() + 240
@@ -182,3 +181,28 @@ def test_resume_removes_temporaries_of_dead_processes_only(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_auto_forced_to_bf16_learns_and_resumes_exactly(tmp_path, monkeypatch):
+    """``mixed_precision: auto`` made to pick bf16 (a CPU reporting avx512_bf16, no GPU), whatever this
+    machine has: the tiny run learns, and a run stopped at epoch 2 and resumed to 4 ends where it ends."""
+    from segtrain import precision
+
+    monkeypatch.setattr(precision, "gpu_capabilities", lambda: [])
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16"})
+    straight = tiny_trainer(tmp_path / "straight", epochs=4)
+    assert straight.config.train.mixed_precision == "auto"
+    expected = straight.fit()
+    assert "dtype policy mixed_bfloat16 (CPU with avx512_bf16)" in (tmp_path / "straight" / "run" / "run.log").read_text()
+    assert straight.model.layers[-1].compute_dtype == "bfloat16"
+    history = json.loads((tmp_path / "straight" / "run" / "checkpoints" / "state.json").read_text())["history"]
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"] and expected["miou"] >= 0.7
+
+    tiny_trainer(tmp_path / "grown", epochs=2).fit()
+    grown = tiny_trainer(tmp_path / "grown", epochs=4)
+    got = grown.fit(resume=True)
+    assert grown.model.layers[-1].compute_dtype == "bfloat16"
+    assert got["steps"] == expected["steps"] == 16
+    assert got["miou"] == pytest.approx(expected["miou"], abs=1e-6) and got["loss"] == pytest.approx(expected["loss"], abs=1e-6)
+    for a, b in zip(straight.model.get_weights(), grown.model.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
+from conftest import need_module
 from segtrain.models.subpixel import phase_kernels, resize_conv_subpixel
 
 
@@ -146,8 +147,8 @@ def test_resize_conv_rejects_unknown_method():
 
 
 def test_subpixel_exports_to_onnx_and_opencv(tmp_path):
-    pytest.importorskip("tf2onnx")
-    pytest.importorskip("cv2")
+    need_module("tf2onnx", "export")
+    need_module("cv2", "export")
     import keras
 
     from segtrain.export import check_parity, export_model
@@ -156,6 +157,6 @@ def test_subpixel_exports_to_onnx_and_opencv(tmp_path):
     inp = keras.Input((6, 5, 2))
     model = keras.Model(inp, ResizeConv(3, factor=2, kernel_size=7, bias_initializer="random_normal")(inp))
     path = export_model(model, "onnx", tmp_path / "m.onnx")
-    report = check_parity(model, path, "onnx", atol=1e-3)
-    assert {r.runtime for r in report.results} == {"onnxruntime", "opencv-dnn"}
-    assert report.ok, report.results
+    report = check_parity(model, path, "onnx")  # the documented 1e-4 x max(1, max |logit|) (docs/export.md); measured 6.1e-5 of 283
+    assert report.atol == 1e-4 and {r.runtime for r in report.results} == {"onnxruntime", "opencv-dnn"}
+    assert report.ok, report.summary()

@@ -77,7 +77,17 @@ def test_tiny_training_learns_and_writes_the_run_folder(tmp_path):
     assert (run / "config.yaml").is_file() and (run / "curves.png").stat().st_size > 1000
     csv_rows = (run / "log.csv").read_text().strip().splitlines()
     assert len(csv_rows) == 1 + 4 and csv_rows[0].startswith("epoch,step,loss")
-    assert list((run / "tensorboard").iterdir())
+    # TensorBoard holds log.csv's numbers: every scalar of every epoch, read back from the event files.
+    with open(run / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    events = tensorboard_scalars(run / "tensorboard")
+    expected = {(tag, int(row["epoch"])): float(row[tag]) for row in rows
+                for tag in ("loss", "lr", "val_miou", "val_pixel_accuracy", "val_mean_accuracy")}
+    expected.update({(f"val_iou/{name}", int(row["epoch"])): float(row[f"iou_{name}"]) for row in rows
+                     for name in ("dark", "red")})
+    assert set(events) == set(expected) and len(expected) == 4 * 7
+    for key, value in expected.items():
+        assert events[key] == pytest.approx(value, rel=1e-6), key  # float32 events, CSV of float64
     # Plain Keras loads the checkpoint and it predicts what the trainer validated.
     loaded = keras.models.load_model(run / "checkpoints" / "last.keras")
     np.testing.assert_allclose(loaded.predict(images[:2], verbose=0), trainer.model.predict(images[:2], verbose=0),
@@ -89,6 +99,17 @@ def test_tiny_training_learns_and_writes_the_run_folder(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "best.keras", "last.keras", "previous-00000012.keras", "resume-00000012.npz", "resume-00000016.npz",
         "state-previous.json", "state.json"]
+
+
+def tensorboard_scalars(folder: Path) -> dict:
+    """``{(tag, step): value}`` of every scalar in the event files under ``folder``."""
+    found = {}
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found[(value.tag, int(event.step))] = float(tf.make_ndarray(value.tensor)) if value.HasField(
+                    "tensor") else float(value.simple_value)
+    return found
 
 
 class Poison(keras.callbacks.Callback):
@@ -514,3 +535,91 @@ def test_data_clock_counts_only_the_time_spent_inside_next():
         time.sleep(0.1)  # the step: not waiting
     assert clock.batches == N // 4
     assert 4 * 0.05 <= clock.waited < 4 * 0.05 + 0.2  # the 0.4 s of steps in between would be counted as well
+
+
+class HostOp(keras.layers.Layer):
+    """Adds zero through a host (NumPy) callback: TensorFlow runs it, XLA cannot compile it."""
+
+    def call(self, x):
+        zero = tf.numpy_function(lambda a: np.zeros_like(a), [x], tf.float32)
+        zero.set_shape(x.shape)
+        return x + tf.stop_gradient(zero)
+
+
+def host_op_model(config, input_shape):
+    x = keras.Input((None, None, 3))
+    y = HostOp()(keras.layers.Rescaling(1 / 127.5, offset=-1)(x))
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(y)
+    return keras.Model(x, keras.layers.Conv2D(config.data.num_classes, 1)(y))
+
+
+def test_jit_compile_trains_what_the_plain_step_trains(tmp_path):
+    """``train.jit_compile: true`` gives the losses and weights of the plain tf.function step (float32)."""
+    images, masks = make_data()
+    runs = {}
+    for jit in (False, True):
+        losses = []
+        record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: losses.append(logs["loss"]))
+        trainer = Trainer(make_config(tmp_path / f"jit{jit}", epochs=2, jit_compile=jit, mixed_precision="none"),
+                          model_fn=tiny_model, dataset_fn=in_memory(images, masks), callbacks=[record], verbose=0)
+        result = trainer.fit()
+        runs[jit] = losses, trainer.model.get_weights(), result["miou"]
+    (plain_losses, plain_weights, plain_miou), (xla_losses, xla_weights, xla_miou) = runs[False], runs[True]
+    assert len(xla_losses) == 8 and xla_losses[-1] < xla_losses[0]
+    # XLA fuses and reorders float32 arithmetic (measured: losses within 4e-7 relative, weights within
+    # 2.2e-7 absolute, the same val mIoU).
+    np.testing.assert_allclose(xla_losses, plain_losses, rtol=1e-5, atol=0)
+    for a, b in zip(plain_weights, xla_weights, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    assert xla_miou == pytest.approx(plain_miou, abs=1e-4)  # a single flipped pixel would move it by ~5e-4
+
+
+def test_jit_compile_really_compiles_the_step_with_xla(tmp_path):
+    """The flag reaches ``tf.function(jit_compile=True)``: a host callback, which plain TensorFlow runs,
+    makes the XLA-compiled step fail to compile."""
+    images, masks = make_data()
+
+    def fit(jit):
+        config = make_config(tmp_path / f"jit{jit}", epochs=1, jit_compile=jit, mixed_precision="none")
+        return Trainer(config, model_fn=host_op_model, dataset_fn=in_memory(images, masks), verbose=0).fit()
+
+    assert fit(False)["steps"] == N // 4
+    with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)compile.*PyFunc"):
+        fit(True)
+
+
+class EpochWeights(keras.callbacks.Callback):
+    """Keeps each epoch's end weights; turns the classifier around on the last step so the last epoch is the worst."""
+
+    def __init__(self, invert_at_step):
+        super().__init__()
+        self.invert_at_step, self.steps, self.weights = invert_at_step, 0, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps == self.invert_at_step:
+            layer = self.model.layers[-1]
+            layer.set_weights([-w for w in layer.get_weights()])  # 2 classes: every prediction flips
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+
+
+def test_best_keras_holds_the_best_epoch_not_the_last(tmp_path):
+    images, masks = make_data()
+    config = make_config(tmp_path, epochs=4, mixed_precision="none")
+    record = EpochWeights(invert_at_step=4 * (N // 4))
+    trainer = Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), callbacks=[record], verbose=0)
+    result = trainer.fit()
+    history = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())["history"]
+    mious = [row["val_miou"] for row in history]
+    best = int(np.argmax(mious))
+    assert best < 3 and mious[3] < mious[best] - 0.2  # the inverted last epoch is not the best
+    assert result["best_epoch"] == best + 1 and result["best_miou"] == mious[best]
+    saved = keras.models.load_model(tmp_path / "run" / "checkpoints" / "best.keras").get_weights()
+    for got, want in zip(saved, record.weights[best], strict=True):
+        np.testing.assert_array_equal(got, want)
+    last = keras.models.load_model(tmp_path / "run" / "checkpoints" / "last.keras").get_weights()
+    for got, want in zip(last, record.weights[3], strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert any(not np.array_equal(a, b) for a, b in zip(saved, last))

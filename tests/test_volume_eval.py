@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import need_module
 from segtrain.cli import main
 from segtrain.config import from_dict
 from segtrain.errors import SegtrainError
@@ -12,7 +13,7 @@ from segtrain.evaluation import evaluate, parse_groups
 from segtrain.metrics import group_metrics
 from segtrain.prediction_options import PredictOptions
 
-nib = pytest.importorskip("nibabel")
+nib = need_module("nibabel")
 
 SHAPE = (16, 12, 8)
 AFFINE = np.array([[-1.0, 0, 0, 90], [0, 1.2, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]])
