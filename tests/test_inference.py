@@ -124,7 +124,7 @@ def test_multi_scale_flip_tta_equals_a_numpy_reference(image):
             probs /= probs.sum(-1, keepdims=True)
             views.append(numpy_bilinear(probs[:, ::-1] if mirrored else probs, (height, width)))
     want = np.mean(views, axis=0)
-    got = predict_probs(model, image, scales=(0.5, 1.0, 1.5), flip=True)
+    got = predict_probs(model, image, PredictOptions(scales=(0.5, 1.0, 1.5), flip=True))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
     assert np.abs(want - predict_probs(model, image)).max() > 1e-2  # the augmentation matters here
 
