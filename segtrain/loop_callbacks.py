@@ -46,10 +46,10 @@ class LoopCallbacks:
         keras.callbacks.CallbackList(self.callbacks, model=model, epochs=epochs, steps=steps, verbose=0)  # set_model/params
         self.stopped_by: str | None = None
 
-    def __call__(self, hook: str, *args) -> None:
-        """Run ``hook`` (e.g. ``"on_epoch_end"``) of every callback with ``args``."""
+    def __call__(self, hook: str, *args, logs: dict | None = None) -> None:
+        """Run ``hook`` (e.g. ``"on_epoch_end"``) of every callback with ``args`` and ``logs`` (Keras's calling form)."""
         for callback in self.callbacks:
-            getattr(callback, hook)(*args)
+            getattr(callback, hook)(*args, {} if logs is None else logs)
             if self.stopped_by is None and getattr(self.model, "stop_training", False):
                 self.stopped_by = f"callback {type(callback).__name__} set model.stop_training"
 

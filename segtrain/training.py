@@ -365,7 +365,7 @@ class Trainer:
                 self._last_batch = batch
                 self._record(state, loss)
                 self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
-                cbs("on_train_batch_end", state.batch - 1, {"loss": loss})
+                cbs("on_train_batch_end", state.batch - 1, logs={"loss": loss})
                 if stop.requested or cbs.stopped_by:
                     break
                 if every and state.step % every == 0 and state.batch < steps_here:
@@ -412,7 +412,7 @@ class Trainer:
         last = state.step >= self.total_steps or bool(cbs.stopped_by)  # a callback's stop mid-epoch: validate it
         with self.average.applied():
             self._validate_into(row, state, validation=(epoch + 1) % self.config.train.val_every == 0 or last)
-        cbs("on_epoch_end", epoch, epoch_logs(row))
+        cbs("on_epoch_end", epoch, logs=epoch_logs(row))
         state.stopped_by = cbs.stopped_by or count_validation(self.config.train.early_stopping, state, row)
         state.history.append(row)
         state.epoch, state.batch, state.loss_sum = epoch + 1, 0, 0.0
