@@ -184,15 +184,19 @@ def test_replaced_keras_callbacks_are_refused_in_one_line(tmp_path, callback):
         trainer.fit()
 
 
-def test_csv_logger_and_a_stopped_run_resumed_says_it_stopped(tmp_path, capsys):
+def test_csv_logger_model_checkpoint_terminate_on_nan_and_a_stopped_run_resumed(tmp_path, capsys):
     images, masks = make_data()
-    csv = tmp_path / "keras.csv"
+    csv, saved = tmp_path / "keras.csv", tmp_path / "keras_best.keras"
     stopper = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(stopper.model, "stop_training", True))
     config = make_config(tmp_path, epochs=3, mixed_precision="none")
-    Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks),
-            callbacks=[keras.callbacks.CSVLogger(str(csv)), stopper], verbose=0).fit()
+    callbacks = [keras.callbacks.CSVLogger(str(csv)), keras.callbacks.TerminateOnNaN(),
+                 keras.callbacks.ModelCheckpoint(str(saved), monitor="val_miou", mode="max", save_best_only=True), stopper]
+    trainer = Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), callbacks=callbacks, verbose=0)
+    trainer.fit()
     header, *rows = csv.read_text().splitlines()
     assert header.split(",")[:1] == ["epoch"] and "val_miou" in header.split(",") and len(rows) == 1
+    for got, want in zip(keras.models.load_model(saved).get_weights(), trainer.model.get_weights(), strict=True):
+        assert abs(got - want).max() == 0.0
     result = Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), verbose=1).fit(resume=True)
     assert result["epochs"] == 1
     assert "stopped at epoch 1 (step 4): callback LambdaCallback set model.stop_training; start a new run" in \
