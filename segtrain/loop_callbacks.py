@@ -32,15 +32,19 @@ def epoch_logs(row: dict) -> dict:
             if key not in _NOT_LOGS and isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
+def refuse_replaced(callbacks: list) -> None:
+    """One line naming the first callback of ``REPLACED`` in ``callbacks`` and what to use instead."""
+    for callback in callbacks:
+        for kind, why in REPLACED.items():
+            if isinstance(callback, kind):
+                raise SegtrainError(f"Trainer(callbacks=...): keras.callbacks.{kind.__name__} does not work in "
+                                    f"segtrain's loop: {why}")
+
+
 class LoopCallbacks:
     """Calls the hooks of ``callbacks`` in order; ``stopped_by`` names the first that set ``model.stop_training``."""
 
     def __init__(self, callbacks: list, model: keras.Model, epochs: int, steps: int):
-        for callback in callbacks:
-            for kind, why in REPLACED.items():
-                if isinstance(callback, kind):
-                    raise SegtrainError(f"Trainer(callbacks=...): keras.callbacks.{kind.__name__} does not work in "
-                                        f"segtrain's loop: {why}")
         self.callbacks = list(callbacks)
         self.model = model
         keras.callbacks.CallbackList(self.callbacks, model=model, epochs=epochs, steps=steps, verbose=0)  # set_model/params

@@ -52,7 +52,7 @@ from segtrain.early_stopping import count_validation  # noqa: E402
 from segtrain.engines import make_engine  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.evaluation import evaluate  # noqa: E402
-from segtrain.loop_callbacks import LoopCallbacks, epoch_logs  # noqa: E402
+from segtrain.loop_callbacks import LoopCallbacks, epoch_logs, refuse_replaced  # noqa: E402
 from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
 from segtrain.models import build_model_from_config  # noqa: E402
@@ -200,6 +200,7 @@ class Trainer:
         self.model_fn = model_fn or _default_model
         self.dataset_fn = dataset_fn or _default_dataset
         self.callbacks = list(callbacks or [])
+        refuse_replaced(self.callbacks)
         self._strategy = strategy
         self.loss_fn = loss_fn
         self.verbose = verbose
