@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 from conftest import need_backend
 from test_training import in_memory, make_config, make_data, tiny_model
 
 from segtrain.config import from_dict
 from segtrain.errors import SegtrainError
+from segtrain.metrics import ConfusionMatrix
 from segtrain.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,3 +200,25 @@ def test_csv_logger_model_checkpoint_terminate_on_nan_and_a_stopped_run_resumed(
     assert result["epochs"] == 1
     assert "stopped at epoch 1 (step 4): callback LambdaCallback set model.stop_training; start a new run" in \
         capsys.readouterr().out
+
+
+def bn_model(config, input_shape):
+    x = keras.Input((None, None, 3))
+    y = keras.layers.Conv2D(8, 3, padding="same")(keras.layers.Rescaling(1 / 127.5, offset=-1)(x))
+    y = keras.layers.ReLU()(keras.layers.BatchNormalization()(y))
+    return keras.Model(x, keras.layers.Conv2D(config.data.num_classes, 1)(y))
+
+
+def test_ema_weights_are_validated_with_precise_bn_and_saved_in_last_keras(tmp_path):
+    """The logged val mIoU is that of last.keras (averaged weights, BN statistics precise BN computed for
+    them), not of the raw weights the trainer keeps training."""
+    images, masks = make_data()
+    config = make_config(tmp_path, epochs=2, mixed_precision="none", ema={"momentum": 0.5},
+                         precise_bn={"batches": 2})
+    trainer = Trainer(config, model_fn=bn_model, dataset_fn=in_memory(images, masks), verbose=0)
+    result = trainer.fit()
+    saved = keras.models.load_model(tmp_path / "run" / "checkpoints" / "last.keras")
+    miou = ConfusionMatrix(2, 255).update(masks, np.argmax(saved.predict(images, verbose=0), -1)).metrics()["miou"]
+    assert abs(miou - result["miou"]) <= 1e-9
+    raw = {v.path: v.numpy() for v in trainer.model.trainable_variables}
+    assert max(abs(v.numpy() - raw[v.path]).max() for v in saved.trainable_variables) > 1e-3
