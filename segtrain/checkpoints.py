@@ -57,6 +57,10 @@ class LoopState:
     done: bool = False
     total_steps: int | None = None  # the run length it was trained towards (absent in older runs)
     first_loss: float | None = None  # loss of the first step: the reference for divergence
+    stopping_best: float | None = None  # train.early_stopping: best value of its metric so far
+    stopping_epoch: int | None = None  # ... the epoch (1-based) that reached it
+    stopping_wait: int = 0  # ... validations since then without an improvement
+    stopped_by: str | None = None  # why the run ended before its length (early stopping, a callback)
 
     @classmethod
     def from_json(cls, data: dict) -> "LoopState":

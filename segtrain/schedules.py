@@ -1,7 +1,9 @@
 """Learning-rate schedules: linear warmup then constant, poly, cosine or step decay.
 
 One serialisable ``LearningRateSchedule`` keyed by the optimizer's step counter, so the
-schedule position is restored exactly by restoring ``optimizer.iterations`` on resume.
+schedule position is restored exactly by restoring ``optimizer.iterations`` on resume. It
+counts optimizer updates: Keras calls it with its micro-batch counter when gradients are
+accumulated (``train.accumulate_steps``), which ``micro_batches`` divides back.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         power: poly exponent.
         step_size, gamma: step decay multiplies by ``gamma`` every ``step_size`` steps.
         min_lr: floor for poly and cosine.
+        micro_batches: micro-batches per optimizer update (``train.accumulate_steps``); steps count updates.
     """
 
     def __init__(self, base_lr: float, total_steps: int, name: str = "constant", warmup_steps: int = 0,
-                 power: float = 0.9, step_size: int = 1000, gamma: float = 0.1, min_lr: float = 0.0):
+                 power: float = 0.9, step_size: int = 1000, gamma: float = 0.1, min_lr: float = 0.0,
+                 micro_batches: int = 1):
         if name not in NAMES:
             raise ValueError(f"schedule name must be one of {NAMES}, got {name!r}")
         self.base_lr = float(base_lr)
@@ -42,9 +46,10 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.step_size = max(int(step_size), 1)
         self.gamma = float(gamma)
         self.min_lr = float(min_lr)
+        self.micro_batches = int(micro_batches)
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
+        step = ops.cast(ops.floor_divide(step, self.micro_batches), "float32")
         t = ops.maximum(step - self.warmup_steps, 0.0)
         span = float(max(self.total_steps - self.warmup_steps, 1))
         frac = ops.minimum(t / span, 1.0)
@@ -65,10 +70,10 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self) -> dict:
         return {"base_lr": self.base_lr, "total_steps": self.total_steps, "name": self.name,
                 "warmup_steps": self.warmup_steps, "power": self.power, "step_size": self.step_size,
-                "gamma": self.gamma, "min_lr": self.min_lr}
+                "gamma": self.gamma, "min_lr": self.min_lr, "micro_batches": self.micro_batches}
 
 
-def build_schedule(cfg: ScheduleConfig, base_lr: float, total_steps: int) -> WarmupSchedule:
-    """Config section ``train.schedule`` -> schedule over a run of ``total_steps``."""
+def build_schedule(cfg: ScheduleConfig, base_lr: float, total_steps: int, micro_batches: int = 1) -> WarmupSchedule:
+    """Config section ``train.schedule`` -> schedule over a run of ``total_steps`` optimizer updates."""
     return WarmupSchedule(base_lr, total_steps, cfg.name, cfg.warmup_steps, cfg.power,
-                          cfg.step_size, cfg.gamma, cfg.min_lr)
+                          cfg.step_size, cfg.gamma, cfg.min_lr, micro_batches)

@@ -48,9 +48,11 @@ from segtrain.data.formats.palette import VOID  # noqa: E402
 from segtrain.data.formats.splits import iter_labels  # noqa: E402
 from segtrain.data.loading.batches import DataClock, build_batches, count_batches, numpy_batches  # noqa: E402
 from segtrain.distribute import launch_local_workers  # noqa: E402
+from segtrain.early_stopping import count_validation  # noqa: E402
 from segtrain.engines import make_engine  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.evaluation import evaluate  # noqa: E402
+from segtrain.loop_callbacks import LoopCallbacks, epoch_logs, refuse_replaced  # noqa: E402
 from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
 from segtrain.models import build_model_from_config  # noqa: E402
@@ -60,6 +62,7 @@ from segtrain.io_utils import remove_stale_temporaries, write_json  # noqa: E402
 from segtrain.run_lock import RunLock  # noqa: E402
 from segtrain.run_log import ConsoleLog, RunLog  # noqa: E402
 from segtrain.schedules import build_schedule  # noqa: E402
+from segtrain.weight_average import WeightAverage  # noqa: E402
 
 # A step whose loss exceeds this multiple of the first step's (or of 1, if larger) has diverged.
 DIVERGENCE_FACTOR = 1000.0
@@ -69,9 +72,12 @@ DatasetFn = Callable[..., object]  # -> tf.data.Dataset, NumpyLoader or a sized 
 
 
 def build_optimizer(train: TrainConfig, learning_rate) -> keras.optimizers.Optimizer:
-    """``train.optimizer`` -> a Keras optimizer (loss-scaled under mixed_float16)."""
-    cfg = train.optimizer
-    common = {"learning_rate": learning_rate, "clipnorm": cfg.clipnorm}
+    """``train.optimizer`` -> a Keras optimizer (loss-scaled under mixed_float16), accumulating
+    ``train.accumulate_steps`` micro-batches per update and averaging the weights for ``train.ema``."""
+    cfg, n = train.optimizer, train.accumulate_steps
+    common = {"learning_rate": learning_rate, "clipnorm": cfg.clipnorm, "gradient_accumulation_steps": n if n > 1 else None}
+    if train.ema is not None:  # Keras averages after every micro-batch: momentum ** (1/n) is train.ema.momentum per update
+        common.update(use_ema=True, ema_momentum=train.ema.momentum ** (1 / n))
     decay = cfg.weight_decay or None
     if cfg.name == "sgd":
         opt = keras.optimizers.SGD(momentum=cfg.momentum, weight_decay=decay, **common)
@@ -179,7 +185,8 @@ class Trainer:
             uint8)`` batches: a tf.data.Dataset, a ``NumpyLoader`` or any sized iterable of NumPy
             batches (default: ``segtrain.data.loading.batches.build_batches``, the backend's data layer).
             For exact resume it must return the same batches for the same (epoch, skip_batches).
-        callbacks: Keras callbacks; get ``on_epoch_begin/end`` and ``on_train_batch_end``.
+        callbacks: Keras callbacks (``segtrain.loop_callbacks``): every ``on_train_*``/``on_epoch_*`` hook, the
+            val metrics in ``on_epoch_end``'s logs; one that sets ``model.stop_training`` ends the run cleanly.
         strategy: a tf.distribute strategy (TensorFlow only; default: from ``train.distribute``).
         loss_fn: replaces ``train.loss`` and ``train.class_weights``: a ``segtrain.losses.SegmentationLoss``,
             or ``(masks, logits) -> scalar`` taken as the mean loss of a replica's batch.
@@ -193,6 +200,7 @@ class Trainer:
         self.model_fn = model_fn or _default_model
         self.dataset_fn = dataset_fn or _default_dataset
         self.callbacks = list(callbacks or [])
+        refuse_replaced(self.callbacks)
         self._strategy = strategy
         self.loss_fn = loss_fn
         self.verbose = verbose
@@ -228,13 +236,16 @@ class Trainer:
                                     f"({err.strerror or err}); free space or choose another output_dir") from None
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
+        micro = cfg.train.accumulate_steps  # loop steps count batches; the schedule counts optimizer updates
         # A user's loss_fn replaces train.loss and train.class_weights: no mask scan for weights it ignores.
         self.class_weights = None if self.loss_fn is not None else class_weights_for(cfg, self.run_dir, self.chief)
         with self.engine.scope():
             self.model = self.model_fn(cfg, _input_shape(cfg))
-            schedule = build_schedule(cfg.train.schedule, cfg.train.optimizer.learning_rate, self.total_steps)
+            schedule = build_schedule(cfg.train.schedule, cfg.train.optimizer.learning_rate,
+                                      max(self.total_steps // micro, 1), micro)
             self.optimizer = build_optimizer(cfg.train, schedule)
             self.optimizer.build(self.model.trainable_variables)
+        self.average = WeightAverage(self.model, self.optimizer)
         loss_share = build_loss(self.loss_fn or cfg.train.loss, self.class_weights, VOID)
         self._train_step = self.engine.make_train_step(self.model, self.optimizer, loss_share)
         self._finite_after_step = self.engine.make_finite_check(self.model, self.optimizer)
@@ -243,6 +254,9 @@ class Trainer:
         self._predict = self.engine.make_predict(self.model)
         self.log = RunLog(self.run_dir, enabled=self.chief)
         facts = f"backend {self.engine.name} ({self.engine.replicas} replica{'s' * (self.engine.replicas > 1)})"
+        if micro > 1:
+            facts += (f"; effective batch {micro * cfg.train.batch_size} ({micro} micro-batches of "
+                      f"{cfg.train.batch_size} per optimizer update)")
         self.log.note(f"{facts}; dtype policy {policy} ({why}); validation in float32")
         self.console = ConsoleLog(enabled=bool(self.verbose and self.chief))
         if self.verbose and self.chief:
@@ -288,30 +302,37 @@ class Trainer:
     def _loop(self, resume: bool) -> dict:
         state = self._resumed_state() if resume else LoopState(total_steps=self.total_steps)
         self.epochs = state.epoch + math.ceil((self.total_steps - state.step + state.batch) / self.steps_per_epoch)
+        if state.stopped_by:
+            self.console.line(f"the run in {self.run_dir} stopped at epoch {state.epoch} (step {state.step}): "
+                              f"{state.stopped_by}; start a new run (another output_dir) to train more")
+            return self._final_metrics(state)
         if state.done:
             self.console.line(f"the run in {self.run_dir} is complete (step {state.step} of {self.total_steps}); "
                               "raise train.epochs or train.steps to continue it")
             return self._final_metrics(state)
-        cbs = keras.callbacks.CallbackList(self.callbacks, model=self.model)
-        cbs.on_train_begin()
+        cbs = LoopCallbacks(self.callbacks, self.model, epochs=self.epochs, steps=self.steps_per_epoch)
+        cbs.begin()
         with _StopFlag() as stop:
             while not state.done:
-                epoch = state.epoch
-                cbs.on_epoch_begin(epoch)
+                cbs("on_epoch_begin", state.epoch)
                 started = time.perf_counter()
                 clock = self._run_epoch(state, stop, cbs)
                 if stop.requested:  # mid-epoch (or after its last step): the epoch's end runs after --resume
                     self._save(state)
                 else:  # a signal during the epoch's end (precise BN, validation, save) stops after its save
-                    cbs.on_epoch_end(epoch, self._end_epoch(state, time.perf_counter() - started, clock))
+                    self._end_epoch(state, time.perf_counter() - started, clock, cbs)
                 if stop.requested and not state.done:
                     raise stop.interrupted(state.step, self.store.dir)
-        cbs.on_train_end()
+        cbs("on_train_end")
+        if state.stopped_by:
+            self.console.line(f"stopped at epoch {state.epoch} (step {state.step} of {self.total_steps}): {state.stopped_by}")
+            self.log.note(f"stopped at epoch {state.epoch} (step {state.step}): {state.stopped_by}")
         return self._final_metrics(state)
 
     def _resumed_state(self) -> LoopState:
         """The committed state, continued to this config's length (``train.epochs``/``steps`` may have grown)."""
         state = self.store.restore(self.model, self.optimizer)
+        self.average.swap()  # the resume arrays hold the average as the model's weights (segtrain.weight_average)
         planned = state.total_steps if state.total_steps is not None else (state.step if state.done else None)
         if state.step > self.total_steps:
             raise SegtrainError(
@@ -326,11 +347,11 @@ class Trainer:
                 "Resume with the original length, or start a new run (constant and step schedules can be extended)"
             )
         state.total_steps = self.total_steps
-        state.done = state.step >= self.total_steps and state.batch == 0
+        state.done = bool(state.stopped_by) or (state.step >= self.total_steps and state.batch == 0)
         return state
 
-    def _run_epoch(self, state: LoopState, stop: _StopFlag, cbs) -> DataClock:
-        """Train to the end of the epoch (or a stop request); returns how long it waited for its batches."""
+    def _run_epoch(self, state: LoopState, stop: _StopFlag, cbs: LoopCallbacks) -> DataClock:
+        """Train to the end of the epoch (or a stop signal or callback); returns how long it waited for its batches."""
         cfg, epoch = self.config, state.epoch
         steps_here = min(self.steps_per_epoch, state.batch + self.total_steps - state.step)
         ds = self.dataset_fn(cfg, cfg.data.train_split, True, epoch=epoch, skip_batches=state.batch)
@@ -340,12 +361,13 @@ class Trainer:
             epoch_batches = self.engine.epoch_batches(ds, steps_here - state.batch)
         with epoch_batches as batches:
             for batch in clock.timed(batches):
+                cbs("on_train_batch_begin", state.batch)
                 loss, lr = self._train_step(batch)
                 self._last_batch = batch
                 self._record(state, loss)
                 self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
-                cbs.on_train_batch_end(state.batch - 1, {"loss": loss})
-                if stop.requested:
+                cbs("on_train_batch_end", state.batch - 1, logs={"loss": loss})
+                if stop.requested or cbs.stopped_by:
                     break
                 if every and state.step % every == 0 and state.batch < steps_here:
                     self._save(state)
@@ -377,20 +399,35 @@ class Trainer:
         )
 
     def _lr(self) -> float:
-        lr = self.optimizer.learning_rate
-        return float(lr(self.optimizer.iterations) if callable(lr) else lr)
+        return float(self.optimizer.learning_rate)  # the schedule at the optimizer's counter
 
-    def _end_epoch(self, state: LoopState, seconds: float, clock: DataClock) -> dict:
+    def _end_epoch(self, state: LoopState, seconds: float, clock: DataClock, cbs: LoopCallbacks) -> None:
+        """Precise BN, validation and best.keras (on the averaged weights, ``train.ema``), callbacks, early
+        stopping, then the checkpoint: a stop decided here is in that checkpoint."""
         epoch = state.epoch
         self._check_finite(state)  # before validation can save best.keras
         row = {"epoch": epoch + 1, "step": state.step, "loss": state.loss_sum / max(state.batch, 1),
                "lr": self._lr(), "seconds": round(seconds, 2),
                "images_per_second": round(clock.batches * self.config.train.batch_size / max(seconds, 1e-9), 2),
                "data_wait": round(clock.waited / max(seconds, 1e-9), 4)}
-        last = state.step >= self.total_steps
+        last = state.step >= self.total_steps or bool(cbs.stopped_by)  # a callback's stop mid-epoch: validate it
+        with self.average.applied():
+            self._validate_into(row, state, validation=(epoch + 1) % self.config.train.val_every == 0 or last)
+        cbs("on_epoch_end", epoch, logs=epoch_logs(row))
+        state.stopped_by = cbs.stopped_by or count_validation(self.config.train.early_stopping, state, row)
+        state.history.append(row)
+        state.epoch, state.batch, state.loss_sum = epoch + 1, 0, 0.0
+        state.done = last or bool(state.stopped_by)
+        self._save(state)
+        self.log.epoch_end(state.history)
+        self.console.epoch_end(row, self.epochs)
+
+    def _validate_into(self, row: dict, state: LoopState, validation: bool) -> None:
+        """Precise BN, then (``validation``) the val metrics into ``row`` and a new best into best.keras."""
+        epoch = state.epoch
         if self.precise_bn:  # population BN statistics for this validation, best and last
             self.precise_bn.refresh()
-        if (epoch + 1) % self.config.train.val_every == 0 or last:
+        if validation:
             metrics = self.validate()
             names = metrics["class_names"]
             row.update(val_miou=metrics["miou"], val_pixel_accuracy=metrics["pixel_accuracy"],
@@ -402,12 +439,6 @@ class Trainer:
                 state.best_miou, state.best_epoch = metrics["miou"], epoch + 1
                 if self.chief:
                     self.store.save_best(self.model)
-        state.history.append(row)
-        state.epoch, state.batch, state.loss_sum, state.done = epoch + 1, 0, 0.0, last
-        self._save(state)
-        self.log.epoch_end(state.history)
-        self.console.epoch_end(row, self.epochs)
-        return row
 
     def _check_finite(self, state: LoopState) -> None:
         """Refuse to go on (or save) when the last update left non-finite weights or outputs."""
@@ -417,7 +448,8 @@ class Trainer:
     def _save(self, state: LoopState) -> None:
         self._check_finite(state)
         if self.chief:
-            self.store.save(self.model, self.optimizer, state)
+            with self.average.applied():  # the average as the model's weights, the raw ones in its slots
+                self.store.save(self.model, self.optimizer, state)
 
     def validate(self) -> dict:
         """Confusion matrix over the validation split -> ``segtrain.metrics`` report.

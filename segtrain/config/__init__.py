@@ -16,6 +16,8 @@ from segtrain.config.loading import (
 from segtrain.config.schema import (
     Config,
     DataConfig,
+    EarlyStoppingConfig,
+    EmaConfig,
     EvaluateConfig,
     ModelConfig,
     OptimizerConfig,
@@ -27,7 +29,7 @@ from segtrain.config.schema import (
 from segtrain.data.formats import input_channels
 
 __all__ = [
-    "Config", "DataConfig", "EvaluateConfig", "ModelConfig", "OptimizerConfig", "PreciseBNConfig", "RuntimeConfig", "ScheduleConfig",
+    "Config", "DataConfig", "EarlyStoppingConfig", "EmaConfig", "EvaluateConfig", "ModelConfig", "OptimizerConfig", "PreciseBNConfig", "RuntimeConfig", "ScheduleConfig",
     "TrainConfig", "apply_overrides", "default_output_dir", "from_dict", "input_channels", "load_config", "load_raw",
     "parse_override", "save_config", "to_dict",
 ]

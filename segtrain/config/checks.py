@@ -56,12 +56,20 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("train.schedule.power", lambda v: 0 < v < math.inf, "a positive number"),
     ("train.schedule.gamma", lambda v: 0 < v < math.inf, "a positive number"),
     ("train.schedule.min_lr", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    ("train.accumulate_steps", *_at_least(1)),
+    ("train.early_stopping.patience", *_at_least(1)),
+    ("train.early_stopping.min_delta", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    ("train.ema.momentum", lambda v: 0 < v < 1, "in (0, 1), e.g. 0.999"),
 ]
 
 
 def _check_ranges(config: Config) -> None:
     for key, ok, meaning in _RANGES:
-        value = operator.attrgetter(key)(config)
+        section, _, name = key.rpartition(".")
+        parent = operator.attrgetter(section)(config)
+        if parent is None:  # a section that is off (null), e.g. train.ema
+            continue
+        value = getattr(parent, name)
         if not ok(value):
             raise SegtrainError(f"{config.source}: key '{key}' must be {meaning}, got {value!r}")
     out = Path(config.output_dir)

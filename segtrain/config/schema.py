@@ -114,6 +114,22 @@ class PreciseBNConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop after ``patience`` validations without an improvement of at least ``min_delta`` (segtrain.early_stopping)."""
+
+    metric: Literal["val_miou", "val_mdice", "val_pixel_accuracy", "val_mean_accuracy"] = "val_miou"  # higher is better
+    patience: int = 5  # validations (every train.val_every epochs), not epochs
+    min_delta: float = 0.0
+
+
+@dataclass
+class EmaConfig:
+    """An exponential moving average of the weights, validated and saved in their place (segtrain.weight_average)."""
+
+    momentum: float = 0.999  # per optimizer update: average = momentum * average + (1 - momentum) * weights
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     steps: Union[int, None] = None  # total steps; overrides epochs when set
@@ -131,6 +147,9 @@ class TrainConfig:
     jit_compile: bool = False
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    accumulate_steps: int = 1  # micro-batches of batch_size per optimizer update (effective batch = product)
+    early_stopping: Union[EarlyStoppingConfig, None] = None  # null = train to the end
+    ema: Union[EmaConfig, None] = None  # null = validate and save the raw weights
 
 
 @dataclass

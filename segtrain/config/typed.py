@@ -30,8 +30,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        # A list or mapping can match only one option: let that option name the inner key.
-        shaped = [a for a in args if typing.get_origin(a) in (list, dict)]
+        # A list or mapping can match only one option (a section is a mapping): let that option name the inner key.
+        shaped = [a for a in args if typing.get_origin(a) in (list, dict) or dataclasses.is_dataclass(a)]
         for option in shaped:
             if isinstance(value, (list, tuple) if typing.get_origin(option) is list else dict):
                 return _coerce(value, option, key, source)
