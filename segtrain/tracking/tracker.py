@@ -95,7 +95,8 @@ class RunTracker:
                     raise SegtrainError(f"{self.dir}: could not write the run logs ({err.strerror or err}); the last "
                                         "checkpoint is saved: free space or fix the folder, then continue with --resume") from None
                 raise
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            reason = reason if len(reason) <= 300 else reason[:297] + "..."
             line = f"warning: {logger.name}: {reason}; tracking to {logger.name} is off for this run, training goes on"
             print(line, file=sys.stderr, flush=True)
             self.note(line)
