@@ -75,7 +75,7 @@ class RunTracker:
             if run_id is not FAILED:
                 self.loggers.append(logger)
                 ids[name] = run_id
-        if any(logger.remote for logger in self.loggers):
+        if any(logger.remote for logger in self.loggers) or (self.dir / IDS_FILE).exists():  # a fresh run forgets old ids
             write_json(self.dir / IDS_FILE, {k: v for k, v in ids.items() if v})
         self._each("artifact", self.dir / "config.yaml")
 
