@@ -8,8 +8,9 @@ minimises the mean loss of the global batch (``segtrain.losses.build_loss``), wh
 number of replicas.
 
 Run folder (``output_dir``): ``config.yaml`` (resolved), ``class_weights.json`` (when
-computed), ``checkpoints/`` (see ``segtrain.checkpoints``), ``curves.png``, ``pictures/``, and what the
-loggers of ``runtime.loggers`` write (``log.csv``, ``tensorboard/``; see ``segtrain.tracking``). Resume restores weights, optimizer slots and step (hence the schedule),
+computed), ``checkpoints/`` (see ``segtrain.checkpoints``), ``curves.png``, ``pictures/``, and
+what the loggers of ``runtime.loggers`` write (``log.csv``, ``tensorboard/``; see
+``segtrain.tracking``). Resume restores weights, optimizer slots and step (hence the schedule),
 epoch and batch position (the data layer replays the same batches), loss accumulators,
 best mIoU and history; a finished run resumed with a larger length continues to it.
 
