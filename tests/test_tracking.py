@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -132,10 +133,11 @@ def mlflow_server(tmp_path):
     """``mlflow server`` on a free 127.0.0.1 port with a SQLite store; its URI once it answers."""
     need_module("mlflow", "mlflow")
     port = free_port()
+    log = open(tmp_path / "mlflow-server.log", "wb")  # a file, not a pipe nobody drains
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
                                f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              cwd=tmp_path, stdout=log, stderr=log, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -145,12 +147,13 @@ def mlflow_server(tmp_path):
                     break
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"mlflow server did not start: {server.stderr.read().decode()[-2000:]}")
+                    pytest.fail(f"mlflow server did not start: {(tmp_path / 'mlflow-server.log').read_text()[-2000:]}")
                 time.sleep(0.5)
         yield uri
-    finally:
-        server.kill()
+    finally:  # the server's whole process group: uvicorn and MLflow's job runner outlive a killed parent
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+        log.close()
 
 
 def check_mlflow_run(uri: str, run_dir: Path, epochs: int) -> dict:
