@@ -26,7 +26,7 @@ from segtrain.inference import load_checkpoint, num_outputs, predict_at_training
 from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, write_png
 from segtrain.precision import float32_copy
 from segtrain.prediction_options import PredictOptions
-from segtrain.visualize import legend_entries, overlay, strip
+from segtrain.visualize import as_rgb, legend_entries, overlay, strip
 
 
 def _input_images(path: Path) -> list[Path]:
@@ -65,7 +65,7 @@ class _Pictures:
         self.out, self.table, self.classes, self.overlay, self.alpha = out, table, classes, args.overlay, args.alpha
 
     def __call__(self, name: str, image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None = None) -> None:
-        shown = image if image.shape[-1] == 3 else np.repeat(image[..., :1], 3, axis=-1)  # grey
+        shown = as_rgb(image)
         drawn = self.table.colorize(mask)
         if self.overlay:
             write_png(self.out / "overlays" / f"{name}.png", overlay(shown, drawn, self.alpha))

@@ -8,8 +8,9 @@ minimises the mean loss of the global batch (``segtrain.losses.build_loss``), wh
 number of replicas.
 
 Run folder (``output_dir``): ``config.yaml`` (resolved), ``class_weights.json`` (when
-computed), ``checkpoints/`` (see ``segtrain.checkpoints``), ``log.csv``, ``tensorboard/``,
-``curves.png``. Resume restores weights, optimizer slots and step (hence the schedule),
+computed), ``checkpoints/`` (see ``segtrain.checkpoints``), ``curves.png``, ``pictures/``, and
+what the loggers of ``runtime.loggers`` write (``log.csv``, ``tensorboard/``; see
+``segtrain.tracking``). Resume restores weights, optimizer slots and step (hence the schedule),
 epoch and batch position (the data layer replays the same batches), loss accumulators,
 best mIoU and history; a finished run resumed with a larger length continues to it.
 
@@ -60,9 +61,10 @@ from segtrain.precise_bn import precise_bn_for  # noqa: E402
 from segtrain.precision import Float32Mirror, resolve_policy  # noqa: E402
 from segtrain.io_utils import remove_stale_temporaries, write_json  # noqa: E402
 from segtrain.run_lock import RunLock  # noqa: E402
-from segtrain.run_log import ConsoleLog, RunLog  # noqa: E402
+from segtrain.run_log import ConsoleLog  # noqa: E402
 from segtrain.schedules import build_schedule  # noqa: E402
 from segtrain.weight_average import WeightAverage  # noqa: E402
+from segtrain.tracking.tracker import RunTracker  # noqa: E402
 
 # A step whose loss exceeds this multiple of the first step's (or of 1, if larger) has diverged.
 DIVERGENCE_FACTOR = 1000.0
@@ -252,7 +254,10 @@ class Trainer:
         self.precise_bn = precise_bn_for(self.model, cfg, self.dataset_fn, self.verbose and self.chief)
         self._float32_model = Float32Mirror(self.model)
         self._predict = self.engine.make_predict(self.model)
-        self.log = RunLog(self.run_dir, enabled=self.chief)
+        # ---- run tracking (segtrain.tracking): opened here, fed in _run_epoch / _end_epoch, closed in fit
+        self.log = RunTracker(cfg, self.run_dir, enabled=self.chief, resume=resume, backend=self.engine.name,
+                              precision=policy, predict=self._predict,
+                              val_batches=lambda: self.dataset_fn(cfg, cfg.data.val_split, False, epoch=0, skip_batches=0))
         facts = f"backend {self.engine.name} ({self.engine.replicas} replica{'s' * (self.engine.replicas > 1)})"
         if micro > 1:
             facts += (f"; effective batch {micro * cfg.train.batch_size} ({micro} micro-batches of "
@@ -295,7 +300,7 @@ class Trainer:
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
             if getattr(self, "log", None):
-                self.log.close()
+                self.log.close(sys.exc_info()[1])
             if self._lock is not None:
                 self._lock.release()
 
@@ -365,6 +370,7 @@ class Trainer:
                 loss, lr = self._train_step(batch)
                 self._last_batch = batch
                 self._record(state, loss)
+                self.log.step(state.step, loss, lr)
                 self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
                 cbs("on_train_batch_end", state.batch - 1, logs={"loss": loss})
                 if stop.requested or cbs.stopped_by:
@@ -435,6 +441,7 @@ class Trainer:
                        val_per_class_iou={n: _num(v) for n, v in zip(names, metrics["per_class_iou"])},
                        val_mdice=metrics["mdice"],
                        val_per_class_dice={n: _num(v) for n, v in zip(names, metrics["per_class_dice"])})
+            self.log.validated(epoch + 1, state.step, metrics)
             if not math.isnan(metrics["miou"]) and (state.best_miou is None or metrics["miou"] > state.best_miou):
                 state.best_miou, state.best_epoch = metrics["miou"], epoch + 1
                 if self.chief:
@@ -470,7 +477,7 @@ class Trainer:
             names = class_names(cfg.data)
         except SegtrainError:
             names = None
-        return cm.metrics(names)
+        return {**cm.metrics(names), "confusion_matrix": cm.result().tolist()}
 
     def _final_metrics(self, state: LoopState) -> dict:
         last = next((r for r in reversed(state.history) if "val_miou" in r), {})

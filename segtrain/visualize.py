@@ -28,6 +28,12 @@ def overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.nda
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An input image as uint8 RGB to look at: 3 channels as they are, any other count as grey of its first."""
+    shown = image if image.shape[-1] == 3 else np.repeat(image[..., :1], 3, axis=-1)
+    return np.clip(np.rint(shown), 0, 255).astype(np.uint8)
+
+
 def legend_entries(table: ColorTable, classes: int | None = None, void: bool = False) -> list[tuple[str, tuple[int, int, int]]]:
     """(name, colour) of the first ``classes`` classes of ``table``, plus void when asked and drawable."""
     count = len(table) if classes is None else min(classes, len(table))

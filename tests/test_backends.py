@@ -235,7 +235,7 @@ def test_train_evaluate_predict_without_tensorflow(tmp_path, small_sample):
     trained = json.loads((run / "checkpoints" / "state.json").read_text())["history"][-1]
     assert abs(metrics["miou"] - trained["val_miou"]) < 1e-6  # the logged number is evaluate's number
     assert len(list((tmp_path / "pred").glob("*.png"))) == len(list((small_sample / "JPEGImages").glob("*.jpg")))
-    assert (run / "log.csv").is_file() and not (run / "tensorboard").exists()
+    assert (run / "log.csv").is_file() and any((run / "tensorboard").glob("events.out.tfevents.*"))  # TensorBoard without TensorFlow
     assert len(json.loads((run / "class_weights.json").read_text())["weights"]) == 4  # counted without TensorFlow
 
 

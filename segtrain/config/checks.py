@@ -13,6 +13,7 @@ from segtrain.data.formats import FORMATS, DatasetFormat, get_format, input_chan
 from segtrain.data.transforms.extra import build_extra
 from segtrain.errors import SegtrainError
 from segtrain.loss_specs import normalize_loss_spec
+from segtrain.tracking.table import check_loggers
 
 
 def _at_least(low: float) -> tuple[Any, str]:
@@ -60,6 +61,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("train.early_stopping.patience", *_at_least(1)),
     ("train.early_stopping.min_delta", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("train.ema.momentum", lambda v: 0 < v < 1, "in (0, 1), e.g. 0.999"),
+    ("runtime.log_images", lambda v: v >= 0, "0 (no prediction strips) or a number of val images"),
 ]
 
 
@@ -102,6 +104,7 @@ def check_values(config: Config) -> None:
         )
     _check_format_keys(config)
     _check_normalization(config)
+    check_loggers(config.runtime.loggers, src)
     if data.augment:
         build_extra(data.augment, src)
     weights = config.train.class_weights

@@ -164,6 +164,11 @@ class RuntimeConfig:
     """How a run behaves on restart (not what it trains: runs with different ``runtime`` are the same run)."""
 
     auto_resume: bool = False  # a plain re-run resumes the run of the same config that output_dir holds
+    # Where the run is tracked (segtrain.tracking): csv (log.csv), tensorboard, mlflow, wandb.
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    log_images: int = 2  # val images shown as image | truth | prediction strips at each validation (0: none)
+    experiment: str = "segtrain"  # the MLflow experiment / W&B project of the run
+    mlflow_uri: Union[str, None] = None  # MLflow tracking URI; null: MLFLOW_TRACKING_URI, else MLflow's default
 
 
 @dataclass

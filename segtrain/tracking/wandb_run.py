@@ -1,0 +1,46 @@
+"""A Weights & Biases run (online, or offline with ``WANDB_MODE=offline``): config and facts as its
+config, scalars per step, epoch metrics and pictures at the epoch's last step, files saved with it.
+
+A resumed run continues the W&B run its folder names (``tracking.json``). W&B's own console
+capture is off: the console belongs to segtrain's progress lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segtrain.tracking.base import Logger, Picture, RunInfo, epoch_scalars
+
+INIT_TIMEOUT_S = 30  # how long wandb.init may wait for its service or server before the logger is dropped
+
+
+class WandbLogger(Logger):
+    name = "wandb"
+    remote = True
+
+    def open(self, run: RunInfo) -> str:
+        import wandb  # optional: runtime.loggers wandb
+
+        self._image = wandb.Image
+        settings = wandb.Settings(console="off", silent=True, init_timeout=INIT_TIMEOUT_S)
+        self.run = wandb.init(project=run.experiment, name=run.name, id=run.resumed_id,
+                              resume="allow" if run.resumed_id else None,
+                              config={**run.params, **{f"run.{k}": v for k, v in run.facts.items()}},
+                              settings=settings)
+        return self.run.id
+
+    def step(self, step: int, values: dict[str, float]) -> None:
+        self.run.log(values, step=step)
+
+    def epoch(self, history: list[dict]) -> None:
+        row = history[-1]
+        self.run.log({**epoch_scalars(row), "epoch": row["epoch"]}, step=row["step"])
+
+    def pictures(self, epoch: int, step: int, pictures: list[Picture]) -> None:
+        self.run.log({p.tag: self._image(p.array, caption=f"epoch {epoch}") for p in pictures}, step=step)
+
+    def artifact(self, path: Path) -> None:
+        self.run.save(str(path), base_path=str(Path(path).parent), policy="now")
+
+    def close(self, status: str) -> None:
+        self.run.finish(exit_code=0 if status == "FINISHED" else 1)
