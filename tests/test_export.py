@@ -192,7 +192,7 @@ def test_dynamic_size_needs_size(tmp_path):
     with pytest.raises(SegtrainError, match="--size"):
         export_model(model, "onnx", tmp_path / "m.onnx")
     with pytest.raises(SegtrainError, match="--format"):
-        export_model(model, "tflite", tmp_path / "m.tflite", size=(32, 32))
+        export_model(model, "coreml", tmp_path / "m.mlmodel", size=(32, 32))
 
 
 # --------------------------------------------------------------------------- a quick-start run folder
@@ -393,7 +393,7 @@ def test_a_format_registered_from_outside_exports_and_checks_end_to_end(tmp_path
     try:
         with pytest.raises(SystemExit):
             cli.main(["export", "--help"])
-        assert "{savedmodel,onnx,npz}" in capsys.readouterr().out
+        assert "{savedmodel,onnx,tflite,npz}" in capsys.readouterr().out
         assert cli.main(["export", "--checkpoint", str(ckpt), "--format", "npz", "--nchw"]) == 0
         out = capsys.readouterr().out
         assert f"wrote {tmp_path / 'best-nchw.npz'}: input (1, 3, 32, 32) NCHW" in out
@@ -406,8 +406,8 @@ def test_a_format_registered_from_outside_exports_and_checks_end_to_end(tmp_path
             export_model(model, "onnx", tmp_path / "m.onnx", compressed=True)
     finally:
         unregister_export_format("npz")
-    assert list(EXPORT_FORMATS) == ["savedmodel", "onnx"]
-    with pytest.raises(SegtrainError, match="--format 'npz': use one of savedmodel, onnx"):
+    assert list(EXPORT_FORMATS) == ["savedmodel", "onnx", "tflite"]
+    with pytest.raises(SegtrainError, match="--format 'npz': use one of savedmodel, onnx, tflite"):
         export_model(model, "npz", tmp_path / "gone.npz")
     with pytest.raises(SystemExit):
         cli.main(["export", "--checkpoint", str(ckpt), "--format", "npz"])
