@@ -393,7 +393,7 @@ def test_a_format_registered_from_outside_exports_and_checks_end_to_end(tmp_path
     try:
         with pytest.raises(SystemExit):
             cli.main(["export", "--help"])
-        assert "{savedmodel,onnx,tflite,npz}" in capsys.readouterr().out
+        assert "{savedmodel,onnx,tflite,openvino,npz}" in capsys.readouterr().out
         assert cli.main(["export", "--checkpoint", str(ckpt), "--format", "npz", "--nchw"]) == 0
         out = capsys.readouterr().out
         assert f"wrote {tmp_path / 'best-nchw.npz'}: input (1, 3, 32, 32) NCHW" in out
@@ -406,8 +406,8 @@ def test_a_format_registered_from_outside_exports_and_checks_end_to_end(tmp_path
             export_model(model, "onnx", tmp_path / "m.onnx", compressed=True)
     finally:
         unregister_export_format("npz")
-    assert list(EXPORT_FORMATS) == ["savedmodel", "onnx", "tflite"]
-    with pytest.raises(SegtrainError, match="--format 'npz': use one of savedmodel, onnx, tflite"):
+    assert list(EXPORT_FORMATS) == ["savedmodel", "onnx", "tflite", "openvino"]
+    with pytest.raises(SegtrainError, match="--format 'npz': use one of savedmodel, onnx, tflite, openvino"):
         export_model(model, "npz", tmp_path / "gone.npz")
     with pytest.raises(SystemExit):
         cli.main(["export", "--checkpoint", str(ckpt), "--format", "npz"])
@@ -421,6 +421,6 @@ def test_importing_export_loads_no_optional_dependency():
     import subprocess
 
     code = ("import sys, segtrain.export.formats, segtrain.export; "
-            "print(sorted(m for m in ('tensorflow', 'tf2onnx', 'onnx', 'onnxruntime', 'keras') if m in sys.modules))")
+            "print(sorted(m for m in ('tensorflow', 'tf2onnx', 'onnx', 'onnxruntime', 'keras', 'openvino') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

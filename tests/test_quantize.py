@@ -1,4 +1,4 @@
-"""TFLite (float, fp16, int8) and int8 ONNX exports of a trained tiny U-Net, checked against Keras.
+"""TFLite (float, fp16, int8), int8 ONNX and OpenVINO exports of a trained tiny U-Net, checked against Keras.
 
 Float exports are held to the parity rule (logits to 1e-4 x max |logit|); quantized ones to
 what a user cares about: their mIoU on the sample dataset's val split within ``MIOU_MARGIN``
@@ -126,6 +126,20 @@ def test_int8_needs_real_calibration_images_and_is_fully_integer(trained_run, tm
     assert float_compute_nodes(onnx.load(str(q))) == []
     f = export_model(model, "onnx", tmp_path / "f.onnx", size=(SIZE, SIZE))
     assert len(float_compute_nodes(onnx.load(str(f)))) >= 5  # every Conv / ConvTranspose of the float file
+
+
+def test_openvino_ir_matches_keras_in_the_cpu_runtime(trained_run, tmp_path):
+    ov = need_module("openvino", "export")
+    _, model, config = trained_run
+    x = _val_images(config, 2)
+    ref = model.predict(x, verbose=0)
+    path = export_model(model, "openvino", tmp_path / "m.xml", size=(SIZE, SIZE), nchw=True)
+    assert path.with_suffix(".bin").stat().st_size > 4 * model.count_params() * 0.9  # float32 weights, not fp16
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})  # directly, not check_parity
+    out = np.concatenate([compiled({"image": x[i : i + 1].transpose(0, 3, 1, 2)})["logits"] for i in range(len(x))])
+    np.testing.assert_allclose(out.transpose(0, 2, 3, 1), ref, rtol=0, atol=1e-4 * max(1.0, np.abs(ref).max()))
+    report = check_parity(model, path, "openvino", nchw=True, config=config)
+    assert report.ok and [r.runtime for r in report.results] == ["openvino-cpu"]
 
 
 def test_segnet_unpooling_does_not_convert_to_tflite_and_says_why(tmp_path):

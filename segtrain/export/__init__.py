@@ -3,7 +3,7 @@
 One idea per module:
 
 - ``formats``: the table ``EXPORT_FORMATS`` (``ExportFormat``: how to write, how to run);
-- ``savedmodel``, ``onnx`` (+ ``onnx_rewrite``, ``onnx_quantize``), ``tflite``: one format each, registering itself;
+- ``savedmodel``, ``onnx`` (+ ``onnx_rewrite``, ``onnx_quantize``), ``tflite``, ``openvino``: one format each, registering itself;
 - ``calibration``: the real images int8 quantization is calibrated on (shared by the formats);
 - ``images``: real images (files, folders, a config's split) at the export size;
 - ``serving``: the TensorFlow function the TensorFlow-based formats export;
@@ -23,6 +23,7 @@ from __future__ import annotations
 from segtrain.export import savedmodel  # noqa: F401  (first: the format that needs only TensorFlow)
 from segtrain.export import onnx  # noqa: F401
 from segtrain.export import tflite  # noqa: F401
+from segtrain.export import openvino  # noqa: F401
 from segtrain.export.formats import (
     EXPORT_FORMATS,
     ExportFormat,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from segtrain.io_utils import write_json
 
-PACKAGES = ("segtrain", "keras", "tensorflow", "numpy", "tf2onnx", "onnx", "onnxruntime", "opencv-python-headless")
+PACKAGES = ("segtrain", "keras", "tensorflow", "numpy", "tf2onnx", "onnx", "onnxruntime", "opencv-python-headless", "openvino")
 
 
 def report_path(exported: Path) -> Path:
