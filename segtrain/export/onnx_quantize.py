@@ -35,6 +35,12 @@ def quantize_int8(proto, output: Path, inputs: Iterable[np.ndarray]):
     import onnx  # optional dependency: onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # optional dependency: onnxruntime
 
+    inputs = list(inputs)
+    # Running min/max over chunks of images bounds the calibrator's memory (it keeps every
+    # intermediate tensor of a chunk); onnxruntime 1.32 fails ("No data is collected") when the
+    # image count is a multiple of the chunk, so the chunk is the first size from 8 that is not.
+    chunk = next(k for k in range(8, len(inputs) + 2) if len(inputs) % k)
+
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.batches = iter(inputs)
@@ -50,7 +56,8 @@ def quantize_int8(proto, output: Path, inputs: Iterable[np.ndarray]):
         root.setLevel(logging.ERROR)  # its advice to pre-process: tf2onnx already folded BatchNorm and fixed the shapes
         try:
             quantize_static(str(float_path), str(output), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            extra_options={"CalibMaxIntermediateOutputs": chunk})
         finally:
             root.setLevel(level)
     quantized = onnx.load(str(output))

@@ -113,14 +113,14 @@ def _channels_last(run, nchw: bool, rank: int = 2):
 
 
 def score_runtimes(path: Path, format: str, nchw: bool, config: Config, split: str, work: Path) -> tuple[list[Scored], tuple]:
-    """(one ``Scored`` per runtime of the export at ``path``, its channels-last input shape)."""
+    """(one ``Scored`` per runtime of the export at ``path``, its channels-last input shape, batch None if dynamic)."""
     runners = export_format(format).runners(path)
-    shape, _ = exported_input_shape(runners.input_shape, nchw)
+    shape, batch = exported_input_shape(runners.input_shape, nchw)
     scored = []
     for name, run in runners.run.items():
         miou, ms = score_split(_channels_last(run, nchw), config, split, shape[1:-1], work / f"{path.name}-{name}")
         scored.append(Scored(name, miou, ms))
-    return scored, shape
+    return scored, (batch, *shape[1:])
 
 
 def check_quantized(model, exported: str | os.PathLike, format: str, quantize: str, config, nchw: bool = False,

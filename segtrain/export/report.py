@@ -2,7 +2,8 @@
 
 Speeds and quantized accuracy depend on the CPU (int8 kernels need AVX-512 VNNI or AVX-VNNI to
 pay off) and on the converter and runtime versions, so the report records them with the
-numbers: the command, the date, the CPU model and flags from /proc/cpuinfo, and the versions.
+numbers: the command, the date, the CPU model and flags from /proc/cpuinfo, the load average
+while it ran, and the versions.
 """
 
 from __future__ import annotations
@@ -48,10 +49,18 @@ def versions() -> dict:
     return found
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (/proc/loadavg): timings on a busy shared CPU read differently."""
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
 def environment(command: str) -> dict:
-    """The header of a report: the command, the date (UTC), the CPU and the versions."""
+    """The header of a report: the command, the date (UTC), the CPU, its load and the versions."""
     return {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu": cpu_info(), "versions": versions()}
+            "cpu": cpu_info(), "load_average": load_average(), "versions": versions()}
 
 
 def write_export_report(exported: Path, command: str, export: dict, check: dict) -> Path:
