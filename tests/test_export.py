@@ -264,6 +264,28 @@ def test_readme_export_command_and_opencv_snippet_run_as_written(quickstart_run,
     assert "--size '64x'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_readme_int8_command_runs_as_written_and_tflite_names_the_unpooling(quickstart_run, monkeypatch, capsys):
+    import json
+    import shlex
+
+    root, _ = quickstart_run
+    command = _readme_section("Deployment in OpenCV DNN").split("```bash\n")[2].split("```", 1)[0].strip()
+    monkeypatch.chdir(root)
+    argv = shlex.split(command)
+    assert argv[:2] == ["segtrain", "export"] and "int8" in argv
+    assert cli.main(argv[1:]) == 0
+    out = capsys.readouterr().out
+    assert "of the val split of" in out and "int8 onnxruntime" in out and "FAIL" not in out
+    report = json.loads(Path("runs/quickstart/checkpoints/best-int8.onnx.report.json").read_text())
+    assert report["check"]["kind"] == "quantized" and report["check"]["ok"]
+    # The same SegNet-Basic (max-unpooling) in TFLite: one error line, no file.
+    assert cli.main(["export", "--checkpoint", "runs/quickstart/checkpoints/best.keras", "--format", "tflite"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: TFLite export:") and "max-unpooling" in err[0]
+    assert not Path("runs/quickstart/checkpoints/best.tflite").exists()
+
+
 def test_parity_check_takes_the_config_val_images(quickstart_run, tmp_path):
     from segtrain.config import load_config
     from segtrain.export import split_images

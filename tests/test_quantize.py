@@ -10,7 +10,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -29,6 +28,7 @@ from segtrain.data.formats import get_format
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
 from segtrain.export import calibration_paths, check_parity, export_model
+from segtrain.export.images import read_resized
 from segtrain.export.onnx_quantize import float_compute_nodes
 from segtrain.export.tflite import float_ops
 from segtrain.models import build_model
@@ -63,8 +63,6 @@ def trained_run(sample_root, tmp_path_factory):
 
 def _val_images(config, n=4):
     paths, _ = calibration_paths("val", config, n)
-    from segtrain.export.images import read_resized
-
     return np.stack([read_resized(p, (SIZE, SIZE), "test") for p in paths]).astype("float32")
 
 
