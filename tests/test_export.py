@@ -192,7 +192,7 @@ def test_dynamic_size_needs_size(tmp_path):
     with pytest.raises(SegtrainError, match="--size"):
         export_model(model, "onnx", tmp_path / "m.onnx")
     with pytest.raises(SegtrainError, match="--format"):
-        export_model(model, "tflite", tmp_path / "m.tflite", size=(32, 32))
+        export_model(model, "coreml", tmp_path / "m.mlmodel", size=(32, 32))
 
 
 # --------------------------------------------------------------------------- a quick-start run folder
@@ -262,6 +262,28 @@ def test_readme_export_command_and_opencv_snippet_run_as_written(quickstart_run,
     np.testing.assert_array_equal(np.asarray(png), namespace["mask"])
     assert example.main(["--model", "x.onnx", "--image", "y.jpg", "--output", "m.png", "--size", "64x", "--palette", "voc"]) == 1
     assert "--size '64x'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_readme_int8_command_runs_as_written_and_tflite_names_the_unpooling(quickstart_run, monkeypatch, capsys):
+    import json
+    import shlex
+
+    root, _ = quickstart_run
+    command = _readme_section("Deployment in OpenCV DNN").split("```bash\n")[2].split("```", 1)[0].strip()
+    monkeypatch.chdir(root)
+    argv = shlex.split(command)
+    assert argv[:2] == ["segtrain", "export"] and "int8" in argv
+    assert cli.main(argv[1:]) == 0
+    out = capsys.readouterr().out
+    assert "of the val split of" in out and "int8 onnxruntime" in out and "FAIL" not in out
+    report = json.loads(Path("runs/quickstart/checkpoints/best-int8.onnx.report.json").read_text())
+    assert report["check"]["kind"] == "quantized" and report["check"]["ok"]
+    # The same SegNet-Basic (max-unpooling) in TFLite: one error line, no file.
+    assert cli.main(["export", "--checkpoint", "runs/quickstart/checkpoints/best.keras", "--format", "tflite"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: TFLite export:") and "max-unpooling" in err[0]
+    assert not Path("runs/quickstart/checkpoints/best.tflite").exists()
 
 
 def test_parity_check_takes_the_config_val_images(quickstart_run, tmp_path):
@@ -393,7 +415,7 @@ def test_a_format_registered_from_outside_exports_and_checks_end_to_end(tmp_path
     try:
         with pytest.raises(SystemExit):
             cli.main(["export", "--help"])
-        assert "{savedmodel,onnx,npz}" in capsys.readouterr().out
+        assert "{savedmodel,onnx,tflite,openvino,npz}" in capsys.readouterr().out
         assert cli.main(["export", "--checkpoint", str(ckpt), "--format", "npz", "--nchw"]) == 0
         out = capsys.readouterr().out
         assert f"wrote {tmp_path / 'best-nchw.npz'}: input (1, 3, 32, 32) NCHW" in out
@@ -406,8 +428,8 @@ def test_a_format_registered_from_outside_exports_and_checks_end_to_end(tmp_path
             export_model(model, "onnx", tmp_path / "m.onnx", compressed=True)
     finally:
         unregister_export_format("npz")
-    assert list(EXPORT_FORMATS) == ["savedmodel", "onnx"]
-    with pytest.raises(SegtrainError, match="--format 'npz': use one of savedmodel, onnx"):
+    assert list(EXPORT_FORMATS) == ["savedmodel", "onnx", "tflite", "openvino"]
+    with pytest.raises(SegtrainError, match="--format 'npz': use one of savedmodel, onnx, tflite, openvino"):
         export_model(model, "npz", tmp_path / "gone.npz")
     assert cli.main(["export", "--checkpoint", str(ckpt), "--format", "npz"]) == 1  # one error line (segtrain.cli)
     assert "invalid choice: 'npz'" in capsys.readouterr().err
@@ -420,6 +442,6 @@ def test_importing_export_loads_no_optional_dependency():
     import subprocess
 
     code = ("import sys, segtrain.export.formats, segtrain.export; "
-            "print(sorted(m for m in ('tensorflow', 'tf2onnx', 'onnx', 'onnxruntime', 'keras') if m in sys.modules))")
+            "print(sorted(m for m in ('tensorflow', 'tf2onnx', 'onnx', 'onnxruntime', 'keras', 'openvino') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

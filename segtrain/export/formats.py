@@ -40,7 +40,7 @@ class ExportFormat:
     input of channels-last ``shape`` (batch first, ``None`` = dynamic), channels-first when
     ``nchw``. ``runners(path)`` loads a written export in every runtime a deployer is likely
     to use. ``options`` are the extra keyword arguments ``write`` takes, with their defaults;
-    ``export_model`` refuses any other. The default output is ``<checkpoint stem>[-nchw]<suffix>``.
+    ``export_model`` refuses any other. The default output is ``<checkpoint stem>[-nchw][-<quantize>]<suffix>``.
     """
 
     name: str
@@ -49,10 +49,11 @@ class ExportFormat:
     runners: Callable[[Path], Runners]
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    def default_output(self, checkpoint: str | os.PathLike, nchw: bool = False) -> Path:
-        """``best.keras`` -> ``best<suffix>``, or ``best-nchw<suffix>`` for a channels-first export."""
+    def default_output(self, checkpoint: str | os.PathLike, nchw: bool = False, quantize: str = "none") -> Path:
+        """``best.keras`` -> ``best<suffix>``; ``best-nchw-int8<suffix>`` for a channels-first int8 export."""
         checkpoint = Path(checkpoint)
-        return checkpoint.with_name(checkpoint.stem + ("-nchw" if nchw else "") + self.suffix)
+        tags = ("-nchw" if nchw else "") + ("" if quantize == "none" else f"-{quantize}")
+        return checkpoint.with_name(checkpoint.stem + tags + self.suffix)
 
 
 EXPORT_FORMATS: dict[str, ExportFormat] = {}  # name -> format, in the order --format lists them

@@ -15,11 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from segtrain.errors import SegtrainError
+from segtrain.export.calibration import CALIBRATION_IMAGES, calibration_inputs, check_quantize
 from segtrain.export.formats import ExportFormat, Runners, register_export_format
+from segtrain.export.onnx_quantize import quantize_int8
 from segtrain.export.onnx_rewrite import make_portable, rename_tensor
 from segtrain.export.serving import INPUT_NAME, OUTPUT_NAME, serving_fn, signature
 
 ONNX_OPSET = 17
+QUANTIZE = ("none", "int8")  # fp16 ONNX runs in float32 kernels on onnxruntime's CPU: nothing gained
 EXTRA_HINT = "pip install segtrain[export]"
 
 
@@ -38,8 +41,11 @@ def _require_onnx_tools():
     return tf2onnx, onnx, onnxruntime, cv2
 
 
-def write(model, shape: tuple, nchw: bool, output: Path, opset: int = ONNX_OPSET) -> None:
-    """Convert ``model`` to an ONNX file at ``output`` (opset ``opset``), rewritten to run in OpenCV DNN too."""
+def write(model, shape: tuple, nchw: bool, output: Path, opset: int = ONNX_OPSET, quantize: str = "none",
+          calibration=(), calibration_images: int = CALIBRATION_IMAGES) -> None:
+    """Convert ``model`` to an ONNX file at ``output`` (opset ``opset``), rewritten to run in OpenCV DNN too;
+    ``quantize="int8"`` quantizes it (QDQ) on the ``calibration`` images (files or folders)."""
+    check_quantize("onnx", quantize, QUANTIZE)
     tf2onnx, onnx, _, _ = _require_onnx_tools()
     import tensorflow as tf  # optional dependency: TensorFlow
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # (TensorFlow)
@@ -71,6 +77,9 @@ def write(model, shape: tuple, nchw: bool, output: Path, opset: int = ONNX_OPSET
         "segtrain.output": f"{layout} float32 logits with {classes} class channels; argmax over channels = class index",
     })
     onnx.checker.check_model(proto)
+    if quantize == "int8":
+        proto = quantize_int8(proto, output, calibration_inputs(calibration, shape, nchw, calibration_images))
+        onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, "segtrain.quantize": "int8 QDQ"})
     onnx.save(proto, str(output))
 
 
@@ -93,4 +102,6 @@ def runners(path: Path) -> Runners:
     )
 
 
-ONNX = register_export_format(ExportFormat("onnx", suffix=".onnx", write=write, runners=runners, options={"opset": ONNX_OPSET}))
+ONNX = register_export_format(ExportFormat(
+    "onnx", suffix=".onnx", write=write, runners=runners,
+    options={"opset": ONNX_OPSET, "quantize": "none", "calibration": (), "calibration_images": CALIBRATION_IMAGES}))

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
-from PIL import Image
 
 from segtrain.errors import SegtrainError
-from segtrain.config import Config, load_config
-from segtrain.data.formats.decode import read_image
-from segtrain.data.formats.splits import list_samples, split_name
 from segtrain.export.formats import export_format
+from segtrain.export.images import expand_image_paths, read_resized, split_images
 from segtrain.export.shapes import exported_input_shape, perms
-from segtrain.io_utils import IMAGE_EXTENSIONS, is_image_file, list_images
 
 
 @dataclasses.dataclass
@@ -37,6 +34,7 @@ class RuntimeParity:
     agreement: float  # fraction of pixels whose argmax class equals Keras's
     pixels: int
     share_over: float = 0.0  # fraction of logits whose difference exceeds the report's limit
+    ms_per_image: float | None = None  # median wall time of one call divided by its batch
 
 
 @dataclasses.dataclass
@@ -89,39 +87,11 @@ class ParityReport:
                          f"{'ok' if self.passes(r) else 'FAIL'}")
         return "\n".join(lines)
 
-
-def _read_resized(path: Path, spatial: Sequence[int], flag: str) -> np.ndarray:
-    """An image file as RGB at the export's (height, width), resized bilinearly as ``data.resize`` does."""
-    try:
-        rgb = read_image(path)
-    except SegtrainError as err:
-        raise SegtrainError(f"{flag}: {err}") from None
-    return np.asarray(Image.fromarray(rgb).resize((spatial[1], spatial[0]), Image.BILINEAR))
-
-
-def _expand_image_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Image files and the images in folders; anything else is the user's ``--images`` mistake."""
-    out = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = list_images(p)
-            if not found:
-                raise SegtrainError(f"--images {p}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
-            out += found
-        elif p.is_file() and is_image_file(p):
-            out.append(p)
-        else:
-            raise SegtrainError(f"--images {p}: no such image file or folder")
-    return out
-
-
-def split_images(config, split: str = "val", limit: int = 4) -> tuple[list[Path], str]:
-    """Up to ``limit`` images spread evenly over a config's split, and their description."""
-    if not isinstance(config, Config):
-        config = load_config(config)
-    samples, name = list_samples(config.data, split), split_name(config.data, split)
-    picks = sorted(set(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int).tolist()))
-    return [samples[i].image for i in picks], f"{len(picks)} images of the {name} split of {config.source}"
+    def as_dict(self) -> dict:
+        """The report as JSON-ready values (the export's report file)."""
+        return {"inputs": self.inputs, "max_abs_keras_logit": self.scale, "limit": self.limit,
+                "min_agreement": self.min_agreement, "index_unpooling": self.index_unpooling, "ok": self.ok,
+                "runtimes": [{**dataclasses.asdict(r), "ok": self.passes(r)} for r in self.results]}
 
 
 def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = False,
@@ -144,7 +114,7 @@ def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = F
     shape, batch = exported_input_shape(runners.input_shape, nchw)
     spatial, channels = shape[1:-1], shape[-1]
     image_model = len(spatial) == 2 and channels == 3
-    paths, described, missing = _expand_image_paths(images), [], "no real images: pass --images or --config"
+    paths, described, missing = expand_image_paths(images), [], "no real images: pass --images or --config"
     if paths:
         if not image_model:
             raise SegtrainError(f"--images: image files only fit 2-D RGB models, this one takes {tuple(shape[1:])}; omit --images")
@@ -155,7 +125,7 @@ def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = F
             described.append(text)
         except SegtrainError as err:  # e.g. the dataset is not on the machine that exports
             missing = f"the config's val images are unavailable: {err}"
-    arrays = [_read_resized(p, spatial, "--images" if images else "parity image") for p in paths]
+    arrays = [read_resized(p, spatial, "--images" if images else "parity image") for p in paths]
     count = (0 if arrays else 3) if count is None else count
     if count:
         arrays += list(np.random.default_rng(seed).integers(0, 256, (count, *spatial, channels)))
@@ -172,16 +142,26 @@ def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = F
     results = []
     for name, run in runners.run.items():
         step = batch or len(feed)
-        out = np.concatenate([run(feed[i : i + step]) for i in range(0, len(feed), step)])
+        out, times = timed_calls(run, [feed[i : i + step] for i in range(0, len(feed), step)])
         out = out.transpose(to_last) if nchw else out
         if out.shape != reference.shape:
             raise SegtrainError(f"{exported}: {name} returns shape {out.shape}, Keras {reference.shape}; re-export it")
         agree = np.argmax(out, -1) == np.argmax(reference, -1)
         diff = np.abs(out - reference)
         results.append(RuntimeParity(name, float(diff.max()), float(agree.mean()), int(agree.size),
-                                     float(np.mean(diff > limit))))
+                                     float(np.mean(diff > limit)), times))
     return ParityReport(exported, format, results, atol, min_agreement, len(x), scale, " + ".join(described),
                         _unpools_by_index(model))
+
+
+def timed_calls(run, batches) -> tuple[np.ndarray, float]:
+    """(the outputs of ``run`` on each batch, concatenated; median milliseconds per image of a call)."""
+    outs, times = [], []
+    for x in batches:
+        start = time.perf_counter()
+        outs.append(np.asarray(run(x)))
+        times.append((time.perf_counter() - start) * 1000 / len(x))
+    return np.concatenate(outs), float(np.median(times))
 
 
 def _unpools_by_index(model) -> bool:
