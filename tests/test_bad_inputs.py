@@ -431,7 +431,7 @@ CASES = [
     Case("cli-unknown-mode", ("argv",), command_line(
         lambda w: ["convert-labels", "rgb2index", str(w.out.parent / "labels"), str(w.out)], "did you mean rgb-to-index?")),
     Case("cli-unknown-format", ("argv",), command_line(
-        lambda w: ["export", "--checkpoint", str(w.checkpoint), "--format", "tflite"], "--format", "'tflite'")),
+        lambda w: ["export", "--checkpoint", str(w.checkpoint), "--format", "tflight"], "--format", "'tflight'", "did you mean tflite?")),
     Case("cli-unknown-option", ("argv",), command_line(
         lambda w: ["train", "--config", str(w.config), "--resmue"], "--resmue", "did you mean --resume?")),
     Case("cli-missing-option", ("argv",), command_line(lambda w: ["train"], "--config")),
