@@ -42,7 +42,7 @@ import keras  # noqa: E402
 import yaml  # noqa: E402
 
 from segtrain.checkpoints import CheckpointStore, LoopState  # noqa: E402
-from segtrain.config import Config, TrainConfig, load_config, save_config, to_dict  # noqa: E402
+from segtrain.config import Config, TrainConfig, flatten, load_config, save_config, to_dict  # noqa: E402
 from segtrain.data.formats import get_format, input_channels  # noqa: E402
 from segtrain.data.formats.decode import class_names  # noqa: E402
 from segtrain.data.formats.palette import VOID  # noqa: E402
@@ -495,21 +495,16 @@ class Trainer:
 def config_difference(saved: Path, config: Config) -> str | None:
     """The first key whose value differs between a run folder's ``config.yaml`` and ``config`` (``runtime.*`` aside)."""
     try:
-        old = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+        loaded = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
+        loaded = None
+    if not isinstance(loaded, dict):
         return f"its {saved.name} is missing or unreadable"
-    new = _flat(yaml.safe_load(yaml.safe_dump(to_dict(config))))
+    old, new = flatten(loaded), flatten(yaml.safe_load(yaml.safe_dump(to_dict(config))))
     for key in sorted(set(old) | set(new)):
         if not key.startswith("runtime.") and old.get(key, "(absent)") != new.get(key, "(absent)"):
             return f"{key}: {old.get(key, '(absent)')!r} there, {new.get(key, '(absent)')!r} here"
     return None
-
-
-def _flat(tree, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    if not isinstance(tree, dict) or not tree:
-        return {prefix[:-1]: tree}
-    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
 
 
 def _num(value: float) -> float | None:

@@ -6,6 +6,7 @@ cross-key rules, each format's own keys). Import from here: ``from segtrain.conf
 from segtrain.config.loading import (
     apply_overrides,
     default_output_dir,
+    flatten,
     from_dict,
     load_config,
     load_raw,
@@ -30,6 +31,6 @@ from segtrain.data.formats import input_channels
 
 __all__ = [
     "Config", "DataConfig", "EarlyStoppingConfig", "EmaConfig", "EvaluateConfig", "ModelConfig", "OptimizerConfig", "PreciseBNConfig", "RuntimeConfig", "ScheduleConfig",
-    "TrainConfig", "apply_overrides", "default_output_dir", "from_dict", "input_channels", "load_config", "load_raw",
+    "TrainConfig", "apply_overrides", "default_output_dir", "flatten", "from_dict", "input_channels", "load_config", "load_raw",
     "parse_override", "save_config", "to_dict",
 ]

@@ -208,6 +208,18 @@ def to_dict(config: Config) -> dict:
     return out
 
 
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"epochs": 2}}`` -> ``{"train.epochs": 2}``: dotted keys, as ``--set`` writes them
+    (an empty section stays one key). Tracking parameters and ``runtime.auto_resume``'s comparison use it."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def save_config(config: Config, path: str | os.PathLike) -> None:
     """Write the fully resolved config (what actually ran) as YAML."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)

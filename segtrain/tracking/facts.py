@@ -7,19 +7,16 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from segtrain.config import flatten
+
 PACKAGES = ("segtrain", "keras", "numpy")
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-def flat_params(tree: dict, prefix: str = "") -> dict[str, str]:
-    """``{"train": {"epochs": 2}}`` -> ``{"train.epochs": "2"}`` (lists and empty sections as their text)."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(flat_params(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = str(value)
-    return out
+def flat_params(tree: dict) -> dict[str, str]:
+    """``{"train": {"epochs": 2}}`` -> ``{"train.epochs": "2"}``: trackers take parameters as text
+    (lists and empty sections as their text)."""
+    return {key: str(value) for key, value in flatten(tree).items()}
 
 
 def git_commit(folder: Path = Path(__file__).resolve().parent) -> str | None:
