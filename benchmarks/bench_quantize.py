@@ -32,7 +32,7 @@ from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.export import EXPORT_FORMATS, calibration_paths, export_model  # noqa: E402
 from segtrain.export.images import read_resized  # noqa: E402
 from segtrain.export.quality import score_runtimes, score_split  # noqa: E402
-from segtrain.export.report import environment  # noqa: E402
+from segtrain.machine import environment  # noqa: E402
 from segtrain.export.shapes import default_size, export_shape  # noqa: E402
 from segtrain.inference import load_checkpoint, run_config_path  # noqa: E402
 from segtrain.io_utils import write_json  # noqa: E402
