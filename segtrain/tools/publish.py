@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -50,11 +51,13 @@ RUN_FILES = ("curves.png", "log.csv")  # copied from the run folder when it has 
 MATCH = 5e-4  # re-evaluated and recorded mIoU this close are "the same" in the card
 
 
+@dataclass
 class ValReport:
     """The best checkpoint's val figures (``segtrain evaluate``'s metrics dict) and a sentence saying where they come from."""
 
-    def __init__(self, metrics: dict, source: str, reevaluated: bool):
-        self.metrics, self.source, self.reevaluated = metrics, source, reevaluated
+    metrics: dict
+    source: str
+    reevaluated: bool  # scored now by segtrain evaluate's code (else read from the run's state.json)
 
 
 def _check_run(run_dir: Path) -> CheckpointStore:
