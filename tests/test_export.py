@@ -335,6 +335,28 @@ def test_export_of_a_corrupt_checkpoint_says_so(tmp_path, capsys):
     assert "corrupt or unreadable" in capsys.readouterr().err
 
 
+def test_a_bf16_trained_checkpoint_exports_in_float32_and_matches(tmp_path, capsys):
+    """`mixed_precision: auto` trains in bf16 on a CPU with avx512_bf16; its checkpoint must still export."""
+    onnxruntime = need_module("onnxruntime")
+    from segtrain.precision import float32_copy
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = build_model("segnet_basic", 3, (None, None, 3), decoder="resize_conv", norm="group", width=4)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert model.layers[-1].compute_dtype == "bfloat16"
+    model.save(tmp_path / "best.keras")
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "best.keras"), "--format", "onnx", "--size", "32x32"]) == 0
+    assert "ok" in capsys.readouterr().out  # the parity check ran against the float32 twin
+    x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    session = onnxruntime.InferenceSession(str(tmp_path / "best.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, np.asarray(float32_copy(model)(x)), atol=1e-4)
+
+
 def test_parity_fails_on_real_images_where_random_ones_pass(quickstart_run, tmp_path):
     # An export that differs from the Keras model only on smooth images (local variance below
     # ~1000 in a 5x5 window: real photos, never uniform noise) passes a check on random
