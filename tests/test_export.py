@@ -380,20 +380,20 @@ def test_parity_fails_on_real_images_where_random_ones_pass(quickstart_run, tmp_
     assert all(r.agreement < 0.5 for r in report.results), report.summary()
 
 
-def test_parity_rule_for_max_unpooling_tolerates_rare_near_tie_flips_only():
+def test_parity_rule_for_max_unpooling_judges_the_masks_only():
     from segtrain.export import ParityReport, RuntimeParity
 
     def report(r, unpool):
-        return ParityReport(Path("m.onnx"), "onnx", [r], atol=1e-4, min_agreement=0.9999, images=4, scale=10.0,
+        return ParityReport(Path("m.onnx"), "onnx", [r], atol=1e-4, min_agreement=0.9999, images=4, scale=1.0,
                             index_unpooling=unpool)
 
-    flipped = RuntimeParity("onnxruntime", max_abs_diff=0.6, agreement=0.99998, pixels=10**6, share_over=2e-5)
-    assert report(flipped, unpool=True).ok  # a few displaced values: inherent to index unpooling
+    # Near-tie flips displace values across a share of the logits that depends on the images
+    # (0.0 % to 1.9 % in benchmarks/results/*export_parity*.md), so only the masks are judged.
+    flipped = RuntimeParity("onnxruntime", max_abs_diff=0.6, agreement=0.99998, pixels=10**6, share_over=2e-2)
+    assert report(flipped, unpool=True).ok
     assert not report(flipped, unpool=False).ok  # a continuous decoder must match everywhere
-    widespread = RuntimeParity("opencv", max_abs_diff=0.6, agreement=0.99998, pixels=10**6, share_over=3e-3)
-    assert not report(widespread, unpool=True).ok  # more than near-tie flips: a real mismatch
-    disagreeing = RuntimeParity("opencv", max_abs_diff=0.6, agreement=0.9990, pixels=10**6, share_over=1e-5)
-    assert not report(disagreeing, unpool=True).ok
+    disagreeing = RuntimeParity("opencv", max_abs_diff=0.6, agreement=0.9998, pixels=10**6, share_over=1e-5)
+    assert not report(disagreeing, unpool=True).ok  # masks differ on more than 0.01 % of the pixels
     assert "max-unpooling model" in report(flipped, unpool=True).summary()
 
 
