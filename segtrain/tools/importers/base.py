@@ -42,7 +42,7 @@ def load_class_list(spec: str | os.PathLike) -> ColorTable:
         names = [line.strip() for line in lines if line.strip() and line.strip() != IGNORE_LABEL]
         source = str(path)
     elif "," in text:
-        names, source = [n.strip() for n in text.split(",")], "--classes"
+        names, source = [n.strip() for n in text.split(",")], "the --classes list"
     else:
         raise SegtrainError(
             f"--classes {spec}: not a built-in table ({', '.join(BUILTIN_TABLES)}), not an existing file "
