@@ -456,6 +456,7 @@ def summary(report: ConversionReport) -> str:
 # Options of the conversion modes and of the importers (default: not given), so that an option
 # the chosen mode would ignore is an error instead of silently doing nothing.
 _CONVERSION_ONLY = {"palette": None, "value_map": [], "reduce_zero_label": False, "in_place": False, "jobs": 1}
+_FLAGS = {"value_map": "--map", "renames": "--rename"}  # options whose dest is not their flag
 _IMPORT_ONLY = {"classes": None, "renames": [], "fill": None, "line_width": None, "point_size": None, "overlap": None, "crowd": None}
 
 
@@ -495,7 +496,7 @@ def _refuse_unused(args: argparse.Namespace) -> None:
         unused = [k for k, default in _CONVERSION_ONLY.items() if getattr(args, k) != default]
         unused += [k for k in ("line_width", "point_size", "overlap", "crowd") if getattr(args, k) is not None and k not in importer.options]
     if unused:
-        flag = "--" + unused[0].replace("_", "-").replace("value-map", "map").replace("renames", "rename")
+        flag = _FLAGS.get(unused[0], "--" + unused[0].replace("_", "-"))
         raise SegtrainError(f"{flag}: does not apply to convert-labels {args.mode}; drop it (see docs/convert_labels.md for the options of each mode)")
 
 

@@ -91,9 +91,12 @@ def _paste_mask(canvas: Image.Image, shape: dict, xy: Points, value: int) -> Non
 def _points(shape: dict) -> Points:
     points = shape.get("points")
     try:
-        return [(float(x), float(y)) for x, y in points]
+        xy = [(float(x), float(y)) for x, y in points]
+        if all(math.isfinite(v) for p in xy for v in p):
+            return xy
     except (TypeError, ValueError):
-        raise ShapeError(f"'points' must be a list of [x, y] numbers, got {str(points)[:60]}") from None
+        pass
+    raise ShapeError(f"'points' must be a list of [x, y] finite numbers, got {str(points)[:60]}")
 
 
 def image_size(data: dict, path: Path) -> tuple[int, int]:
@@ -134,7 +137,7 @@ def draw_shapes(shapes: list, size: tuple[int, int], names: LabelNames, options:
                 need = f"{count}" if count > 0 else f"at least {-count}"
                 raise ShapeError(f"a {shape_type or 'polygon'} needs {need} points, it has {len(xy)}")
             drawer(draw, xy, value, options)
-        except ShapeError as err:
+        except (ShapeError, ValueError, TypeError) as err:  # Pillow refuses what it cannot draw (NaN points, ...)
             raise ShapeError(f"shape {number} (label {label!r}): {err}") from None
     return np.asarray(canvas), unknown
 
