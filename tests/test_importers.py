@@ -3,6 +3,7 @@ round trips (rasterise -> polygons / RLE -> rasterise), label errors, real label
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -142,8 +143,6 @@ def test_mask_shape_is_pasted_at_its_corner(tmp_path):
     patch[1:3, 2:5] = 255
     buffer = tmp_path / "patch.png"
     Image.fromarray(patch).save(buffer)
-    import base64
-
     shape = _shape("c", [(10.2, 5.4), (15.0, 8.0)], "mask") | {"mask": base64.b64encode(buffer.read_bytes()).decode()}
     expected = np.zeros((32, 40), np.uint8)
     expected[5 + 1:5 + 3, 10 + 2:10 + 5] = 3
@@ -187,6 +186,8 @@ def test_bad_shape_and_misused_options_are_one_line(tmp_path, capsys):
     assert "--classes: does not apply to convert-labels rgb-to-index" in capsys.readouterr().err
     assert cli_main(["convert-labels", "labelme", str(annotations), str(tmp_path / "o")]) == 1
     assert "--classes is missing" in capsys.readouterr().err
+    assert cli_main(["convert-labels", "labelme", str(annotations), str(tmp_path / "o"), "--classes", "voc", "--line-width", "0"]) == 1
+    assert "--line-width 0" in capsys.readouterr().err
     assert cli_main(["convert-labels", "labelme", str(annotations), str(annotations / "o"), "--classes", "voc"]) == 1
     assert "lies inside INPUT" in capsys.readouterr().err
 
@@ -370,6 +371,9 @@ def test_cvat_round_trip_and_classes_by_name(tmp_path, capsys):
     labels = rng.integers(0, 3, size=(12, 16)).astype(np.uint8)
     colours = np.array([[0, 0, 0], [250, 50, 83], [61, 61, 245]], np.uint8)
     export = _cvat(tmp_path / "export", labels, colours)
+    assert cli_main(["convert-labels", "cvat", str(export), str(tmp_path / "own"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip() == f"frame_000001.png -> {tmp_path / 'own' / 'frame_000001.png'}"
+    assert not (tmp_path / "own").exists()
     assert cli_main(["convert-labels", "cvat", str(export), str(tmp_path / "own")]) == 0  # the labelmap is the class list
     with Image.open(tmp_path / "own" / "frame_000001.png") as im:
         np.testing.assert_array_equal(np.asarray(im), labels)

@@ -38,8 +38,7 @@ from segtrain.io_utils import (
     write_png,
 )
 from segtrain.tools.importers import IMPORTERS
-from segtrain.tools.importers.base import ImportOptions, parse_renames
-from segtrain.tools.importers.coco import CROWD_RULES, OVERLAP_RULES
+from segtrain.tools.importers.base import CROWD_RULES, OVERLAP_RULES, ImportOptions, parse_renames
 from segtrain.tools.importers.run import import_annotations
 from segtrain.tools.importers.run import summary as import_summary
 

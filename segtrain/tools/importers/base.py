@@ -79,7 +79,7 @@ class LabelNames:
         for source, target in (renames or {}).items():
             if target == VOID_TARGET:
                 if VOID_TARGET in table.names:
-                    raise SegtrainError(f"--rename {source}={target}: {table.source} has a class named 'void', so 'void' is ambiguous; rename to that class by index order in the list instead")
+                    raise SegtrainError(f"--rename {source}={target}: {table.source} has a class named 'void', so 'void' is ambiguous; rename that class in the class list")
                 self._index[source] = VOID
             elif target in self._index:
                 self._index[source] = self._index[target]
@@ -109,6 +109,10 @@ def _did_you_mean(name: str, names: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+OVERLAP_RULES = ("area", "order")
+CROWD_RULES = ("class", "void")
+
+
 @dataclass(frozen=True)
 class ImportOptions:
     """Drawing options; each importer reads the ones that apply to its shapes."""
@@ -118,6 +122,12 @@ class ImportOptions:
     point_size: int = 5  # labelme point radius in pixels (labelme's own default)
     overlap: str = "area"  # coco: 'area' (larger first, smaller on top) or 'order' (file order, later on top)
     crowd: str = "class"  # coco iscrowd regions: 'class' (drawn as their category) or 'void'
+
+    def __post_init__(self) -> None:
+        if self.overlap not in OVERLAP_RULES or self.crowd not in CROWD_RULES:
+            raise SegtrainError(f"--overlap {self.overlap} / --crowd {self.crowd}: choose --overlap {'|'.join(OVERLAP_RULES)} and --crowd {'|'.join(CROWD_RULES)}")
+        if self.line_width < 1 or self.point_size < 0:
+            raise SegtrainError(f"--line-width {self.line_width} / --point-size {self.point_size}: give a width >= 1 and a size >= 0 pixels")
 
 
 @dataclass(frozen=True)

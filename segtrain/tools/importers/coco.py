@@ -22,10 +22,6 @@ from segtrain.data.formats.palette import VOID
 from segtrain.errors import SegtrainError
 from segtrain.tools.importers.base import Drawn, Importer, ImportOptions, Item, LabelNames
 
-OVERLAP_RULES = ("area", "order")
-CROWD_RULES = ("class", "void")
-
-
 def _load(path: Path) -> dict:
     if not path.is_file():
         raise SegtrainError(f"INPUT {path}: not a file; give the COCO annotation .json (e.g. annotations/instances_val2017.json)")

@@ -8,6 +8,7 @@ there is to fix.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -95,9 +96,7 @@ def import_annotations(
     names = LabelNames(table, renames)
     options = options or ImportOptions()
     if fill is not None:
-        options = ImportOptions(**{**options.__dict__, "fill": names.fill_value(fill)})
-    if options.line_width < 1 or options.point_size < 0:
-        raise SegtrainError(f"--line-width {options.line_width} / --point-size {options.point_size}: give a width >= 1 and a size >= 0 pixels")
+        options = dataclasses.replace(options, fill=names.fill_value(fill))
     if not 0 <= compress_level <= 9:
         raise SegtrainError(f"--compress-level {compress_level}: choose 0 (fastest) .. 9 (smallest)")
     items = importer.plan(input_path)
