@@ -39,7 +39,8 @@ class ImportReport:
     seconds: float = 0.0
 
     def describe_unknown(self, names: LabelNames) -> str:
-        """"'tv/monitor' in a.json, b.json (+2 more files) (did you mean 'tvmonitor'?); ...", most files first."""
+        """Each label with its first files and the closest class name, labels in most files first:
+        'tv/monitor' in a.json, b.json (+2 more files) (did you mean 'tvmonitor'?); ..."""
         items = sorted(self.unknown.items(), key=lambda kv: (-len(kv[1][1]), kv[0]))
         parts = []
         for label, (_, files) in items[:_MAX_LISTED]:
