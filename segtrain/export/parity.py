@@ -106,6 +106,9 @@ def check_parity(model, exported: str | os.PathLike, format: str, nchw: bool = F
     max |logit diff| <= ``atol * max(1, max |Keras logit|)`` and argmax agreement >=
     ``min_agreement``.
     """
+    from segtrain.precision import float32_copy  # imports Keras: only when a check runs
+
+    model = float32_copy(model)  # what export_model wrote: a mixed-precision model is exported as its float32 twin
     exported = Path(exported)
     runners = export_format(format).runners(exported)
     shape, batch = exported_input_shape(runners.input_shape, nchw)
