@@ -28,7 +28,7 @@ COMMANDS = {
     "check-dataset": ("segtrain.data.check", "scan a dataset split and report every bad file"),
     "evaluate": ("segtrain.evaluation", "mIoU, per-class IoU and confusion matrix of a checkpoint or a folder of predictions"),
     "predict": ("segtrain.predict", "write palette-PNG predictions of a checkpoint for images"),
-    "convert-labels": ("segtrain.tools.convert_labels", "convert label PNGs between RGB colour, palette and raw index forms"),
+    "convert-labels": ("segtrain.tools.convert_labels", "convert label PNGs between RGB colour, palette and raw index forms; import labelme, COCO and CVAT annotations"),
     "export": ("segtrain.export.cli", "export a checkpoint to SavedModel or ONNX and check parity"),
     "checkerboard": ("segtrain.models.checkerboard", "score decoders' upsampling for checkerboard artifacts"),
     "publish": ("segtrain.tools.publish", "a run as a folder others load with one command (weights, config, classes, "
