@@ -67,7 +67,7 @@ def series_scores(truth: np.ndarray, prediction: np.ndarray, margin_fraction: fl
     true_cps, pred_cps = change_points(truth), change_points(prediction)
     return {"covering": covering(true_cps, pred_cps, length),
             "change_point_f1": f1_score(true_cps, pred_cps, margin_steps(length, margin_fraction)),
-            "true_change_points": true_cps.tolist(), "predicted_change_points": len(pred_cps)}
+            "true_change_points": true_cps.tolist(), "predicted_change_points": len(pred_cps), "steps": length}
 
 
 def split_summary(cases: list[dict], margin_fraction: float) -> dict:
