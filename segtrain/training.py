@@ -382,7 +382,7 @@ class Trainer:
         clock = DataClock()
         with clock.waiting():  # building the pipeline (and a first batch, for some) is waiting for data too
             epoch_batches = self.engine.epoch_batches(ds, steps_here - state.batch)
-        probing = self.budget is not None and state.time_budget is None
+        probing, planned_end = self.budget is not None and state.time_budget is None, None
         if probing:
             self.budget.steps_begin()
         with epoch_batches as batches:
@@ -394,11 +394,11 @@ class Trainer:
                 if probing and self.budget.tick():
                     probing = False
                     self._plan_budget(state)
-                    steps_here = min(self.steps_per_epoch, state.batch + self.total_steps - state.step)
+                    steps_here = planned_end = min(steps_here, state.batch + self.total_steps - state.step)
                 self.log.step(state.step, loss, lr)
                 self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
                 cbs("on_train_batch_end", state.batch - 1, logs={"loss": loss})
-                if stop.requested or cbs.stopped_by or state.batch >= steps_here:  # the last: a plan ended the epoch
+                if stop.requested or cbs.stopped_by or state.batch == planned_end:  # the last: the plan ends here
                     break
                 if every and state.step % every == 0 and state.batch < steps_here:
                     self._save(state)

@@ -69,6 +69,7 @@ def planned_11(monkeypatch):
     monkeypatch.setattr(time_budget, "plan_steps", lambda seconds_left, done, *args: 11)
 
 
+@pytest.mark.slow  # several runs with precise BN, validation and checkpoints
 def test_the_schedule_reaches_zero_at_the_planned_step_and_the_plan_is_kept(tmp_path, planned_11, capsys):
     trainer = budgeted(tmp_path, time_budget={"minutes": 5, "probe_steps": 3})
     result = trainer.fit()
@@ -86,6 +87,7 @@ def test_the_schedule_reaches_zero_at_the_planned_step_and_the_plan_is_kept(tmp_
     assert "train.time_budget: 5 min -> 11 steps (2.75 epochs of 4;" in out and "train.time_budget: ended at" in out
 
 
+@pytest.mark.slow  # several runs with precise BN, validation and checkpoints
 def test_a_budgeted_run_resumed_after_ctrl_c_ends_like_the_uninterrupted_run_of_its_count(tmp_path, planned_11):
     straight = budgeted(tmp_path / "budget", time_budget={"minutes": 5, "probe_steps": 3})
     straight.fit()
@@ -117,3 +119,11 @@ def test_a_budgeted_run_resumed_after_ctrl_c_ends_like_the_uninterrupted_run_of_
 def test_config_errors(tmp_path, train, message):
     with pytest.raises(SegtrainError, match=message):
         make_config(tmp_path, **train)
+
+
+def test_a_plan_that_ends_inside_the_probing_epoch_ends_the_run_there(tmp_path, monkeypatch):
+    monkeypatch.setattr(time_budget, "plan_steps", lambda seconds_left, done, *args: done)  # no time left
+    result = budgeted(tmp_path, time_budget={"minutes": 5, "probe_steps": 3}).fit()
+    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
+    assert result["steps"] == 3 and [row["step"] for row in state["history"]] == [3] and state["done"]
+    assert result["miou"] is not None  # the run's last step is validated, as every run's
