@@ -61,6 +61,7 @@ class LoopState:
     stopping_epoch: int | None = None  # ... the epoch (1-based) that reached it
     stopping_wait: int = 0  # ... validations since then without an improvement
     stopped_by: str | None = None  # why the run ended before its length (early stopping, a callback)
+    time_budget: dict | None = None  # train.time_budget: the planned step count and what it was planned from
 
     @classmethod
     def from_json(cls, data: dict) -> "LoopState":

@@ -31,6 +31,7 @@ from segtrain.inference import load_checkpoint, num_outputs, predict_sample, pub
 from segtrain.io_utils import atomic_write, progress, write_json
 from segtrain.metrics import ConfusionMatrix, format_groups, format_table, group_metrics
 from segtrain.prediction_options import PredictOptions
+from segtrain.series_scores import format_summary, series_scores, split_summary
 
 
 class ModelPredictions:
@@ -71,9 +72,11 @@ def _prediction_files(pred_dir: Path, names: Sequence[str], extension: str) -> l
     return [found[name] for name in names]
 
 
-def score(samples: Sequence, predictions, num_classes: int, groups: dict, *, per_case: bool, label: str, verbose: bool) -> tuple[ConfusionMatrix, list[dict] | None]:
+def score(samples: Sequence, predictions, num_classes: int, groups: dict, *, per_case: bool, label: str, verbose: bool,
+          margin: float | None = None) -> tuple[ConfusionMatrix, list[dict] | None]:
     """One confusion matrix over every sample of a split, from any source of predictions;
-    with ``per_case`` also each sample's Dice (per class and label group)."""
+    with ``per_case`` also each sample's Dice (per class and label group), and with ``margin``
+    (1-D series) its segment covering and change-point F1 (``segtrain.series_scores``)."""
     matrix, cases = ConfusionMatrix(num_classes), []
     for sample in progress(samples, label, enabled=verbose):
         truth, pred, where = predictions(sample)
@@ -85,7 +88,8 @@ def score(samples: Sequence, predictions, num_classes: int, groups: dict, *, per
         matrix.merge(case)
         if per_case:
             cases.append({"name": sample.name, "dice": case.metrics()["per_class_dice"],
-                          "groups": {g: v["dice"] for g, v in group_metrics(case.result(), groups).items()}})
+                          "groups": {g: v["dice"] for g, v in group_metrics(case.result(), groups).items()},
+                          **(series_scores(truth, pred, margin) if margin is not None else {})})
     return matrix, cases if per_case else None
 
 
@@ -125,7 +129,9 @@ def evaluate(
     training batches (``segtrain.precise_bn``). ``options`` say how the model is run
     (test-time flips and scales, sliding windows); formats that train on patches are
     predicted whole, by N-D sliding windows of ``data.patch`` unless a window is given, and
-    their report also has ``per_case`` Dice (per class and group).
+    their report also has ``per_case`` Dice (per class and group). 1-D series are also scored as
+    segmentations in time: ``series`` holds the mean segment covering and change-point F1 of
+    ``segtrain.series_scores`` (margin ``evaluate.change_point_margin``), ``per_case`` each series'.
 
     ``groups`` (default ``evaluate.groups`` of the config) are label groups scored as binary
     classes from the same matrix (``segtrain.metrics.group_metrics``).
@@ -144,18 +150,24 @@ def evaluate(
         predictions = FolderPredictions(pred_dir, samples, data_cfg)
     else:
         predictions = ModelPredictions(_model_to_score(config, checkpoint, model, precise_bn), data_cfg, options)
-    matrix, per_case = score(samples, predictions, data_cfg.num_classes, groups, per_case=get_format(data_cfg.format).patches,
-                             label=f"evaluate {split_name(data_cfg, split)}", verbose=verbose)
+    fmt = get_format(data_cfg.format)
+    margin = config.evaluate.change_point_margin if fmt.spatial_rank == 1 else None  # segmentations in time
+    matrix, per_case = score(samples, predictions, data_cfg.num_classes, groups, per_case=fmt.patches or margin is not None,
+                             label=f"evaluate {split_name(data_cfg, split)}", verbose=verbose, margin=margin)
     names = class_names(data_cfg)
     metrics = matrix.metrics(names)
     metrics.update(split=split_name(data_cfg, split), num_images=len(samples), confusion_matrix=matrix.result().tolist(),
                    groups=group_metrics(matrix.result(), groups))
     if per_case is not None:
         metrics["per_case"] = per_case
+    if margin is not None:
+        metrics["series"] = split_summary(per_case, margin)
     if verbose:
         print(format_table(metrics, names))
         if groups:
             print(format_groups(metrics["groups"]))
+        if margin is not None:
+            print(format_summary(metrics["series"]))
     source = str(checkpoint) if checkpoint is not None else (str(pred_dir) if pred_dir is not None else "model")
     if output_dir is not None or json_path is not None:
         report_options = {**options.as_dict(), "resize": data_cfg.resize, "precise_bn": precise_bn}

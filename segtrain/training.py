@@ -64,6 +64,7 @@ from segtrain.io_utils import remove_stale_temporaries, write_json  # noqa: E402
 from segtrain.run_lock import RunLock  # noqa: E402
 from segtrain.run_log import COMMAND_NOTE, CWD_NOTE, ConsoleLog  # noqa: E402
 from segtrain.schedules import build_schedule  # noqa: E402
+from segtrain.time_budget import BudgetClock, Costs, describe  # noqa: E402
 from segtrain.weight_average import WeightAverage  # noqa: E402
 from segtrain.tracking.tracker import RunTracker  # noqa: E402
 
@@ -216,6 +217,7 @@ class Trainer:
         self.optimizer = None
         self._lock: RunLock | None = None
         self._last_batch = None
+        self.budget: BudgetClock | None = None  # train.time_budget's clock, from _run_length
 
     # ---- setup -------------------------------------------------------------------------
     def _setup(self, resume: bool) -> bool:
@@ -241,19 +243,19 @@ class Trainer:
                 raise SegtrainError(f"output_dir: cannot write {self.run_dir / 'config.yaml'} "
                                     f"({err.strerror or err}); free space or choose another output_dir") from None
         self.steps_per_epoch = self._steps_per_epoch()
-        self.total_steps = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
+        self.total_steps = self._run_length(resume)
         micro = cfg.train.accumulate_steps  # loop steps count batches; the schedule counts optimizer updates
         # A user's loss_fn replaces train.loss and train.class_weights: no mask scan for weights it ignores.
         self.class_weights = None if self.loss_fn is not None else class_weights_for(cfg, self.run_dir, self.chief)
         with self.engine.scope():
             self.model = self.model_fn(cfg, _input_shape(cfg))
-            schedule = build_schedule(cfg.train.schedule, cfg.train.optimizer.learning_rate,
-                                      max(self.total_steps // micro, 1), micro)
-            self.optimizer = build_optimizer(cfg.train, schedule)
+            self.schedule = build_schedule(cfg.train.schedule, cfg.train.optimizer.learning_rate,
+                                           max(self.total_steps // micro, 1), micro)
+            self.optimizer = build_optimizer(cfg.train, self.schedule)
             self.optimizer.build(self.model.trainable_variables)
         self.average = WeightAverage(self.model, self.optimizer)
-        loss_share = build_loss(self.loss_fn or cfg.train.loss, self.class_weights, VOID)
-        self._train_step = self.engine.make_train_step(self.model, self.optimizer, loss_share)
+        self._loss_share = build_loss(self.loss_fn or cfg.train.loss, self.class_weights, VOID)
+        self._train_step = self.engine.make_train_step(self.model, self.optimizer, self._loss_share)
         self._finite_after_step = self.engine.make_finite_check(self.model, self.optimizer)
         self.precise_bn = precise_bn_for(self.model, cfg, self.dataset_fn, self.verbose and self.chief)
         self._float32_model = Float32Mirror(self.model)
@@ -284,6 +286,18 @@ class Trainer:
             )
         return n
 
+    def _run_length(self, resume: bool) -> int:
+        """``train.steps`` or ``train.epochs``; under ``train.time_budget`` the resumed run's planned count, else
+        whole epochs covering the probe steps until the plan replaces them (``_plan_budget``)."""
+        cfg = self.config.train
+        if cfg.time_budget is None:
+            return cfg.steps or cfg.epochs * self.steps_per_epoch
+        self.budget = BudgetClock(cfg.time_budget.minutes, cfg.time_budget.probe_steps, self._started)
+        committed = self.store.load_state() if resume else None
+        if committed is not None and committed.time_budget is not None:
+            return committed.time_budget["steps"]
+        return -(-cfg.time_budget.probe_steps // self.steps_per_epoch) * self.steps_per_epoch
+
     def _auto_resume(self) -> bool:
         """``runtime.auto_resume``: a plain re-run (a requeued job) resumes the run its folder holds, if that
         run has this config; a run of another config is refused rather than overwritten."""
@@ -302,6 +316,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict:
         """Train (or continue with ``resume``) to the end; returns the final metrics."""
         previous_policy = keras.mixed_precision.global_policy()
+        self._started = time.perf_counter()
         try:
             return self._loop(self._setup(resume))
         finally:
@@ -336,6 +351,9 @@ class Trainer:
                 if stop.requested and not state.done:
                     raise stop.interrupted(state.step, self.store.dir)
         cbs("on_train_end")
+        if state.time_budget is not None:
+            self.console.line(f"train.time_budget: ended at {time.perf_counter() - self._started:.0f} s of this "
+                              f"process (planned {state.time_budget['planned_seconds']:.0f} s)")
         if state.stopped_by:
             self.console.line(f"stopped at epoch {state.epoch} (step {state.step} of {self.total_steps}): {state.stopped_by}")
             self.log.note(f"stopped at epoch {state.epoch} (step {state.step}): {state.stopped_by}")
@@ -371,20 +389,59 @@ class Trainer:
         clock = DataClock()
         with clock.waiting():  # building the pipeline (and a first batch, for some) is waiting for data too
             epoch_batches = self.engine.epoch_batches(ds, steps_here - state.batch)
+        probing, planned_end = self.budget is not None and state.time_budget is None, None
+        if probing:
+            self.budget.steps_begin()
         with epoch_batches as batches:
             for batch in clock.timed(batches):
                 cbs("on_train_batch_begin", state.batch)
                 loss, lr = self._train_step(batch)
                 self._last_batch = batch
                 self._record(state, loss)
+                if probing and self.budget.tick():
+                    probing = False
+                    self._plan_budget(state)
+                    steps_here = planned_end = min(steps_here, state.batch + self.total_steps - state.step)
                 self.log.step(state.step, loss, lr)
                 self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
                 cbs("on_train_batch_end", state.batch - 1, logs={"loss": loss})
-                if stop.requested or cbs.stopped_by:
+                if stop.requested or cbs.stopped_by or state.batch == planned_end:  # the last: the plan ends here
                     break
                 if every and state.step % every == 0 and state.batch < steps_here:
                     self._save(state)
         return clock
+
+    def _plan_budget(self, state: LoopState) -> None:
+        """``train.time_budget``: measure an epoch end (precise BN, a checkpoint) and a validation, plan the step
+        count (``segtrain.time_budget``), let the schedule span it, compile the step for it and commit the plan."""
+        cfg, budget = self.config.train, self.budget
+        bn_state = [v.numpy() for v in self.model.non_trainable_variables]  # precise BN here is only a measurement
+        started = time.perf_counter()
+        if self.precise_bn:  # twice: the first compiles its forward pass, which later epoch ends do not pay
+            self.precise_bn.refresh()
+            started = time.perf_counter()
+            self.precise_bn.refresh()
+        bn_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        self.validate()
+        validation_seconds = time.perf_counter() - started
+        for variable, value in zip(self.model.non_trainable_variables, bn_state):
+            variable.assign(value)
+        self._save(state)  # twice: the first writes the run's first checkpoint files, which costs more
+        started = time.perf_counter()
+        self._save(state)
+        save_seconds = time.perf_counter() - started
+        costs = Costs(step=budget.step_seconds(), epoch_end=bn_seconds + save_seconds, validation=validation_seconds)
+        plan = budget.plan(state.step, self.steps_per_epoch, cfg.val_every, costs,
+                           also=budget.compile_seconds() + save_seconds)
+        state.time_budget = plan
+        self.total_steps = state.total_steps = plan["steps"]
+        self.epochs = state.epoch + math.ceil((self.total_steps - state.step + state.batch) / self.steps_per_epoch)
+        self.schedule.total_steps = max(self.total_steps // cfg.accumulate_steps, 1)
+        self._train_step = self.engine.make_train_step(self.model, self.optimizer, self._loss_share)
+        self._save(state)
+        self.console.line(describe(plan, self.steps_per_epoch))
+        self.log.note(describe(plan, self.steps_per_epoch))
 
     def _record(self, state: LoopState, loss: float) -> None:
         """Count a finished step; stop on a non-finite or exploding loss before anything is saved."""

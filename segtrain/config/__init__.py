@@ -25,12 +25,13 @@ from segtrain.config.schema import (
     PreciseBNConfig,
     RuntimeConfig,
     ScheduleConfig,
+    TimeBudgetConfig,
     TrainConfig,
 )
 from segtrain.data.formats import input_channels
 
 __all__ = [
     "Config", "DataConfig", "EarlyStoppingConfig", "EmaConfig", "EvaluateConfig", "ModelConfig", "OptimizerConfig", "PreciseBNConfig", "RuntimeConfig", "ScheduleConfig",
-    "TrainConfig", "apply_overrides", "default_output_dir", "flatten", "from_dict", "input_channels", "load_config", "load_raw",
+    "TimeBudgetConfig", "TrainConfig", "apply_overrides", "default_output_dir", "flatten", "from_dict", "input_channels", "load_config", "load_raw",
     "parse_override", "save_config", "to_dict",
 ]

@@ -61,6 +61,9 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("train.early_stopping.patience", *_at_least(1)),
     ("train.early_stopping.min_delta", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("train.ema.momentum", lambda v: 0 < v < 1, "in (0, 1), e.g. 0.999"),
+    ("train.time_budget.minutes", lambda v: 0 < v < math.inf, "a positive number of minutes, e.g. 60"),
+    ("train.time_budget.probe_steps", *_at_least(2)),
+    ("evaluate.change_point_margin", lambda v: 0 <= v < 1, "a fraction of the series length in [0, 1), e.g. 0.01"),
     ("runtime.log_images", lambda v: v >= 0, "0 (no prediction strips) or a number of val images"),
 ]
 
@@ -123,6 +126,28 @@ def check_values(config: Config) -> None:
         raise SegtrainError(f"{src}: key 'train.precise_bn.batches' must be 0 (off) or more, got {config.train.precise_bn.batches}")
     if config.train.batch_size < 1 or config.train.epochs < 1:
         raise SegtrainError(f"{src}: keys 'train.batch_size' and 'train.epochs' must be at least 1")
+    _check_time_budget(config)
+
+
+def _check_time_budget(config: Config) -> None:
+    """``train.time_budget`` decides the length alone, plans in one process, and probes inside the warmup
+    of a schedule that decays over the run (so the probe steps train alike whatever length is planned)."""
+    train, src = config.train, config.source
+    budget = train.time_budget
+    if budget is None:
+        return
+    if train.steps is not None:
+        raise SegtrainError(f"{src}: keys 'train.steps' and 'train.time_budget' both set the run length; "
+                            "remove train.steps (or set it to null)")
+    if train.distribute == "multi_worker":
+        raise SegtrainError(f"{src}: key 'train.time_budget' plans in one process; workers would each plan "
+                            "another length. Use train.steps with train.distribute: multi_worker")
+    warmup_batches = train.schedule.warmup_steps * train.accumulate_steps
+    if train.schedule.name in ("poly", "cosine") and warmup_batches < budget.probe_steps:
+        raise SegtrainError(
+            f"{src}: key 'train.time_budget.probe_steps' ({budget.probe_steps}) must fall inside the warmup of "
+            f"the {train.schedule.name} schedule (train.schedule.warmup_steps: {train.schedule.warmup_steps}), "
+            "whose length is planned after them; raise warmup_steps or lower probe_steps")
 
 
 def format_of(config: Config) -> DatasetFormat:

@@ -130,6 +130,14 @@ class EmaConfig:
 
 
 @dataclass
+class TimeBudgetConfig:
+    """Train for a wall-clock budget: the step count is planned on this machine (segtrain.time_budget)."""
+
+    minutes: float  # the whole run (setup, compile, training, precise BN, validation, checkpoints) ends within it
+    probe_steps: int = 10  # training steps timed before planning (the first, which compiles, aside)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     steps: Union[int, None] = None  # total steps; overrides epochs when set
@@ -150,6 +158,7 @@ class TrainConfig:
     accumulate_steps: int = 1  # micro-batches of batch_size per optimizer update (effective batch = product)
     early_stopping: Union[EarlyStoppingConfig, None] = None  # null = train to the end
     ema: Union[EmaConfig, None] = None  # null = validate and save the raw weights
+    time_budget: Union[TimeBudgetConfig, None] = None  # null = train.steps / train.epochs decide the length
 
 
 @dataclass
@@ -157,6 +166,7 @@ class EvaluateConfig:
     """What `segtrain evaluate` scores besides every class: label groups, each as one binary class."""
 
     groups: dict[str, list[int]] = field(default_factory=dict)  # e.g. BRATS {whole_tumour: [1, 2, 3, 4], core: [1, 3, 4]}
+    change_point_margin: float = 0.01  # 1-D series: change-point F1 margin, a fraction of each series' length (TSSB: 1 %)
 
 
 @dataclass
