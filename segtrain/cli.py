@@ -31,11 +31,12 @@ COMMANDS = {
     "convert-labels": ("segtrain.tools.convert_labels", "convert label PNGs between RGB colour, palette and raw index forms"),
     "export": ("segtrain.export.cli", "export a checkpoint to SavedModel or ONNX and check parity"),
     "checkerboard": ("segtrain.models.checkerboard", "score decoders' upsampling for checkerboard artifacts"),
+    "serve": ("segtrain.serve.cli", "serve a checkpoint or an ONNX / TFLite export over HTTP, with a page to try it"),
 }
 
 # Commands that load Keras and its backend (some only inside ``run``): the backend is checked and,
 # when it is TensorFlow, loaded up front, quietly.
-USES_KERAS = {"train", "evaluate", "predict", "export", "checkerboard"}
+USES_KERAS = {"train", "evaluate", "predict", "export", "checkerboard", "serve"}
 
 
 # argparse's messages that name a wrong word, and where the right words are: the choices it lists,
