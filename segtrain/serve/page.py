@@ -20,10 +20,10 @@ PAGE = """<!doctype html>
   #status.error { color: #b00020; }
   .panels { display: flex; flex-wrap: wrap; gap: 16px; }
   figure { margin: 0; }
-  figure img { max-width: 480px; max-height: 480px; border: 1px solid #ccc; image-rendering: pixelated; }
+  figure img { width: 320px; border: 1px solid #ccc; image-rendering: pixelated; }
+  figure img:not([src]) { visibility: hidden; }
   figcaption { color: #555; font-size: 13px; }
-  #legend { list-style: none; padding: 0; columns: 2; max-width: 640px; }
-  #legend li { margin: 2px 0; }
+  #legend { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 4px 20px; max-width: 1000px; }
   .swatch { display: inline-block; width: 14px; height: 14px; vertical-align: -2px; margin-right: 6px; border: 1px solid #0003; }
 </style>
 </head>
