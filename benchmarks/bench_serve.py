@@ -9,7 +9,7 @@ process, `segtrain predict`'s own per-image loop (read, predict at the training 
 palette PNG: ``predict_at_training_size`` as `segtrain predict` runs it) on the same images.
 
     python benchmarks/bench_serve.py --checkpoint runs/x/checkpoints/best.keras [--config C]
-        [--images DIR | --split val] [--clients 8] [--requests 200] [--name camvid_unet]
+        [--images DIR | --split val] [--clients 8] [--requests 200] [--segments 4] [--name camvid_unet]
 
 Writes benchmarks/results/serve_<name>.json and .md.
 """
@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--segments", type=int, default=4, help="server RSS is read after each of this many equal parts of the load")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--name", help="results file suffix (default: the run folder's name)")
@@ -157,8 +158,9 @@ def main() -> None:
         _, warm_errors, _ = load(port, bodies, args.clients, 2 * args.clients)  # every batch size up to --clients seen once
         rss = [rss_mb(server.pid)]
         latencies, errors, wall = [], warm_errors, 0.0
-        for half in (args.requests // 2, args.requests - args.requests // 2):  # RSS after each half: a leak grows in both
-            times, failed, seconds = load(port, bodies, args.clients, half)
+        parts = [args.requests // args.segments + (i < args.requests % args.segments) for i in range(args.segments)]
+        for part in parts:  # RSS after each segment: a leak keeps growing, a warming cache levels off
+            times, failed, seconds = load(port, bodies, args.clients, part)
             latencies += times
             errors += failed
             wall += seconds
@@ -182,8 +184,8 @@ def main() -> None:
         "serve": {"p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
                   "images_per_s": served, "errors": errors, "wall_s": wall,
                   "forward_passes": health["batches"], "largest_batch": health["largest_batch"],
-                  "rss_mb_after_warmup": rss_before, "rss_mb_after_half": rss[1], "rss_mb_after_load": rss_after,
-                  "rss_growth_mb": rss_after - rss_before, "rss_growth_second_half_mb": rss_after - rss[1]},
+                  "rss_mb": rss, "rss_growth_mb": rss_after - rss_before,
+                  "rss_growth_last_segment_mb": rss[-1] - rss[-2]},
         "predict": {"p50_ms": float(np.percentile(base_times, 50)), "p99_ms": float(np.percentile(base_times, 99)),
                     "images_per_s": predicted, "wall_s": base_wall},
         "ratio_images_per_s": served / predicted,
@@ -193,10 +195,10 @@ def main() -> None:
         f"`segtrain serve` ({args.clients} concurrent clients, {args.requests} requests, batches of at most {args.max_batch} "
         f"open {args.max_wait_ms:g} ms) vs `segtrain predict`'s per-image loop, on {len(images)} images of "
         f"{figures['image_size'][0]}x{figures['image_size'][1]} (model input {health['input_size']}), checkpoint {args.checkpoint}.", "",
-        "| | p50 ms | p99 ms | images/s | errors | server RSS MB: after warm-up -> half the requests -> all |",
+        f"| | p50 ms | p99 ms | images/s | errors | server RSS MB: after warm-up, then after each {args.requests // args.segments} requests |",
         "| --- | --- | --- | --- | --- | --- |",
         f"| segtrain serve | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['images_per_s']:.2f} | {s['errors']} | "
-        f"{s['rss_mb_after_warmup']:.0f} -> {s['rss_mb_after_half']:.0f} -> {s['rss_mb_after_load']:.0f} ({s['rss_growth_mb']:+.1f}) |",
+        f"{' -> '.join(f'{r:.0f}' for r in rss)} ({s['rss_growth_mb']:+.1f}) |",
         f"| segtrain predict (per image, in process) | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | {p['images_per_s']:.2f} | | |",
         "", f"Throughput ratio serve / predict: {figures['ratio_images_per_s']:.2f}x; "
         f"{s['forward_passes']} forward passes for {args.requests + 2 * args.clients} requests (largest batch {s['largest_batch']}).",

@@ -230,6 +230,7 @@ def _post_url(url, data: bytes, query="") -> bytes:
         return response.read()
 
 
+@pytest.mark.slow  # starting a server process (TensorFlow, the model) takes ~40 s on 2 shared cores
 def test_real_server_answers_like_segtrain_predict_and_batches_concurrent_requests(server, images, predicted):
     url, log = server
     assert "serving" in log.read_text() and f"{url}/" in log.read_text()
@@ -287,6 +288,7 @@ def test_exported_model_serves_the_keras_masks(run, images, predicted, tmp_path,
 # --------------------------------------------------------------------------- the page in headless Chromium
 
 
+@pytest.mark.slow
 def test_page_in_headless_chromium_shows_the_overlay(server, images, run):
     webdriver = need_module("selenium.webdriver", "dev")
     from selenium.webdriver.common.by import By

@@ -3,8 +3,9 @@
     segtrain serve --checkpoint runs/x/checkpoints/best.keras [--host 127.0.0.1] [--port 8000]
     segtrain serve --model best.onnx|best.tflite --config runs/x/config.yaml
 
-The config (``--config``, else the checkpoint's run ``config.yaml``) gives the class names and
-colours and, for a checkpoint, ``data.resize``; an export runs at its own input size.
+The config (``--config``, else the run ``config.yaml`` two folders above the model file, where
+`segtrain train` and `segtrain export` put them) gives the class names and colours and, for a
+checkpoint, ``data.resize``; an export runs at its own input size.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a .keras checkpoint")
     source.add_argument("--model", help=f"an exported model file ({', '.join(s for s in RUNNERS if s != '.keras')}) or a .keras file")
-    parser.add_argument("--config", help="experiment YAML: class names and colours, data.resize (default: the checkpoint's run config.yaml)")
+    parser.add_argument("--config", help="experiment YAML: class names and colours, data.resize (default: the run config.yaml two folders above the model file)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--palette", help="colour table: voc, camvid or a YAML/JSON file (default: the config's, else VOC's colour map)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise SegtrainError("--max-batch must be at least 1, --max-wait-ms at least 0, --max-upload-mb and --max-megapixels above 0")
     path = args.checkpoint or args.model
-    config_path = args.config or (run_config_path(args.checkpoint) if args.checkpoint else None)
+    config_path = args.config or run_config_path(path)  # an export written beside its checkpoint finds the run too
     config = load_config(config_path, args.overrides) if config_path else None
     runner = load_runner(path, config.data.resize if config is not None else None)
     if config is not None and runner.classes != config.data.num_classes:
