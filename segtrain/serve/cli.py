@@ -57,17 +57,18 @@ def run(args: argparse.Namespace) -> int:
         raise SegtrainError(f"segtrain serve needs the optional packages of the 'serve' extra ({err.name} is missing): {EXTRA_HINT}") from None
     if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise SegtrainError("--max-batch must be at least 1, --max-wait-ms at least 0, --max-upload-mb and --max-megapixels above 0")
-    path = args.checkpoint or args.model
-    config_path = args.config or run_config_path(path)  # an export written beside its checkpoint finds the run too
-    config = load_config(config_path, args.overrides) if config_path else None
-    runner = load_runner(path, config.data.resize if config is not None else None)
-    if config is not None and runner.classes != config.data.num_classes:
-        raise SegtrainError(f"{path}: model predicts {runner.classes} classes but data.num_classes is {config.data.num_classes} in {config_path}")
-    table = prediction_table(args.palette, config, runner.classes)
-    limits = Limits(int(args.max_upload_mb * 2**20), int(args.max_megapixels * 1e6), args.max_batch, args.max_wait_ms / 1000)
-    sock = _listen(args.host, args.port)
-    host, port = sock.getsockname()[:2]
-    print(f"serving {path} ({runner.name}, {runner.classes} classes) on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(runner, table, limits, args.alpha), log_level="warning"))
-    server.run(sockets=[sock])
+    sock = _listen(args.host, args.port)  # before the model loads: a busy port fails fast
+    with sock:
+        path = args.checkpoint or args.model
+        config_path = args.config or run_config_path(path)  # an export written beside its checkpoint finds the run too
+        config = load_config(config_path, args.overrides) if config_path else None
+        runner = load_runner(path, config.data.resize if config is not None else None)
+        if config is not None and runner.classes != config.data.num_classes:
+            raise SegtrainError(f"{path}: model predicts {runner.classes} classes but data.num_classes is {config.data.num_classes} in {config_path}")
+        table = prediction_table(args.palette, config, runner.classes)
+        limits = Limits(int(args.max_upload_mb * 2**20), int(args.max_megapixels * 1e6), args.max_batch, args.max_wait_ms / 1000)
+        host, port = sock.getsockname()[:2]
+        print(f"serving {path} ({runner.name}, {runner.classes} classes) on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+        server = uvicorn.Server(uvicorn.Config(create_app(runner, table, limits, args.alpha), log_level="warning"))
+        server.run(sockets=[sock])
     return 0
