@@ -20,7 +20,7 @@ PAGE = """<!doctype html>
   #status.error { color: #b00020; }
   .panels { display: flex; flex-wrap: wrap; gap: 16px; }
   figure { margin: 0; }
-  figure img { width: 320px; border: 1px solid #ccc; image-rendering: pixelated; }
+  figure img { width: 256px; border: 1px solid #ccc; image-rendering: pixelated; }
   figure img:not([src]) { visibility: hidden; }
   figcaption { color: #555; font-size: 13px; }
   #legend { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 4px 20px; max-width: 1000px; }
