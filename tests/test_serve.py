@@ -362,3 +362,6 @@ def test_predict_video_writes_the_per_image_overlays(run, tmp_path, capsys):
     assert int(cv2.VideoCapture(str(avi)).get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)
     assert cli_main(["predict", "--checkpoint", str(checkpoint), "--video", str(source), "--output", str(tmp_path / "o.gif")]) == 1
     assert "a video file ending in .avi, .mp4, .mkv" in capsys.readouterr().err
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--video", str(tmp_path / "missing.avi"), "--output", str(avi)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'missing.avi'}: cannot open the video") and err.count("\n") == 1
