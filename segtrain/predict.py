@@ -23,7 +23,7 @@ from segtrain.data.formats.images import write_prediction as write_palette_png
 from segtrain.data.formats.palette import ColorTable
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_sample
+from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_sample, published_config
 from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, write_png
 from segtrain.precision import float32_copy
 from segtrain.prediction_options import PredictOptions
@@ -111,11 +111,12 @@ def _predict_files(model, images: list[Path], config: Config | None, split: str 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint, or a folder written by `segtrain publish`")
     parser.add_argument("--input", help="an image file or a folder of images (default with --split: the split's images)")
     parser.add_argument("--video", help=f"a video file: write the overlay video to --output ({', '.join(CODECS)}), frames/s printed")
     parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png); <case>.nii.gz / <name>.npy for nifti / series configs; the video file with --video")
-    parser.add_argument("--config", help="experiment YAML: images are predicted at its data.resize, drawn in its class colours; ground truth with --split")
+    parser.add_argument("--config", help="experiment YAML: images are predicted at its data.resize, drawn in its class colours; "
+                                          "ground truth with --split (default for a published folder: its config.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--split", help="with --config: the split to predict; 2-D images also get image | truth | prediction strips")
     parser.add_argument("--palette", help="colour table: voc, camvid or a YAML/JSON file (default: the config's, else VOC's colour map)")
@@ -125,6 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.config = args.config or published_config(args.checkpoint)  # a published folder carries its config
     if args.split and not args.config:
         raise SegtrainError("--split needs --config (the dataset whose ground truth to show)")
     if args.video and (args.input or args.split):

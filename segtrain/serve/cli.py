@@ -25,7 +25,7 @@ EXTRA_HINT = 'pip install "segtrain[serve]"'
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a .keras checkpoint")
+    source.add_argument("--checkpoint", help="a .keras checkpoint, or a folder written by `segtrain publish`")
     source.add_argument("--model", help=f"an exported model file ({', '.join(s for s in RUNNERS if s != '.keras')}) or a .keras file")
     parser.add_argument("--config", help="experiment YAML: class names and colours, data.resize (default: the run config.yaml two folders above the model file)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")

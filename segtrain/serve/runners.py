@@ -20,7 +20,7 @@ import numpy as np
 from segtrain.errors import SegtrainError
 from segtrain.export.formats import export_format
 from segtrain.export.shapes import exported_input_shape
-from segtrain.inference import forward_logits, labels_at, load_checkpoint, resize_bilinear
+from segtrain.inference import checkpoint_file, forward_logits, labels_at, load_checkpoint, resize_bilinear
 from segtrain.precision import float32_copy
 
 
@@ -107,8 +107,8 @@ RUNNERS: dict[str, Callable[[Path, Sequence[int] | None], Runner]] = {
 
 
 def load_runner(path: str | Path, resize: Sequence[int] | None = None) -> Runner:
-    """The runner of the model file at ``path``, chosen by its suffix."""
-    path = Path(path)
+    """The runner of the model file at ``path`` (or a `segtrain publish` folder's model.keras), chosen by its suffix."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise SegtrainError(f"{path}: model file not found")
     loader = RUNNERS.get(path.suffix.lower())
