@@ -33,11 +33,12 @@ COMMANDS = {
     "checkerboard": ("segtrain.models.checkerboard", "score decoders' upsampling for checkerboard artifacts"),
     "publish": ("segtrain.tools.publish", "a run as a folder others load with one command (weights, config, classes, "
                 "val report, model card); optionally pushed to the Hugging Face Hub"),
+    "serve": ("segtrain.serve.cli", "serve a checkpoint or an ONNX / TFLite export over HTTP, with a page to try it"),
 }
 
 # Commands that load Keras and its backend (some only inside ``run``): the backend is checked and,
 # when it is TensorFlow, loaded up front, quietly.
-USES_KERAS = {"train", "evaluate", "predict", "export", "checkerboard", "publish"}
+USES_KERAS = {"train", "evaluate", "predict", "export", "checkerboard", "publish", "serve"}
 
 
 # argparse's messages that name a wrong word, and where the right words are: the choices it lists,

@@ -111,7 +111,7 @@ def _fixed_size(model) -> tuple[int, ...] | None:
     return tuple(int(s) for s in sizes) if all(s is not None for s in sizes) else None
 
 
-def _forward(model, batch: np.ndarray) -> np.ndarray:
+def forward_logits(model, batch: np.ndarray) -> np.ndarray:
     """Logits of ``model`` in inference mode, through the running backend's engine (``engines.inference_forward``)."""
     import keras  # Keras and its backend load on first use: `evaluate --pred-dir` needs neither
 
@@ -139,6 +139,14 @@ def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def labels_at(logits: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """uint8 class indices at ``size`` of (H, W, K) logits: their argmax, through softmax resized
+    bilinearly when the model saw another size (how a prediction at the training size comes back)."""
+    if tuple(logits.shape[:2]) != tuple(size):
+        logits = resize_bilinear(softmax(logits), tuple(size))
+    return np.argmax(logits, axis=-1).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- sliding window
@@ -174,7 +182,7 @@ def predict_logits(
         raise SegtrainError(f"expected one ({rank} spatial axes, channels) array for this model, got shape {image.shape}")
     fixed = _fixed_size(model)
     if window is None and fixed is None:
-        return _forward(model, image[None])[0]
+        return forward_logits(model, image[None])[0]
     blend = blend or ("margin" if rank == 2 else "gaussian")
     win = _window_sizes(window, rank, "--window") if window is not None else fixed
     if fixed is not None and win != fixed:
@@ -188,7 +196,7 @@ def predict_logits(
     if fixed is None:  # an any-size model never needs a window larger than the array
         win = tuple(min(w, n) for w, n in zip(win, image.shape[:-1]))
         step = tuple(min(s, w) for s, w in zip(step, win))
-    return sliding_window(lambda batch: _forward(model, batch), image, win, step, batch_size=batch_size, blend=blend)
+    return sliding_window(lambda batch: forward_logits(model, batch), image, win, step, batch_size=batch_size, blend=blend)
 
 
 def predict_probs(model, image: np.ndarray, options: PredictOptions = PredictOptions()) -> np.ndarray:

@@ -14,6 +14,7 @@ need, and costs too much for thousands of label PNGs, where a re-run repairs eve
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
@@ -125,6 +126,12 @@ def write_png(
     768-entry list, see ``palette.ColorTable.pil_palette``) an (H, W) array becomes a
     palette ('P') PNG whose pixel values are the indices themselves.
     """
+    atomic_write(path, lambda tmp: tmp.write_bytes(encode_png(image, palette=palette, compress_level=compress_level)), fsync=fsync)
+
+
+def encode_png(image: Image.Image | np.ndarray, *, palette: Sequence[int] | None = None,
+               compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """The bytes of a lossless PNG of ``image`` (as ``write_png`` takes it): for files and HTTP responses alike."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
     if palette is not None:
@@ -132,12 +139,9 @@ def write_png(
             raise ValueError(f"a palette PNG needs an index image, got mode {image.mode}")
         image = image.copy()
         image.putpalette(list(palette))  # 'L' -> 'P' without touching the values
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            image.save(fh, format="PNG", compress_level=compress_level)
-
-    atomic_write(path, write, fsync=fsync)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------- image files

@@ -4,7 +4,8 @@ Image files become palette PNGs of class indices (``<stem>.png``, drawn in the c
 colours or ``--palette``), optionally with overlays; a split is predicted the way its format
 is (2-D images at the training size, volumes and signals whole by N-D sliding windows) and
 written the way its format writes predictions (palette PNG, ``.nii.gz`` in the case's space,
-``.npy``), with image | truth | prediction strips for 2-D images.
+``.npy``), with image | truth | prediction strips for 2-D images. A video (``--video``) becomes an
+overlay video, each frame predicted as an image file is (``segtrain.video``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from segtrain.inference import load_checkpoint, num_outputs, predict_at_training
 from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, write_png
 from segtrain.precision import float32_copy
 from segtrain.prediction_options import PredictOptions
+from segtrain.video import CODECS, predict_video
 from segtrain.visualize import as_rgb, legend_entries, overlay, strip
 
 
@@ -111,7 +113,8 @@ def _predict_files(model, images: list[Path], config: Config | None, split: str 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint, or a folder written by `segtrain publish`")
     parser.add_argument("--input", help="an image file or a folder of images (default with --split: the split's images)")
-    parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png); <case>.nii.gz / <name>.npy for nifti / series configs")
+    parser.add_argument("--video", help=f"a video file: write the overlay video to --output ({', '.join(CODECS)}), frames/s printed")
+    parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png); <case>.nii.gz / <name>.npy for nifti / series configs; the video file with --video")
     parser.add_argument("--config", help="experiment YAML: images are predicted at its data.resize, drawn in its class colours; "
                                           "ground truth with --split (default for a published folder: its config.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -126,13 +129,17 @@ def run(args: argparse.Namespace) -> int:
     args.config = args.config or published_config(args.checkpoint)  # a published folder carries its config
     if args.split and not args.config:
         raise SegtrainError("--split needs --config (the dataset whose ground truth to show)")
-    if not args.input and not args.split:
-        raise SegtrainError("give --input FILE_OR_DIR, or --config with --split to predict a dataset split")
+    if args.video and (args.input or args.split):
+        raise SegtrainError("--video predicts one video; leave out --input and --split")
+    if args.video and Path(args.output).suffix.lower() not in CODECS:
+        raise SegtrainError(f"--output {args.output}: with --video, the output is a video file ending in {', '.join(CODECS)}")
+    if not args.input and not args.split and not args.video:
+        raise SegtrainError("give --input FILE_OR_DIR, --video FILE, or --config with --split to predict a dataset split")
     config = load_config(args.config, args.overrides) if args.config else None
     options = PredictOptions.from_args(args)
     images_2d = config is None or get_format(config.data.format).spatial_rank == 2
-    if not images_2d and (args.input or not args.split):
-        raise SegtrainError(f"data.format {config.data.format}: predict a split of {args.config} with --split (--input reads 2-D images)")
+    if not images_2d and (args.input or args.video or not args.split):
+        raise SegtrainError(f"data.format {config.data.format}: predict a split of {args.config} with --split (--input and --video read 2-D images)")
     model = float32_copy(load_checkpoint(args.checkpoint))  # as `segtrain evaluate`: the same masks whatever precision trained it
     classes = num_outputs(model)
     if config is not None and classes != config.data.num_classes:
@@ -140,6 +147,12 @@ def run(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: model predicts {classes} classes but data.num_classes is "
             f"{config.data.num_classes} in {args.config}"
         )
+    if args.video:
+        table = prediction_table(args.palette, config, classes)
+        resize = config.data.resize if config is not None else None
+        frames, fps = predict_video(model, args.video, args.output, table, resize, args.alpha, options)
+        print(f"wrote {frames} frame(s) to {args.output} ({fps:.2f} frames/s)")
+        return 0
     out = make_output_dir(args.output, "--output folder")
     pictures = _Pictures(out, prediction_table(args.palette, config, classes), classes, args) if images_2d else None
     if args.input:

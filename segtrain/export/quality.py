@@ -29,7 +29,7 @@ from segtrain.evaluation import evaluate
 from segtrain.export.formats import export_format
 from segtrain.export.shapes import exported_input_shape, perms
 from segtrain.export.writing import export_model
-from segtrain.inference import resize_bilinear, softmax
+from segtrain.inference import labels_at, resize_bilinear
 
 MAX_MIOU_DROP = 0.02  # default limit: 2 mIoU points below Keras on the split
 
@@ -98,7 +98,7 @@ def score_split(run: Callable[[np.ndarray], np.ndarray], config: Config, split: 
         start = time.perf_counter()
         logits = np.asarray(run(x))[0]
         times.append((time.perf_counter() - start) * 1000)
-        mask = np.argmax(resize_bilinear(softmax(logits), image.shape[:2]), axis=-1).astype(np.uint8)
+        mask = labels_at(logits, image.shape[:2])
         fmt.write_prediction(pred_dir / (sample.name + fmt.prediction_extension), mask)
     metrics = evaluate(config, split, pred_dir=pred_dir, verbose=False)
     return float(metrics["miou"]), float(np.median(times))

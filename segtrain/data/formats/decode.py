@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from PIL import ImageFile
+from PIL import Image, ImageFile
 
 from segtrain.data.formats.palette import BUILTIN_TABLES, VOID, ColorTable, is_table_file, pack_rgb, unpack_rgb
 from segtrain.errors import SegtrainError
@@ -104,10 +104,13 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     ``channels`` is ``data.channels``: 3 reads RGB, 1 grey (colour images by luminance, as
     Pillow's ``convert("L")``), 2 grey + alpha, 4 RGBA (opaque where the file has no alpha).
     """
+    return image_array(open_image(Path(path)), channels)
+
+
+def image_array(im: Image.Image, channels: int = 3) -> np.ndarray:
+    """A decoded Pillow image -> uint8 (H, W, channels), as ``read_image`` reads files (also for uploads)."""
     if channels not in _MODES:
         raise SegtrainError(f"data.channels: images have 1, 2, 3 or 4 channels, got {channels}")
-    path = Path(path)
-    im = open_image(path)
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         grey = _to_uint8(np.asarray(im))
         if channels in (2, 4):  # opaque alpha
