@@ -6,7 +6,8 @@ list of names in ``<root>/<split>.txt``, the files in ``<root>/images`` and ``<r
 ``data.band_norm`` scales them: ``{mean: [...], std: [...]}`` or ``{min: [...], max: [...]}``
 (one value per band; null: raw values). The label raster holds class indices on the image's
 grid (same size, transform and CRS; checked). Pixels that are nodata in any chosen band (the
-file's nodata value, mask band or NaN) or in the label raster are void (255) and their inputs 0.
+file's nodata value, mask band or NaN) are void (255) with inputs 0, and predicted as 255 (the
+written prediction's nodata); nodata in the label raster is void.
 
 Scenes are never decoded whole for training or ``predict``: ``open_scene`` gives windows
 (rasterio windowed reads) and a streamed, tiled, compressed uint8 GeoTIFF writer that keeps
@@ -126,17 +127,19 @@ class Scene:
         window = _rasterio().windows.Window.from_slices(rows, cols)
         with _open(self.sample.image) as ds:
             data = ds.read(list(self.data_cfg.bands), window=window, masked=True, out_dtype="float32")
-        values = np.moveaxis(np.ma.getdata(data), 0, -1)
-        valid = ~np.ma.getmaskarray(data).any(axis=0) & np.isfinite(values).all(axis=-1)
+        values = np.ma.getdata(data)  # (C, h, w), scaled in place: a band of a scene may be large
+        valid = ~np.ma.getmaskarray(data).any(axis=0) & np.isfinite(values).all(axis=0)
         offset, scale = _band_scaling(self.data_cfg)
-        image = np.where(valid[..., None], (values - offset) * scale, np.float32(0)).astype(np.float32)
+        values -= offset[:, None, None]
+        values *= scale[:, None, None]
+        values[:, ~valid] = 0
+        image = np.moveaxis(values, 0, -1)
         if self.sample.label is None:
             return Decoded(image, np.full(valid.shape, VOID, np.uint8), region=valid, meta=self.profile)
         with _open(self.sample.label) as ds:
             raw = ds.read(1, window=window, masked=True)
-        valid &= ~np.ma.getmaskarray(raw)
         labels = labels_to_classes(np.ma.filled(raw, self.data_cfg.ignore_index), self.sample.label, self.data_cfg)
-        labels[~valid] = VOID
+        labels[~valid | np.ma.getmaskarray(raw)] = VOID
         return Decoded(image, labels, region=valid, meta=self.profile)
 
     def read_rows(self, start: int, stop: int) -> Decoded:
