@@ -194,3 +194,40 @@ def test_predict_scene_peak_memory_is_a_band_not_the_scene(tmp_path):
     scene_bytes = 8192 * 1024 * 3 * 4  # the tall scene as the float32 array a whole-array prediction holds
     assert peaks[8192] < 1.25 * peaks[2048], f"peak grows with the scene: {peaks}"
     assert peaks[8192] < scene_bytes / 3, f"peak {peaks[8192] / 2**20:.0f} MiB for a {scene_bytes / 2**20:.0f} MiB scene"
+
+
+def test_whole_prediction_round_trip_and_grid_check(tmp_path):
+    from segtrain.data.formats.geotiff import read_prediction, write_prediction
+
+    _scene(tmp_path / "data")
+    config = _config(tmp_path)
+    sample = list_samples(config.data, "train")[0]
+    decoded = open_scene(sample, config.data).read(slice(0, H), slice(0, W))
+    labels = np.random.default_rng(5).integers(0, 3, (H, W)).astype(np.uint8)
+    path = write_prediction(tmp_path / "pred" / "s1.tif", labels, decoded)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["s1.tif"]  # no temporary left
+    back = read_prediction(path, sample, decoded.label, config.data)
+    np.testing.assert_array_equal(back, labels)
+    _write(tmp_path / "other.tif", labels, transform=from_origin(0.0, 0.0, 10.0, 10.0))
+    with pytest.raises(SegtrainError, match="other.tif: prediction grid differs"):
+        read_prediction(tmp_path / "other.tif", sample, decoded.label, config.data)
+
+
+@pytest.mark.slow
+def test_one_epoch_of_training_on_scene_windows_and_check_dataset(tmp_path):
+    import math
+
+    from segtrain.data.check import check_dataset
+    from segtrain.training import Trainer
+
+    _scene(tmp_path / "data")
+    config = from_dict({"data": _data(tmp_path / "data", patch=[32, 32], patches_per_case=4, patch_flip=[0, 1]),
+                        "model": {"name": "segnet_basic", "width": 4, "norm": "group"},
+                        "train": {"batch_size": 2, "epochs": 1, "mixed_precision": "none"}, "output_dir": str(tmp_path / "run")})
+    result = Trainer(config, verbose=0).fit()
+    assert math.isfinite(result["loss"]) and 0.0 <= result["miou"] <= 1.0
+    image, labels = _expected(*[np.asarray(a) for a in _scene(tmp_path / "data")], slice(None), slice(None))
+    report = check_dataset(config, "train")
+    assert report.ok and report.num_ok == 1
+    np.testing.assert_array_equal(report.class_pixels, np.bincount(labels[labels != 255].ravel(), minlength=3))
+    assert report.void_pixels == int((labels == 255).sum())

@@ -145,39 +145,43 @@ class Scene:
     def read_rows(self, start: int, stop: int) -> Decoded:
         return self.read(slice(start, stop), slice(0, self.shape[1]))
 
-    @contextlib.contextmanager
-    def prediction_writer(self, path: Path) -> Iterator[Any]:
-        """``write(first_row, rows)`` in order -> a tiled, deflate-compressed uint8 GeoTIFF at ``path``
-        with the scene's CRS and transform (255 = nodata), written in whole tile rows through a
-        temporary sibling renamed at the end (a killed run leaves no half-written file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}{TMP_SUFFIX}.tif")
-        pending: list[np.ndarray] = []
-        written = [0]
-        with _rasterio().open(tmp, "w", **self.profile) as out:
-            def flush(final: bool) -> None:
-                rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
-                keep = len(rows) if final else len(rows) // BLOCK * BLOCK
-                if keep:
-                    out.write(rows[:keep], 1, window=_rasterio().windows.Window(0, written[0], self.shape[1], keep))
-                    written[0] += keep
-                pending[:] = [rows[keep:]] if keep < len(rows) else []
+    def prediction_writer(self, path: Path) -> contextlib.AbstractContextManager:
+        return label_writer(path, self.profile)
+
+
+@contextlib.contextmanager
+def label_writer(path: Path, profile: dict) -> Iterator[Any]:
+    """``write(first_row, rows)`` in order -> a tiled, deflate-compressed uint8 GeoTIFF at ``path`` with
+    the CRS and transform of ``profile`` (255 = nodata), written in whole tile rows through a
+    temporary sibling renamed at the end (a killed run leaves no half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}.tif")
+    height, width = profile["height"], profile["width"]
+    pending, written = np.zeros((0, width), np.uint8), 0
+    try:
+        with _rasterio().open(tmp, "w", **profile) as out:
+            def flush(rows: int) -> None:
+                nonlocal pending, written
+                out.write(pending[:rows], 1, window=_rasterio().windows.Window(0, written, width, rows))
+                pending, written = pending[rows:], written + rows
 
             def write(start: int, rows: np.ndarray) -> None:
-                if start != written[0] + sum(len(r) for r in pending):
-                    raise ValueError(f"rows must arrive in order: got row {start}")
-                pending.append(np.asarray(rows, np.uint8))
-                if sum(len(r) for r in pending) >= BLOCK:
-                    flush(False)
+                nonlocal pending
+                if start != written + len(pending):
+                    raise ValueError(f"rows must arrive in order: got row {start}, expected {written + len(pending)}")
+                pending = np.concatenate([pending, np.asarray(rows, np.uint8)])
+                if len(pending) >= BLOCK:
+                    flush(len(pending) // BLOCK * BLOCK)
 
             yield write
-            if pending:
-                flush(True)
-        if written[0] != self.shape[0]:
-            tmp.unlink(missing_ok=True)
-            raise ValueError(f"wrote {written[0]} of {self.shape[0]} rows of {path}")
+            if len(pending):
+                flush(len(pending))
+        if written != height:
+            raise ValueError(f"wrote {written} of {height} rows of {path}")
         tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # an error leaves no temporary (after the rename there is none)
 
 
 def _grid(ds) -> tuple:
@@ -214,11 +218,9 @@ def read_labels(sample: GeoScene, data_cfg: DataConfig) -> np.ndarray:
 
 
 def write_prediction(path: Path, labels: np.ndarray, decoded: Decoded, colors=None) -> Path:
-    """A whole (H, W) prediction as a uint8 GeoTIFF in the scene's grid, nodata pixels 255 (``colors`` do not apply)."""
-    labels = np.where(decoded.region, labels, VOID).astype(np.uint8) if decoded.region is not None else labels
-    profile = decoded.meta
-    scene = Scene(GeoScene(Path(path).stem, Path(path)), None, (profile["height"], profile["width"]), profile)
-    with scene.prediction_writer(path) as write:
+    """A whole (H, W) prediction as a uint8 GeoTIFF with the scene's CRS and transform (``colors`` do not apply);
+    ``predict`` streams scenes through ``label_writer`` instead, with nodata pixels 255."""
+    with label_writer(path, {**decoded.meta, "height": labels.shape[0], "width": labels.shape[1]}) as write:
         write(0, labels)
     return Path(path)
 
@@ -228,9 +230,11 @@ def read_prediction(path: Path, sample: GeoScene, truth: np.ndarray, data_cfg: D
     with _open(path) as ds:
         pred = ds.read(1)
         grid = _grid(ds)
+    if pred.shape != truth.shape:
+        raise SegtrainError(f"{path}: prediction has shape {pred.shape} but the ground truth {truth.shape}; predict the whole scene")
     with _open(sample.image) as ds:
         if grid != _grid(ds):
-            raise SegtrainError(f"{path}: prediction grid differs from scene {sample.image.name} (size, CRS or transform); write it on the scene's grid")
+            raise SegtrainError(f"{path}: prediction grid differs from scene {sample.image.name} (CRS or transform); write it on the scene's grid")
     return integer_prediction(path, pred)
 
 
