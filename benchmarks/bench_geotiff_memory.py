@@ -118,13 +118,14 @@ def main() -> None:
     print(f"ratio (segtrain above base) / (whole uint8 read above base): {ratio:.3f}; prediction on the source grid: {same_grid}, tiled uint8: {tiled}")
     figures = {"size": args.size, "window": args.window, "repeats": args.repeats, "scene_write_s": write_s, "scene_file_mib": scene_mib,
                "prediction_file_mib": pred_mib, "scene_in_memory_mib": in_memory, "medians": med, "above_base_mib": above,
-               "ratio_segtrain_over_whole_read": ratio, "same_grid": same_grid, "tiled_uint8": tiled, "runs": runs}
+               "ratio_segtrain_over_whole_read": ratio, "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__, "same_grid": same_grid, "tiled_uint8": tiled, "runs": runs}
     table = ["| | peak RSS (MiB) | above Keras + model (MiB) | seconds |", "|---|---:|---:|---:|",
              *(f"| {mode} | {med[mode]['peak_mib']:.0f} | {above[mode]:.0f} | {med[mode]['seconds']:.1f} |" for mode in runs)]
     notes = [f"Scene {args.size} x {args.size} x 3 bands uint8: {in_memory['uint8']:.0f} MiB in memory, {in_memory['float32']:.0f} MiB as the "
              f"float32 array a whole-array prediction takes as input. segtrain: predict_scene, windows {args.window} (stride = window, "
              "margin blend), streamed into a tiled deflate uint8 GeoTIFF; baseline: rasterio reading the scene whole (uint8).",
-             f"Ratio (segtrain above base) / (baseline above base): {ratio:.3f}. Prediction on the source CRS/transform: {same_grid}."]
+             f"Ratio (segtrain above base) / (baseline above base): {ratio:.3f}. Prediction on the source CRS/transform: {same_grid}.",
+             f"rasterio {rasterio.__version__}, GDAL {rasterio.__gdal_version__}; both figures include GDAL's block cache (default 5 % of RAM)."]
     write_results("geotiff_memory", figures, table, notes)
 
 

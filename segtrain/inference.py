@@ -245,14 +245,14 @@ def predict_scene(model, scene, data_cfg, write: Callable[[int, np.ndarray], Non
         raise SegtrainError(f"--tta and --scales apply to 2-D images; data.format {data_cfg.format} is predicted without them")
     window = options.window if options.window is not None else data_cfg.patch
     if window is None and _fixed_size(model) is None:
-        raise SegtrainError(f"{scene.sample.image}: a scene is predicted window by window; give --window (or data.patch in the config)")
+        raise SegtrainError("--window: a scene is predicted window by window; give --window N (or data.patch in the config)")
     win, step, blend = _windows(model, scene.shape, window, options.stride, options.blend)
     if any(w > n for w, n in zip(win, scene.shape)):
-        raise SegtrainError(f"{scene.sample.image}: scene {format_size(scene.shape)} is smaller than the model's fixed input {format_size(win)}")
+        raise SegtrainError(f"--window {format_size(win)}: the model's fixed input is larger than the {format_size(scene.shape)} scene")
     valid: dict[int, np.ndarray] = {}  # where each band of rows read has data, by first row
 
     def read_rows(start: int, stop: int) -> np.ndarray:
-        decoded = scene.read_rows(start, stop)
+        decoded = scene.read(slice(start, stop), slice(0, scene.shape[1]))
         valid[start] = decoded.region
         return decoded.image
 

@@ -142,9 +142,6 @@ class Scene:
         labels[~valid | np.ma.getmaskarray(raw)] = VOID
         return Decoded(image, labels, region=valid, meta=self.profile)
 
-    def read_rows(self, start: int, stop: int) -> Decoded:
-        return self.read(slice(start, stop), slice(0, self.shape[1]))
-
     def prediction_writer(self, path: Path) -> contextlib.AbstractContextManager:
         return label_writer(path, self.profile)
 
