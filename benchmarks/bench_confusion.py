@@ -16,6 +16,7 @@ import os
 import time
 
 import numpy as np
+from results_file import write_results  # benchmarks/results_file.py (sets up the segtrain import path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -80,6 +81,14 @@ def main() -> None:
     print(f"{'tool':<15} {'median s':>9} {'MP/s':>9} {'segtrain speed-up':>18}")
     for name, seconds in results.items():
         print(f"{name:<15} {seconds:>9.3f} {megapixels / seconds:>9.1f} {seconds / results['segtrain']:>17.1f}x")
+    mps = {name: megapixels / seconds for name, seconds in results.items()}
+    speedup = {name: seconds / results["segtrain"] for name, seconds in results.items()}
+    write_results("confusion", {"megapixels": megapixels, "median_s": results, "mp_per_s": mps,
+                                "segtrain_speedup": speedup, "runs_s": times},
+                  ["| tool | median s | MP/s | segtrain speed-up |", "|---|---|---|---|",
+                   *[f"| {n} | {results[n]:.3f} | {mps[n]:.1f} | {speedup[n]:.1f}x |" for n in results]],
+                  [f"{COUNT} label maps {HEIGHT}x{WIDTH}, {NUM_CLASSES} classes, median of {args.repeats} interleaved runs; "
+                   "all three confusion matrices equal."])
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segtrain.data.formats import palette as pal  # noqa: E402
 from segtrain.tools.convert_labels import convert_labels  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 CAMVID_ANNOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid" / "trainannot"
 
@@ -116,6 +117,20 @@ def main() -> None:
         print(f"  strict floor: decode RGB + encode index output  {n / t_strict:7.1f}")
         print(f"  convert-labels rgb-to-index (palette PNG)       {n / t_project:7.1f}   "
               f"({t_floor / t_project:.2f}x floor, target >= 0.7x; {t_strict / t_project:.2f}x strict floor)")
+        figures = {"files": n, "megapixels": megapixels, "lookup_mp_per_s": megapixels / t_lookup,
+                   "naive_mp_per_s": megapixels / t_naive, "lookup_speedup": t_naive / t_lookup,
+                   "floor_files_per_s": n / t_floor, "strict_floor_files_per_s": n / t_strict,
+                   "convert_files_per_s": n / t_project, "convert_vs_floor": t_floor / t_project,
+                   "convert_vs_strict_floor": t_strict / t_project}
+    write_results("convert_labels", figures, [
+        "| what | segtrain | baseline | ratio |", "|---|---|---|---|",
+        f"| colour lookup | {figures['lookup_mp_per_s']:.1f} MP/s | naive per-class loop {figures['naive_mp_per_s']:.1f} MP/s "
+        f"| {figures['lookup_speedup']:.1f}x |",
+        f"| label conversion end to end | {figures['convert_files_per_s']:.1f} files/s | decode + re-encode floor "
+        f"{figures['floor_files_per_s']:.1f} files/s (strict {figures['strict_floor_files_per_s']:.1f}) "
+        f"| {figures['convert_vs_floor']:.2f}x ({figures['convert_vs_strict_floor']:.2f}x strict) |"],
+        [f"{n} CamVid annotations colourised to RGB ({w}x{h}), PNG compress_level={args.compress_level}, "
+         f"median of {args.repeats}."])
 
 
 if __name__ == "__main__":

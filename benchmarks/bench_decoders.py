@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from segtrain.models import DECODERS, build_model
 from segtrain.models.checkerboard import block_score
+from results_file import write_results  # benchmarks/results_file.py
 
 
 def step_seconds(model, images, labels, repeats: int) -> float:
@@ -69,6 +70,12 @@ def main() -> None:
     print(f"{'decoder':<13}{'params':>11}{'fwd+bwd s/img':>15}{'vs unpool':>11}{'checkerboard':>14}")
     for decoder, params, seconds, score in rows:
         print(f"{decoder:<13}{params:>11,}{seconds:>15.3f}{seconds / base:>10.2f}x{score:>14.2e}")
+    write_results("decoders", {d: {"params": p, "fwd_bwd_s_per_image": t, "vs_unpool": t / base, "checkerboard": c}
+                               for d, p, t, c in rows},
+                  ["| decoder | parameters | fwd+bwd s/image | vs unpool | checkerboard score |", "|---|---|---|---|---|",
+                   *[f"| `{d}` | {p:,} | {t:.2f} | {t / base:.2f}x | {c:.2g} |" for d, p, t, c in rows]],
+                  [f"SegNet-Basic width {args.width}, {args.size[0]}x{args.size[1]}, batch {args.batch}, median of "
+                   f"{args.repeats}; checkerboard score over {args.trials} random initialisations (x2, k=7 stage)."])
 
 
 if __name__ == "__main__":

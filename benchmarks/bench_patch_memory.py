@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from results_file import write_results  # benchmarks/results_file.py
+
 CASES = ["train/brats_2013_pat0005_1", "train/brats_2013_pat0006_1", "validation/brats_2013_pat0003_1"]
 CHANNELS = ["Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz"]
 
@@ -67,15 +69,24 @@ def main() -> None:
     parser.add_argument("--cached-cases", type=int, default=2, help="data.cached_cases (1: one decoded case at a time)")
     args = parser.parse_args()
     root = Path(args.root).resolve()
+    runs, table = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             rows = {n: measure(root, n, Path(tmp), args.cached_cases) for n in (1, 3, 9)}
+            runs.append(rows)
+            table += [f"| {repeat + 1} | {n} | {r['peak_rss_mib']:.0f} | {r['patches']} | {r['epoch_s']:.1f} | "
+                      f"{r['raw_load_s']:.1f} | {r['epoch_s'] / r['raw_load_s']:.2f} |" for n, r in rows.items()]
             for n, r in rows.items():
                 print(f"run {repeat + 1}: {n} case(s): peak RSS {r['peak_rss_mib']:.0f} MiB, {r['patches']} patches in "
                       f"{r['epoch_s']:.1f} s ({r['patches'] / r['epoch_s']:.2f} patches/s); nibabel raw load of the same "
                       f"files {r['raw_load_s']:.1f} s; ratio epoch/raw load {r['epoch_s'] / r['raw_load_s']:.2f}")
             print(f"run {repeat + 1}: peak RSS 3 cases / 1 case = {rows[3]['peak_rss_mib'] / rows[1]['peak_rss_mib']:.2f}, "
                   f"9 cases / 3 cases = {rows[9]['peak_rss_mib'] / rows[3]['peak_rss_mib']:.2f}")
+    write_results("patch_memory", {"cached_cases": args.cached_cases, "runs": runs},
+                  ["| run | cases | peak RSS MiB | patches | epoch s | nibabel raw load s | epoch / raw load |",
+                   "|---|---|---|---|---|---|---|", *table],
+                  ["NumpyLoader patch epoch (4 patches of 64^3 per case) in a fresh subprocess per row; "
+                   f"data.cached_cases {args.cached_cases}."])
 
 
 if __name__ == "__main__":

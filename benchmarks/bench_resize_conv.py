@@ -28,6 +28,7 @@ import tensorflow as tf
 from segtrain.losses import MaskedCrossEntropy
 from segtrain.models import build_model
 from segtrain.models.upsampling import ResizeConv
+from results_file import write_results  # benchmarks/results_file.py
 
 METHODS = ("naive", "subpixel")
 
@@ -94,12 +95,17 @@ def train_step_function(model: keras.Model):
     return step
 
 
-def report(title: str, rows: dict[str, dict[str, tuple[float, float]]], max_diff: float) -> None:
+def report(title: str, rows: dict[str, dict[str, tuple[float, float]]], max_diff: float) -> list[str]:
+    """Print the rows and return them as markdown table rows (for the results file)."""
     print(f"\n{title}   (max |naive - subpixel| output: {max_diff:.2e})")
     print(f"{'':<22}{'naive wall':>11}{'sub wall':>10}{'ratio':>8}{'naive cpu':>11}{'sub cpu':>9}{'ratio':>8}")
+    table = []
     for what, by_method in rows.items():
         (nw, nc), (sw, sc) = by_method["naive"], by_method["subpixel"]
         print(f"{what:<22}{nw:>10.3f}s{sw:>9.3f}s{nw / sw:>7.2f}x{nc:>10.3f}s{sc:>8.3f}s{nc / sc:>7.2f}x")
+        table.append(f"| {title}: {what} | {nw:.2f} s | {sw:.2f} s | {nw / sw:.2f}x | {nc:.2f} s | {sc:.2f} s "
+                     f"| {nc / sc:.2f}x | {max_diff:.1e} |")
+    return table
 
 
 def main() -> None:
@@ -136,11 +142,19 @@ def main() -> None:
         rows["forward"][m] = timed(fwd, (x,), args.repeats)
         rows["forward+backward"][m] = timed(fwd_bwd, (x, cot), args.repeats)
     diff = float(np.abs(outputs["naive"] - outputs["subpixel"]).max())
-    report(f"ResizeConv {c}->{c}, k={args.kernel}, {h}x{w} -> {2 * h}x{2 * w}, batch {args.batch}", rows, diff)
+    table = report(f"ResizeConv {c}->{c}, k={args.kernel}, {h}x{w} -> {2 * h}x{2 * w}, batch {args.batch}", rows, diff)
+    figures = {"layer": {what: {m: {"wall_s": t[0], "cpu_s": t[1]} for m, t in r.items()} for what, r in rows.items()}}
     del outputs
 
-    if args.skip_model:
-        return
+    if not args.skip_model:
+        table += model_step(args, rng, figures)
+    write_results("resize_conv", figures, [
+        "| what | naive wall | sub-pixel wall | ratio | naive CPU | sub-pixel CPU | ratio | max abs output diff |",
+        "|---|---|---|---|---|---|---|---|", *table], [f"{device}, median of {args.repeats}."])
+
+
+def model_step(args, rng, figures: dict) -> list[str]:
+    """A whole SegNet-Basic (resize_conv) training step, naive vs sub-pixel; adds to ``figures``."""
     # 2. a whole SegNet-Basic training step
     base = build_model("segnet_basic", args.classes, (*args.size, 3), decoder="resize_conv")
     models = {m: with_method(base, m) for m in METHODS}
@@ -151,8 +165,9 @@ def main() -> None:
     rows = {"train step": {}}
     for m in METHODS:
         rows["train step"][m] = timed(train_step_function(models[m]), (images, labels), args.repeats)
-    report(f"SegNet-Basic (resize_conv) training step, {args.size[0]}x{args.size[1]}, batch {args.model_batch}",
-           rows, diff)
+    figures["train_step"] = {m: {"wall_s": t[0], "cpu_s": t[1]} for m, t in rows["train step"].items()}
+    return report(f"SegNet-Basic (resize_conv) training step, {args.size[0]}x{args.size[1]}, batch {args.model_batch}",
+                  rows, diff)
 
 
 if __name__ == "__main__":

@@ -28,14 +28,16 @@ COMMANDS = {
     "check-dataset": ("segtrain.data.check", "scan a dataset split and report every bad file"),
     "evaluate": ("segtrain.evaluation", "mIoU, per-class IoU and confusion matrix of a checkpoint or a folder of predictions"),
     "predict": ("segtrain.predict", "write palette-PNG predictions of a checkpoint for images"),
-    "convert-labels": ("segtrain.tools.convert_labels", "convert label PNGs between RGB colour, palette and raw index forms"),
+    "convert-labels": ("segtrain.tools.convert_labels", "convert label PNGs between RGB colour, palette and raw index forms; import labelme, COCO and CVAT annotations"),
     "export": ("segtrain.export.cli", "export a checkpoint to SavedModel or ONNX and check parity"),
     "checkerboard": ("segtrain.models.checkerboard", "score decoders' upsampling for checkerboard artifacts"),
+    "publish": ("segtrain.tools.publish", "a run as a folder others load with one command (weights, config, classes, "
+                "val report, model card); optionally pushed to the Hugging Face Hub"),
 }
 
 # Commands that load Keras and its backend (some only inside ``run``): the backend is checked and,
 # when it is TensorFlow, loaded up front, quietly.
-USES_KERAS = {"train", "evaluate", "predict", "export", "checkerboard"}
+USES_KERAS = {"train", "evaluate", "predict", "export", "checkerboard", "publish"}
 
 
 # argparse's messages that name a wrong word, and where the right words are: the choices it lists,

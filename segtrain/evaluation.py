@@ -27,7 +27,7 @@ from segtrain.data.formats import get_format
 from segtrain.data.formats.decode import class_names
 from segtrain.data.formats.splits import list_samples, split_name
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_sample
+from segtrain.inference import load_checkpoint, num_outputs, predict_sample, published_config
 from segtrain.io_utils import atomic_write, progress, write_json
 from segtrain.metrics import ConfusionMatrix, format_groups, format_table, group_metrics
 from segtrain.prediction_options import PredictOptions
@@ -244,10 +244,11 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="experiment YAML (dataset, classes)")
+    parser.add_argument("--config", help="experiment YAML (dataset, classes); default for a folder written by "
+                                          "`segtrain publish`: its config.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a .keras checkpoint to evaluate")
+    source.add_argument("--checkpoint", help="a .keras checkpoint to evaluate, or a folder written by `segtrain publish`")
     source.add_argument("--pred-dir", help="a folder of predictions named <sample>.png (palette or grey), <case>.nii.gz (nifti) or <name>.npy (series)")
     parser.add_argument("--groups", help="label groups scored as binary classes, e.g. whole=1,2,3,4;core=1,3,4;enhancing=4 (default: evaluate.groups)")
     parser.add_argument("--split", default="val", help="train, val or a split name (default: val)")
@@ -259,7 +260,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
+    config_path = args.config or (published_config(args.checkpoint) if args.checkpoint else None)
+    if config_path is None:
+        raise SegtrainError("--config: required (the dataset to score on); only a folder written by `segtrain publish` "
+                            "brings its own")
+    config = load_config(config_path, args.overrides)
     options = PredictOptions.from_args(args)
     if args.pred_dir and not options.plain:
         raise SegtrainError("--tta, --scales, --window, --stride and --blend apply to --checkpoint; --pred-dir scores finished predictions")

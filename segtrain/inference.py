@@ -31,23 +31,28 @@ from segtrain.labels import VOID
 from segtrain.prediction_options import PredictOptions, WindowSize
 from segtrain.sliding_window import sliding_window, sliding_window_rows
 
+# A folder written by `segtrain publish` (segtrain.tools.publish) holds these; --checkpoint accepts the folder.
+PUBLISHED_MODEL = "model.keras"
+PUBLISHED_CONFIG = "config.yaml"
+
 
 # ---------------------------------------------------------------- checkpoint and forward pass
 def load_checkpoint(path: str | Path):
     """A ``.keras`` checkpoint loaded with plain ``keras.models.load_model`` (no compile).
 
-    The one loader of evaluate, predict and export. A missing file and a corrupt one get
-    different messages (Keras itself says "File not found" for both).
+    The one loader of evaluate, predict and export; ``path`` may also be a folder written by
+    `segtrain publish` (its ``model.keras``). A missing file and a corrupt one get different
+    messages (Keras itself says "File not found" for both).
     """
     import keras  # Keras and its backend load on first use: `evaluate --pred-dir` needs neither
 
     import segtrain.models  # noqa: F401  (registers the zoo's custom layers; imports Keras)
 
-    path = Path(path)
+    path = checkpoint_file(path)
     if not path.is_file():
         raise SegtrainError(
             f"{path}: checkpoint not found; pass a .keras file written by `segtrain train`, "
-            "such as runs/<name>/checkpoints/best.keras"
+            "such as runs/<name>/checkpoints/best.keras, or a folder written by `segtrain publish`"
         )
     if not zipfile.is_zipfile(path):
         raise SegtrainError(
@@ -70,8 +75,28 @@ def load_checkpoint(path: str | Path):
         ) from None
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The ``.keras`` file ``path`` names: itself, or a published folder's ``model.keras``."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if not (path / PUBLISHED_MODEL).is_file():
+        raise SegtrainError(f"{path}: a folder without {PUBLISHED_MODEL}; pass a .keras checkpoint or a folder "
+                            "written by `segtrain publish`")
+    return path / PUBLISHED_MODEL
+
+
+def published_config(checkpoint: str | Path) -> Path | None:
+    """The ``config.yaml`` of a folder written by `segtrain publish` (None for a checkpoint file)."""
+    path = Path(checkpoint) / PUBLISHED_CONFIG
+    return path if Path(checkpoint).is_dir() and path.is_file() else None
+
+
 def run_config_path(checkpoint: str | Path) -> Path | None:
-    """The ``config.yaml`` of the run a checkpoint belongs to (``<run>/checkpoints/x.keras``), if it is there."""
+    """The ``config.yaml`` of the run a checkpoint belongs to (``<run>/checkpoints/x.keras``) or of a
+    published folder, if it is there."""
+    if Path(checkpoint).is_dir():
+        return published_config(checkpoint)
     path = Path(checkpoint).resolve().parent.parent / "config.yaml"
     return path if path.is_file() else None
 

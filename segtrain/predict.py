@@ -26,7 +26,7 @@ from segtrain.data.formats.images import write_prediction as write_palette_png
 from segtrain.data.formats.palette import ColorTable
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_sample, predict_scene
+from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_sample, predict_scene, published_config
 from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, write_png
 from segtrain.precision import float32_copy
 from segtrain.prediction_options import PredictOptions
@@ -118,11 +118,12 @@ def _predict_files(model, images: list[Path], config: Config | None, split: str 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint")
+    parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint, or a folder written by `segtrain publish`")
     parser.add_argument("--input", help="an image file or a folder of images; with a nifti / series / geotiff --config: a case folder or file, "
                                         "a signal file, a GeoTIFF, or a folder of them (default with --split: the split)")
     parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png); <case>.nii.gz / <name>.npy / <name>.tif for nifti / series / geotiff configs")
-    parser.add_argument("--config", help="experiment YAML: images are predicted at its data.resize, drawn in its class colours; ground truth with --split")
+    parser.add_argument("--config", help="experiment YAML: images are predicted at its data.resize, drawn in its class colours; "
+                                          "ground truth with --split (default for a published folder: its config.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--split", help="with --config: the split to predict; 2-D images also get image | truth | prediction strips")
     parser.add_argument("--palette", help="colour table: voc, camvid or a YAML/JSON file (default: the config's, else VOC's colour map)")
@@ -132,6 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.config = args.config or published_config(args.checkpoint)  # a published folder carries its config
     if args.split and not args.config:
         raise SegtrainError("--split needs --config (the dataset whose ground truth to show)")
     if not args.input and not args.split:

@@ -16,6 +16,22 @@ from typing import TextIO
 from segtrain.io_utils import Progress
 
 
+# run.log's lines naming the command that started or resumed a run and where it ran (segtrain publish reads them).
+COMMAND_NOTE = "command: "
+CWD_NOTE = "working directory: "
+
+
+def read_notes(run_dir: str | Path, prefix: str) -> list[str]:
+    """The text after ``prefix`` of every ``run.log`` line that has it, oldest first (none without a run.log)."""
+    try:
+        lines = (Path(run_dir) / "run.log").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    # A line is '<date> <time> <text>'.
+    texts = [line.split(" ", 2)[2] if line.count(" ") >= 2 else "" for line in lines]
+    return [text[len(prefix):] for text in texts if text.startswith(prefix)]
+
+
 def append_note(run_dir: str | Path, text: str) -> None:
     """Append a timestamped line to ``run.log`` (run facts that are not per-epoch numbers)."""
     folder = Path(run_dir)

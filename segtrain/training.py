@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -61,7 +62,7 @@ from segtrain.precise_bn import precise_bn_for  # noqa: E402
 from segtrain.precision import Float32Mirror, resolve_policy  # noqa: E402
 from segtrain.io_utils import remove_stale_temporaries, write_json  # noqa: E402
 from segtrain.run_lock import RunLock  # noqa: E402
-from segtrain.run_log import ConsoleLog  # noqa: E402
+from segtrain.run_log import COMMAND_NOTE, CWD_NOTE, ConsoleLog  # noqa: E402
 from segtrain.schedules import build_schedule  # noqa: E402
 from segtrain.weight_average import WeightAverage  # noqa: E402
 from segtrain.tracking.tracker import RunTracker  # noqa: E402
@@ -193,11 +194,13 @@ class Trainer:
         loss_fn: replaces ``train.loss`` and ``train.class_weights``: a ``segtrain.losses.SegmentationLoss``,
             or ``(masks, logits) -> scalar`` taken as the mean loss of a replica's batch.
         verbose: 0 silent, 1 progress (a bar on a terminal) and epoch summaries.
+        command: the command line that started (or resumed) the run, noted in ``run.log`` with its working
+            directory (`segtrain publish` puts it in the model card).
     """
 
     def __init__(self, config: Config, *, model_fn: ModelFn | None = None, dataset_fn: DatasetFn | None = None,
                  callbacks: list | None = None, strategy=None,
-                 loss_fn: Callable | None = None, verbose: int = 1):
+                 loss_fn: Callable | None = None, verbose: int = 1, command: str | None = None):
         self.config = config
         self.model_fn = model_fn or _default_model
         self.dataset_fn = dataset_fn or _default_dataset
@@ -206,6 +209,7 @@ class Trainer:
         self._strategy = strategy
         self.loss_fn = loss_fn
         self.verbose = verbose
+        self.command = command
         self.run_dir = Path(config.output_dir)
         self.store = CheckpointStore(self.run_dir)
         self.model: keras.Model | None = None
@@ -262,6 +266,9 @@ class Trainer:
         if micro > 1:
             facts += (f"; effective batch {micro * cfg.train.batch_size} ({micro} micro-batches of "
                       f"{cfg.train.batch_size} per optimizer update)")
+        if self.command:
+            self.log.note(f"{COMMAND_NOTE}{self.command}")
+            self.log.note(f"{CWD_NOTE}{Path.cwd()}")
         self.log.note(f"{facts}; dtype policy {policy} ({why}); validation in float32")
         self.console = ConsoleLog(enabled=bool(self.verbose and self.chief))
         if self.verbose and self.chief:
@@ -531,7 +538,7 @@ def run(args: argparse.Namespace) -> int:
         return launch_local_workers(args.workers, argv + (["--resume"] if args.resume else []))
     config = load_config(args.config, args.overrides)
     try:
-        train(config, resume=args.resume)
+        train(config, resume=args.resume, command=shlex.join(["segtrain", "train", *args.argv]))
     except TrainingInterrupted as err:
         print(f"\n{err}", file=sys.stderr)
         return err.exit_code

@@ -335,6 +335,28 @@ def test_export_of_a_corrupt_checkpoint_says_so(tmp_path, capsys):
     assert "corrupt or unreadable" in capsys.readouterr().err
 
 
+def test_a_bf16_trained_checkpoint_exports_in_float32_and_matches(tmp_path, capsys):
+    """`mixed_precision: auto` trains in bf16 on a CPU with avx512_bf16; its checkpoint must still export."""
+    onnxruntime = need_module("onnxruntime")
+    from segtrain.precision import float32_copy
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = build_model("segnet_basic", 3, (None, None, 3), decoder="resize_conv", norm="group", width=4)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert model.layers[-1].compute_dtype == "bfloat16"
+    model.save(tmp_path / "best.keras")
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "best.keras"), "--format", "onnx", "--size", "32x32"]) == 0
+    assert "ok" in capsys.readouterr().out  # the parity check ran against the float32 twin
+    x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    session = onnxruntime.InferenceSession(str(tmp_path / "best.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, np.asarray(float32_copy(model)(x)), atol=1e-4)
+
+
 def test_parity_fails_on_real_images_where_random_ones_pass(quickstart_run, tmp_path):
     # An export that differs from the Keras model only on smooth images (local variance below
     # ~1000 in a 5x5 window: real photos, never uniform noise) passes a check on random
@@ -358,20 +380,20 @@ def test_parity_fails_on_real_images_where_random_ones_pass(quickstart_run, tmp_
     assert all(r.agreement < 0.5 for r in report.results), report.summary()
 
 
-def test_parity_rule_for_max_unpooling_tolerates_rare_near_tie_flips_only():
+def test_parity_rule_for_max_unpooling_judges_the_masks_only():
     from segtrain.export import ParityReport, RuntimeParity
 
     def report(r, unpool):
-        return ParityReport(Path("m.onnx"), "onnx", [r], atol=1e-4, min_agreement=0.9999, images=4, scale=10.0,
+        return ParityReport(Path("m.onnx"), "onnx", [r], atol=1e-4, min_agreement=0.9999, images=4, scale=1.0,
                             index_unpooling=unpool)
 
-    flipped = RuntimeParity("onnxruntime", max_abs_diff=0.6, agreement=0.99998, pixels=10**6, share_over=2e-5)
-    assert report(flipped, unpool=True).ok  # a few displaced values: inherent to index unpooling
+    # Near-tie flips displace values across a share of the logits that depends on the images
+    # (0.0 % to 1.9 % in benchmarks/results/*export_parity*.md), so only the masks are judged.
+    flipped = RuntimeParity("onnxruntime", max_abs_diff=0.6, agreement=0.99998, pixels=10**6, share_over=2e-2)
+    assert report(flipped, unpool=True).ok
     assert not report(flipped, unpool=False).ok  # a continuous decoder must match everywhere
-    widespread = RuntimeParity("opencv", max_abs_diff=0.6, agreement=0.99998, pixels=10**6, share_over=3e-3)
-    assert not report(widespread, unpool=True).ok  # more than near-tie flips: a real mismatch
-    disagreeing = RuntimeParity("opencv", max_abs_diff=0.6, agreement=0.9990, pixels=10**6, share_over=1e-5)
-    assert not report(disagreeing, unpool=True).ok
+    disagreeing = RuntimeParity("opencv", max_abs_diff=0.6, agreement=0.9998, pixels=10**6, share_over=1e-5)
+    assert not report(disagreeing, unpool=True).ok  # masks differ on more than 0.01 % of the pixels
     assert "max-unpooling model" in report(flipped, unpool=True).summary()
 
 

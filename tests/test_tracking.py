@@ -5,6 +5,7 @@ resume that continues the same MLflow and W&B runs, and a tracking server that i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -34,7 +35,7 @@ PICTURE_TAGS = ("val/confusion_matrix", "val/prediction_0", "val/prediction_1")
 
 # A tiny run in a fresh process (any backend): a 3x3 conv on 16x16 NumPy batches, as in test_training.
 TRAIN = textwrap.dedent('''
-    import json, sys
+    import json, os, signal, sys
     import keras, numpy as np
     from segtrain.config import from_dict
     from segtrain.training import Trainer
@@ -58,7 +59,13 @@ TRAIN = textwrap.dedent('''
                                   "optimizer": {"name": "adam", "learning_rate": 0.02}},
                         "runtime": {"loggers": args["loggers"], "mlflow_uri": args.get("uri"), "experiment": "tiny"},
                         "output_dir": args["dir"] + "/run"})
-    Trainer(config, model_fn=model_fn, dataset_fn=dataset_fn, verbose=0).fit(resume=args.get("resume", False))
+    class ServerGoesDown(keras.callbacks.Callback):  # kills the tracking server's process group mid-run
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == args.get("server_dies_after_epoch"):
+                os.killpg(args["server_group"], signal.SIGKILL)
+
+    Trainer(config, model_fn=model_fn, dataset_fn=dataset_fn, callbacks=[ServerGoesDown()],
+            verbose=0).fit(resume=args.get("resume", False))
     print(json.dumps({"tensorflow_loaded": "tensorflow" in sys.modules}))
 ''')
 
@@ -131,6 +138,13 @@ def test_tensorboard_scalars_and_images_read_back(tmp_path, backend):
 @pytest.fixture
 def mlflow_server(tmp_path):
     """``mlflow server`` on a free 127.0.0.1 port with a SQLite store; its URI once it answers."""
+    with serve_mlflow(tmp_path) as (uri, _):
+        yield uri
+
+
+@contextlib.contextmanager
+def serve_mlflow(tmp_path):
+    """(URI, process group) of an ``mlflow server`` with a SQLite store, once it answers; killed on exit."""
     need_module("mlflow", "mlflow")
     port = free_port()
     log = open(tmp_path / "mlflow-server.log", "wb")  # a file, not a pipe nobody drains
@@ -149,9 +163,10 @@ def mlflow_server(tmp_path):
                 if server.poll() is not None or time.time() > deadline:
                     pytest.fail(f"mlflow server did not start: {(tmp_path / 'mlflow-server.log').read_text()[-2000:]}")
                 time.sleep(0.5)
-        yield uri
+        yield uri, server.pid
     finally:  # the server's whole process group: uvicorn and MLflow's job runner outlive a killed parent
-        os.killpg(server.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # (a test may have killed it already)
+            os.killpg(server.pid, signal.SIGKILL)
         server.wait()
         log.close()
 
@@ -291,6 +306,43 @@ def test_a_tracking_server_down_or_refusing_is_one_warning_line_and_training_goe
     assert warnings[0].endswith("tracking to mlflow is off for this run, training goes on")
     assert len(csv_rows(tmp_path / "run")) == EPOCHS  # no epoch lost
     assert "tracking to mlflow is off" in (tmp_path / "run" / "run.log").read_text()
+
+
+def _one_warning(report: dict, logger: str) -> str:
+    lines = [line for line in report["stderr"].splitlines() if logger in line.lower()]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {logger}: "), report["stderr"][-2000:]
+    assert lines[0].endswith(f"tracking to {logger} is off for this run, training goes on")
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_goes_down_mid_run_is_one_warning_line_and_no_epoch_is_lost(tmp_path):
+    with serve_mlflow(tmp_path) as (uri, group):
+        report = train(tmp_path, ["csv", "mlflow"], uri=uri, epochs=3, server_group=group, server_dies_after_epoch=1)
+    _one_warning(report, "mlflow")  # the first epoch's metrics could not be sent: the logger is dropped there
+    assert [int(row["epoch"]) for row in csv_rows(tmp_path / "run")] == [1, 2, 3]
+    state = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 3 and state["done"] and (tmp_path / "run" / "checkpoints" / "best.keras").is_file()
+
+
+def _noted_at(run_dir: Path, text: str) -> float:
+    """When run.log noted the first line containing ``text`` (seconds since the epoch)."""
+    line = next(line for line in (run_dir / "run.log").read_text().splitlines() if text in line)
+    return time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+
+
+@pytest.mark.slow
+def test_wandb_online_with_its_server_down_costs_seconds_and_one_warning_line(tmp_path):
+    need_module("wandb", "wandb")
+    from segtrain.tracking.wandb_run import INIT_TIMEOUT_S
+
+    down = {"WANDB_MODE": "online", "WANDB_BASE_URL": f"http://127.0.0.1:{free_port()}", "WANDB_API_KEY": "0" * 40}
+    report = train(tmp_path, ["csv", "wandb"], env=down)
+    _one_warning(report, "wandb")
+    assert len(csv_rows(tmp_path / "run")) == EPOCHS  # no epoch lost
+    run = tmp_path / "run"
+    # From the tracker opening its loggers (the versions note) to the warning: W&B's init timeout, not its default 90 s.
+    assert _noted_at(run, "tracking to wandb is off") - _noted_at(run, "version.segtrain") <= INIT_TIMEOUT_S + 20
 
 
 def test_an_unknown_logger_is_one_line_with_the_closest_name(tmp_path):

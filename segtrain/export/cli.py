@@ -86,7 +86,9 @@ def run(args) -> int:
 
     if keras.backend.backend() != "tensorflow":
         return _run_on_tensorflow(args.argv)
-    model = load_checkpoint(args.checkpoint)
+    from segtrain.precision import float32_copy  # imports Keras: only when the command runs
+
+    model = float32_copy(load_checkpoint(args.checkpoint))  # a bf16-trained checkpoint exports (and is checked) in float32
     config = args.config or run_config_path(args.checkpoint)
     options = _quantize_options(args, config)
     output = Path(args.output) if args.output else export_format(args.format).default_output(args.checkpoint, args.nchw, args.quantize)

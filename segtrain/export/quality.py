@@ -126,6 +126,9 @@ def score_runtimes(path: Path, format: str, nchw: bool, config: Config, split: s
 def check_quantized(model, exported: str | os.PathLike, format: str, quantize: str, config, nchw: bool = False,
                     split: str = "val", max_drop: float = MAX_MIOU_DROP) -> QualityReport:
     """Score ``exported`` (quantized), a float export of the same format and ``model`` on ``split`` of ``config``."""
+    from segtrain.precision import float32_copy  # imports Keras: only when a check runs
+
+    model = float32_copy(model)  # the float reference, as exported (export_model writes the float32 twin)
     config = config if isinstance(config, Config) else load_config(config)
     exported = Path(exported)
     with tempfile.TemporaryDirectory(prefix="segtrain-quality-") as tmp:

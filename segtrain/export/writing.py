@@ -22,16 +22,18 @@ def export_model(model_or_path, format: str, output: str | os.PathLike, nchw: bo
     ``<run>/config.yaml``; ``checkpoint`` names the file a model object came from).
     ``batch`` is the exported batch size (``None`` = dynamic; ONNX defaults to 1, the
     shape OpenCV DNN is happiest with). ``options`` go to the format's writer (e.g. ONNX's
-    ``opset``); a format refuses options it does not list.
+    ``opset``); a format refuses options it does not list. A model trained in mixed precision
+    is exported as its float32 twin (same weights; quantization is ``quantize``'s business).
     """
     fmt = export_format(format)
     unknown = sorted(set(options) - set(fmt.options))
     if unknown:
         raise SegtrainError(f"format {fmt.name!r} takes no option {unknown[0]!r} (its options: {', '.join(fmt.options) or 'none'})")
+    from segtrain.precision import float32_copy  # imports Keras (and its backend): only when a model is exported
+
     if isinstance(model_or_path, (str, os.PathLike)):
-        checkpoint, model = model_or_path, load_checkpoint(model_or_path)
-    else:
-        model = model_or_path
+        checkpoint, model_or_path = model_or_path, load_checkpoint(model_or_path)
+    model = float32_copy(model_or_path)  # mixed-precision layers would write bf16/fp16 nodes that runtimes reject
     hint = ""
     if size is None and checkpoint is not None and any(s is None for s in model.input_shape[1:-1]):
         size, hint = default_size(checkpoint)

@@ -1,4 +1,5 @@
-"""`segtrain convert-labels`: label PNGs between RGB colour, palette and raw index forms.
+"""`segtrain convert-labels`: label PNGs between RGB colour, palette and raw index forms, and
+annotation import (labelme, COCO, CVAT; ``segtrain.tools.importers``) into palette PNGs.
 
 Converting labels is where they get silently corrupted (JPEG-shifted colours, a void
 colour forgotten, a class off by one), so every colour or value the table cannot
@@ -36,6 +37,10 @@ from segtrain.io_utils import (
     remove_stale_temporaries,
     write_png,
 )
+from segtrain.tools.importers import IMPORTERS
+from segtrain.tools.importers.base import CROWD_RULES, OVERLAP_RULES, ImportOptions, parse_renames
+from segtrain.tools.importers.run import import_annotations
+from segtrain.tools.importers.run import summary as import_summary
 
 MODES = ("rgb-to-index", "palette-to-raw", "index-to-palette", "index-to-rgb", "remap")
 UNKNOWN_POLICIES = ("error", "void")
@@ -447,13 +452,21 @@ def summary(report: ConversionReport) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
+# Options of the conversion modes and of the importers (default: not given), so that an option
+# the chosen mode would ignore is an error instead of silently doing nothing.
+_CONVERSION_ONLY = {"palette": None, "value_map": [], "reduce_zero_label": False, "in_place": False, "jobs": 1}
+_FLAGS = {"value_map": "--map", "renames": "--rename"}  # options whose dest is not their flag
+_IMPORT_ONLY = {"classes": None, "renames": [], "fill": None, "line_width": None, "point_size": None, "overlap": None, "crowd": None}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("mode", choices=MODES, metavar="MODE", help=f"one of: {', '.join(MODES)}")
-    parser.add_argument("input_dir", metavar="INPUT_DIR", help="folder of label images, searched recursively")
+    importers = "; ".join(f"{name}: {importer.reads}" for name, importer in IMPORTERS.items())
+    parser.add_argument("mode", choices=MODES + tuple(IMPORTERS), metavar="MODE", help=f"one of: {', '.join(MODES + tuple(IMPORTERS))}")
+    parser.add_argument("input_dir", metavar="INPUT", help=f"folder of label images, searched recursively (importers: {importers})")
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", nargs="?", help="output folder (same relative names, .png); omit with --in-place")
-    parser.add_argument("--palette", default="voc", help="colour table: voc (default), camvid, or a YAML/JSON file")
+    parser.add_argument("--palette", default=None, help="colour table: voc (default), camvid, or a YAML/JSON file")
     parser.add_argument("--raw", action="store_true", help="write single-channel index PNGs instead of palette PNGs")
-    parser.add_argument("--unknown", choices=UNKNOWN_POLICIES, default="error", help="colour/value not in the table: error (default) or map to void 255")
+    parser.add_argument("--unknown", choices=UNKNOWN_POLICIES, default="error", help="colour/value/label not in the table: error (default) or map to void 255")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (0 = one per CPU)")
     parser.add_argument("--map", dest="value_map", nargs="+", action="extend", default=[], metavar="SRC:DST", help="remap label values, e.g. --map 11:255")
     parser.add_argument("--reduce-zero-label", action="store_true", help="0 -> 255 and v -> v-1 (ADE20K style), before --map overrides")
@@ -463,12 +476,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="always draw the progress bar")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it (default: only on a terminal)")
+    imports = parser.add_argument_group("annotation import (labelme, coco, cvat)")
+    imports.add_argument("--classes", help="class list the label names map to: voc, camvid, ..., a .yaml/.json colour table, a .txt (one name per line) or 'a,b,c' (cvat default: its labelmap)")
+    imports.add_argument("--rename", dest="renames", action="append", default=[], metavar="NAME=CLASS", help="map an annotation label to a class name (or to void), e.g. 'potted plant=pottedplant'")
+    imports.add_argument("--fill", help="class name (or void) of pixels no annotation covers (default: the first class)")
+    imports.add_argument("--line-width", type=int, help="labelme: width of lines and line strips in pixels (default 10, as labelme)")
+    imports.add_argument("--point-size", type=int, help="labelme: radius of points in pixels (default 5, as labelme)")
+    imports.add_argument("--overlap", choices=OVERLAP_RULES, help="coco: area (default: larger first, smaller on top) or order (later annotation on top)")
+    imports.add_argument("--crowd", choices=CROWD_RULES, help="coco: iscrowd regions drawn as their class (default) or as void")
+
+
+def _refuse_unused(args: argparse.Namespace) -> None:
+    """An option the chosen mode does not read is a mistake worth one line, not a silent no-op."""
+    importer = IMPORTERS.get(args.mode)
+    if importer is None:
+        unused = [k for k, default in _IMPORT_ONLY.items() if getattr(args, k) != default]
+    else:
+        unused = [k for k, default in _CONVERSION_ONLY.items() if getattr(args, k) != default]
+        unused += [k for k in ("line_width", "point_size", "overlap", "crowd") if getattr(args, k) is not None and k not in importer.options]
+    if unused:
+        flag = _FLAGS.get(unused[0], "--" + unused[0].replace("_", "-"))
+        raise SegtrainError(f"{flag}: does not apply to convert-labels {args.mode}; drop it (see docs/convert_labels.md for the options of each mode)")
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    if args.output_dir is None:
+        raise SegtrainError("OUTPUT_DIR is missing; give the folder the masks are written to")
+    defaults = ImportOptions()
+    options = ImportOptions(
+        line_width=defaults.line_width if args.line_width is None else args.line_width,
+        point_size=defaults.point_size if args.point_size is None else args.point_size,
+        overlap=args.overlap or defaults.overlap,
+        crowd=args.crowd or defaults.crowd,
+    )
+    report = import_annotations(
+        args.mode, args.input_dir, args.output_dir, classes=args.classes, renames=parse_renames(args.renames),
+        unknown=args.unknown, fill=args.fill, options=options, raw=args.raw, dry_run=args.dry_run,
+        compress_level=args.compress_level, progress=args.progress,
+    )
+    if args.dry_run:
+        for item in report.items:
+            print(f"{item.source} -> {Path(args.output_dir) / item.output}")
+    print(import_summary(report), file=sys.stderr)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    _refuse_unused(args)
+    if args.mode in IMPORTERS:
+        return _run_import(args)
     report = convert_labels(
         args.mode, args.input_dir, args.output_dir,
-        palette=args.palette, raw=args.raw, unknown=args.unknown, jobs=args.jobs,
+        palette=args.palette or "voc", raw=args.raw, unknown=args.unknown, jobs=args.jobs,
         value_map=parse_value_map(args.value_map), reduce_zero_label=args.reduce_zero_label,
         in_place=args.in_place, dry_run=args.dry_run, compress_level=args.compress_level,
         progress=args.progress,

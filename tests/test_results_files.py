@@ -1,0 +1,93 @@
+"""Every figure the README and docs quote next to a results file is in that file.
+
+A figure "cites" a file when its table row, or its paragraph, names a path under
+``benchmarks/results/`` (a paragraph's citations also cover the table right after it, row by
+row, unless a row cites its own; code blocks are left out). Every decimal number in such a unit, outside backticks,
+must equal a number of a cited file at the precision the text shows (or that number x100, for
+percentages). The files are written by the scripts in benchmarks/ (results_file.py), so a
+figure edited by hand, or a result re-measured without updating the text, fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+CITATION = re.compile(r"benchmarks/results/[\w.*/-]*[\w*/]")
+DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?:e-?\d+)?(?![\d.]*\d)")
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def units(text: str) -> list[tuple[str, list[str]]]:
+    """(text of a unit, the results paths it cites): paragraphs, and table rows with the citations
+    of their own row or, failing that, of the paragraph just before the table."""
+    text = re.sub(r"```.*?```\n?", "", text, flags=re.S)  # commands: their paths are outputs, not citations
+    found, blocks = [], re.split(r"\n\s*\n", text)
+    previous_citations: list[str] = []
+    for block in blocks:
+        lines = block.strip().splitlines()
+        if lines and all(line.lstrip().startswith("|") for line in lines):
+            for row in lines:
+                found.append((row, CITATION.findall(row) or previous_citations))
+            previous_citations = []
+        else:
+            previous_citations = CITATION.findall(block)
+            found.append((block, previous_citations))
+    return [(unit, cited) for unit, cited in found if cited]
+
+
+def cited_files(citation: str) -> list[Path]:
+    """The files a citation names: a file (with its .json / .md twin), a folder (all its files) or a glob."""
+    target = REPO / citation.rstrip("/")
+    if "*" in citation:
+        return sorted(REPO.glob(citation))
+    if target.is_dir():
+        return sorted(p for p in target.rglob("*") if p.is_file() and p.suffix in (".md", ".json", ".csv", ".txt", ".yaml", ".log"))
+    twins = [target.with_suffix(suffix) for suffix in (".json", ".md")] if target.suffix in (".json", ".md") else []
+    return sorted({p for p in [target, *twins] if p.is_file()}) if target.is_file() else []
+
+
+def figures(unit: str) -> list[str]:
+    """Decimal numbers of a unit's text, leaving out code (backticks) and the citations themselves."""
+    text = re.sub(r"`[^`]*`", " ", unit)
+    text = CITATION.sub(" ", text)
+    return DECIMAL.findall(text)
+
+
+def matches(figure: str, numbers: list[float]) -> bool:
+    """``figure`` as printed (``0.581``, ``58.1``, ``1.5e-4``) equals one of ``numbers`` at its precision."""
+    value = float(figure)
+    if "e" in figure.lower():
+        return any(abs(n - value) <= abs(value) * 0.05 for n in numbers)
+    decimals = len(figure.split(".")[1])
+    tolerance = 0.5 * 10 ** -decimals + 1e-12
+    return any(abs(n - value) <= tolerance or abs(100 * n - value) <= tolerance for n in numbers)
+
+
+def all_citations() -> list[tuple[str, str, list[str]]]:
+    return [(doc.relative_to(REPO).as_posix(), unit, cited)
+            for doc in DOCUMENTS for unit, cited in units(doc.read_text(encoding="utf-8"))]
+
+
+@pytest.mark.parametrize("doc,unit,cited", all_citations(), ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None)
+def test_each_quoted_figure_is_in_the_results_file_it_cites(doc, unit, cited):
+    files = [path for citation in cited for path in cited_files(citation)]
+    missing = [c for c in cited if not cited_files(c)]
+    assert not missing, f"{doc}: cites {missing}, which do not exist"
+    numbers = [float(n) for path in files for n in NUMBER.findall(path.read_text(encoding="utf-8", errors="replace"))]
+    unmatched = [f for f in figures(unit) if not matches(f, numbers)]
+    assert not unmatched, f"{doc}: {unmatched} not in {', '.join(cited)}:\n{unit}"
+
+
+def test_the_checker_catches_a_figure_edited_by_hand(tmp_path):
+    numbers = [0.5812, 53.5, 1.5e-4]
+    assert matches("0.581", numbers) and matches("58.1", numbers) and matches("53.5", numbers)
+    assert not matches("0.591", numbers) and not matches("53.6", numbers)
+    text = "Intro with a figure 0.581 (benchmarks/results/x.md).\n\n| a | 0.7 |\n| b | 53.5 |\n\nNo citation 9.99."
+    found = units(text)
+    assert [cited for _, cited in found] == [["benchmarks/results/x.md"]] * 3
+    assert figures("speed 1.24x `--lr 0.1` (benchmarks/results/v1.2.md)") == ["1.24"]
