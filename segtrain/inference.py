@@ -19,7 +19,7 @@ on first use, so ``segtrain evaluate --pred-dir`` stays TensorFlow-free.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,9 @@ import numpy as np
 from segtrain.data.formats import get_format
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import format_size, per_axis
+from segtrain.labels import VOID
 from segtrain.prediction_options import PredictOptions, WindowSize
-from segtrain.sliding_window import sliding_window
+from segtrain.sliding_window import sliding_window, sliding_window_rows
 
 # A folder written by `segtrain publish` (segtrain.tools.publish) holds these; --checkpoint accepts the folder.
 PUBLISHED_MODEL = "model.keras"
@@ -180,9 +181,16 @@ def predict_logits(
     rank = len(model.input_shape) - 2
     if image.ndim != rank + 1:
         raise SegtrainError(f"expected one ({rank} spatial axes, channels) array for this model, got shape {image.shape}")
-    fixed = _fixed_size(model)
-    if window is None and fixed is None:
+    if window is None and _fixed_size(model) is None:
         return forward_logits(model, image[None])[0]
+    win, step, blend = _windows(model, image.shape[:-1], window, stride, blend)
+    return sliding_window(lambda batch: forward_logits(model, batch), image, win, step, batch_size=batch_size, blend=blend)
+
+
+def _windows(model, shape: Sequence[int], window: WindowSize, stride: WindowSize, blend: str | None) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+    """(window, stride, blend) of a sliding-window pass over an array of spatial ``shape`` (see ``predict_logits``)."""
+    rank = len(shape)
+    fixed = _fixed_size(model)
     blend = blend or ("margin" if rank == 2 else "gaussian")
     win = _window_sizes(window, rank, "--window") if window is not None else fixed
     if fixed is not None and win != fixed:
@@ -194,9 +202,9 @@ def predict_logits(
     if not all(0 < s <= w for s, w in zip(step, win)):
         raise SegtrainError(f"--stride {format_size(step)}: must be between 1 and the window size {format_size(win)}")
     if fixed is None:  # an any-size model never needs a window larger than the array
-        win = tuple(min(w, n) for w, n in zip(win, image.shape[:-1]))
+        win = tuple(min(w, n) for w, n in zip(win, shape))
         step = tuple(min(s, w) for s, w in zip(step, win))
-    return sliding_window(lambda batch: forward_logits(model, batch), image, win, step, batch_size=batch_size, blend=blend)
+    return win, step, blend
 
 
 def predict_probs(model, image: np.ndarray, options: PredictOptions = PredictOptions()) -> np.ndarray:
@@ -257,3 +265,35 @@ def predict_sample(model, image: np.ndarray, data_cfg, options: PredictOptions =
     if get_format(data_cfg.format).patches:
         return predict_array(model, image, data_cfg, options)
     return predict_at_training_size(model, image, data_cfg.resize, options)
+
+
+def predict_scene(model, scene, data_cfg, write: Callable[[int, np.ndarray], None], options: PredictOptions = PredictOptions()) -> None:
+    """A scene too large for memory (a format's ``open_scene``) predicted by sliding windows read from disk:
+    uint8 class rows go to ``write(first_row, rows)`` in order, nodata pixels void (255).
+
+    The windows, blend and logits are those of ``predict_array`` on the whole scene, so the
+    masks are identical; memory is one window-high band of the scene (``sliding_window_rows``).
+    """
+    if options.augmented:
+        raise SegtrainError(f"--tta and --scales apply to 2-D images; data.format {data_cfg.format} is predicted without them")
+    window = options.window if options.window is not None else data_cfg.patch
+    if window is None and _fixed_size(model) is None:
+        raise SegtrainError("--window: a scene is predicted window by window; give --window N (or data.patch in the config)")
+    win, step, blend = _windows(model, scene.shape, window, options.stride, options.blend)
+    if any(w > n for w, n in zip(win, scene.shape)):
+        raise SegtrainError(f"--window {format_size(win)}: the model's fixed input is larger than the {format_size(scene.shape)} scene")
+    valid: dict[int, np.ndarray] = {}  # where each band of rows read has data, by first row
+
+    def read_rows(start: int, stop: int) -> np.ndarray:
+        decoded = scene.read(slice(start, stop), slice(0, scene.shape[1]))
+        valid[start] = decoded.region
+        return decoded.image
+
+    def emit(start: int, logits: np.ndarray) -> None:
+        labels = np.argmax(logits, axis=-1).astype(np.uint8)
+        labels[~valid[start][: len(labels)]] = VOID
+        for first in [s for s in valid if s <= start]:
+            del valid[first]
+        write(start, labels)
+
+    sliding_window_rows(lambda batch: forward_logits(model, batch), read_rows, scene.shape, win, step, emit, batch_size=options.batch_size, blend=blend)

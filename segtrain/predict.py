@@ -1,11 +1,15 @@
-"""`segtrain predict`: a checkpoint's predictions for image files, or for a split of a config's dataset.
+"""`segtrain predict`: a checkpoint's predictions for image files, any case of a format, or a split.
 
 Image files become palette PNGs of class indices (``<stem>.png``, drawn in the config's class
-colours or ``--palette``), optionally with overlays; a split is predicted the way its format
-is (2-D images at the training size, volumes and signals whole by N-D sliding windows) and
-written the way its format writes predictions (palette PNG, ``.nii.gz`` in the case's space,
-``.npy``), with image | truth | prediction strips for 2-D images. A video (``--video``) becomes an
-overlay video, each frame predicted as an image file is (``segtrain.video``).
+colours or ``--palette``), optionally with overlays. For formats that are not 2-D image files
+(volumes, signals, scenes), ``--input`` is a case or a folder of cases as the format's
+``input_cases`` reads them (a NIfTI case folder or file, a series file, a GeoTIFF), read with
+the channels the config names, as ``nnUNetv2_predict -i IN -o OUT`` does. Cases and splits are
+predicted the way their format is (2-D images at the training size, volumes and signals whole
+by N-D sliding windows, scenes streamed window by window from disk) and written the way it
+writes predictions (palette PNG, ``.nii.gz`` in the case's space, ``.npy``, GeoTIFF on the
+scene's grid), with image | truth | prediction strips for 2-D images. A video (``--video``) becomes
+an overlay video, each frame predicted as an image file is (``segtrain.video``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from segtrain.data.formats.images import write_prediction as write_palette_png
 from segtrain.data.formats.palette import ColorTable
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_sample, published_config
+from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_sample, predict_scene, published_config
 from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, write_png
 from segtrain.precision import float32_copy
 from segtrain.prediction_options import PredictOptions
@@ -77,11 +81,16 @@ class _Pictures:
             write_png(self.out / "strips" / f"{name}.png", strip(panels, entries))
 
 
-def _predict_split(model, config: Config, split: str, out: Path, options: PredictOptions, pictures: _Pictures | None) -> int:
-    """Every sample of a split, predicted and written as its format says (with strips for 2-D images)."""
+def _predict_cases(model, config: Config, samples: list, out: Path, options: PredictOptions, pictures: _Pictures | None) -> int:
+    """Every case (of a split or ``--input``), predicted and written as its format says (with
+    strips for 2-D images); a scene (``open_scene``) is streamed from disk to its prediction."""
     fmt = get_format(config.data.format)
-    samples = list_samples(config.data, split)
     for sample in progress(samples, "predict"):
+        if fmt.open_scene is not None:
+            scene = fmt.open_scene(sample, config.data)
+            with scene.prediction_writer(out / f"{sample.name}{fmt.prediction_extension}") as write:
+                predict_scene(model, scene, config.data, write, options)
+            continue
         decoded = fmt.read(sample, config.data)
         labels = predict_sample(model, decoded.image, config.data, options)
         fmt.write_prediction(out / f"{sample.name}{fmt.prediction_extension}", labels, decoded, pictures.table if pictures else None)
@@ -112,9 +121,10 @@ def _predict_files(model, images: list[Path], config: Config | None, split: str 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a .keras checkpoint, or a folder written by `segtrain publish`")
-    parser.add_argument("--input", help="an image file or a folder of images (default with --split: the split's images)")
+    parser.add_argument("--input", help="an image file or a folder of images; with a nifti / series / geotiff --config: a case folder or file, "
+                                        "a signal file, a GeoTIFF, or a folder of them (default with --split: the split)")
     parser.add_argument("--video", help=f"a video file: write the overlay video to --output ({', '.join(CODECS)}), frames/s printed")
-    parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png); <case>.nii.gz / <name>.npy for nifti / series configs; the video file with --video")
+    parser.add_argument("--output", required=True, help="folder for the palette PNGs (<stem>.png); <case>.nii.gz / <name>.npy / <name>.tif for nifti / series / geotiff configs; the video file with --video")
     parser.add_argument("--config", help="experiment YAML: images are predicted at its data.resize, drawn in its class colours; "
                                           "ground truth with --split (default for a published folder: its config.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -137,9 +147,12 @@ def run(args: argparse.Namespace) -> int:
         raise SegtrainError("give --input FILE_OR_DIR, --video FILE, or --config with --split to predict a dataset split")
     config = load_config(args.config, args.overrides) if args.config else None
     options = PredictOptions.from_args(args)
-    images_2d = config is None or get_format(config.data.format).spatial_rank == 2
-    if not images_2d and (args.input or args.video or not args.split):
-        raise SegtrainError(f"data.format {config.data.format}: predict a split of {args.config} with --split (--input and --video read 2-D images)")
+    fmt = get_format(config.data.format) if config is not None else None
+    images_2d = fmt is None or fmt.input_cases is None  # image files; the other formats say how a path holds cases
+    if not images_2d and args.input and args.split:
+        raise SegtrainError(f"data.format {config.data.format}: give --input (cases without ground truth) or --split, not both")
+    if not images_2d and args.video:
+        raise SegtrainError(f"data.format {config.data.format}: --video reads 2-D image frames; this config's format is not 2-D images")
     model = float32_copy(load_checkpoint(args.checkpoint))  # as `segtrain evaluate`: the same masks whatever precision trained it
     classes = num_outputs(model)
     if config is not None and classes != config.data.num_classes:
@@ -155,9 +168,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = make_output_dir(args.output, "--output folder")
     pictures = _Pictures(out, prediction_table(args.palette, config, classes), classes, args) if images_2d else None
-    if args.input:
+    if args.input and images_2d:
         count = _predict_files(model, _input_images(Path(args.input)), config, args.split, out, options, pictures)
     else:
-        count = _predict_split(model, config, args.split, out, options, pictures)
+        cases = fmt.input_cases(Path(args.input), config.data) if args.input else list_samples(config.data, args.split)
+        count = _predict_cases(model, config, cases, out, options, pictures)
     print(f"wrote {count} prediction(s) to {out}")
     return 0

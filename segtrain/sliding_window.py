@@ -13,8 +13,9 @@ sum is divided by the summed weights:
   convolutional model whose receptive radius is at most that margin, the result equals
   whole-array inference exactly.
 
-Windows go through ``forward`` ``batch_size`` at a time, so memory is bounded by the batch plus
-two array-sized accumulators, whatever the array size.
+Windows go through ``forward`` ``batch_size`` at a time and are accumulated in a band one window
+high that moves down the first axis (``sliding_window_rows``), so apart from the result memory is
+bounded by the batch and the band; an input read row by row (a GeoTIFF scene) is never whole.
 """
 
 from __future__ import annotations
@@ -88,19 +89,69 @@ def sliding_window(
         padded = np.pad(array, [(0, p) for p in pads] + [(0, 0)], mode="edge")
         out = sliding_window(forward, padded, window, stride, batch_size=batch_size, blend=blend)
         return out[tuple(slice(0, n) for n in spatial)]
-    corners = list(itertools.product(*(window_starts(n, w, s) for n, w, s in zip(spatial, window, stride))))
+    result: list[np.ndarray] = []
+
+    def keep(start: int, rows: np.ndarray) -> None:
+        if not result:
+            result.append(np.empty((*spatial, rows.shape[-1]), dtype=np.float32))
+        result[0][start : start + len(rows)] = rows
+
+    sliding_window_rows(forward, lambda a, b: array[a:b], spatial, window, stride, keep, batch_size=batch_size, blend=blend)
+    return result[0]
+
+
+def sliding_window_rows(
+    forward: Callable[[np.ndarray], np.ndarray],
+    read_rows: Callable[[int, int], np.ndarray],
+    shape: Sequence[int],
+    window: Sequence[int],
+    stride: Sequence[int],
+    emit: Callable[[int, np.ndarray], None],
+    *,
+    batch_size: int = 4,
+    blend: str = "gaussian",
+) -> None:
+    """``sliding_window`` over an array that is never whole in memory: a GeoTIFF scene.
+
+    ``read_rows(a, b)`` returns rows ``a..b-1`` (first axis) of a ``(*shape, C)`` array, every
+    other axis whole; ``emit(a, logits)`` receives the blended ``(rows, *shape[1:], K)`` logits
+    of rows ``a..`` as soon as no later window touches them, in order. Windows, weights and
+    summation order are those of ``sliding_window``, so the logits are identical; memory is one
+    window-high band of accumulators and input rows. Every axis must be at least the window.
+    """
+    window, stride, shape = tuple(window), tuple(stride), tuple(shape)
+    corners = list(itertools.product(*(window_starts(n, w, s) for n, w, s in zip(shape, window, stride))))
     importance = gaussian_importance(window)[..., None] if blend == "gaussian" else None
     margins = [(w - s) // 2 for w, s in zip(window, stride)]
+    band = window[0]
     total = None
-    count = np.zeros((*spatial, 1), dtype=np.float32)
+    count = np.zeros((band, *shape[1:], 1), dtype=np.float32)
+    base = 0  # the first row the accumulators hold; rows above it are emitted
+    slabs: dict[int, np.ndarray] = {}
+
+    def advance(to: int) -> None:  # rows base..to-1 are final: emit them, shift the band
+        nonlocal base
+        done = min(to, shape[0]) - base
+        if done <= 0:
+            return
+        emit(base, total[:done] / count[:done])
+        for acc in (total, count):
+            acc[: band - done] = acc[done:].copy()
+            acc[band - done :] = 0
+        base += done
+
     for first in range(0, len(corners), batch_size):
         chunk = corners[first : first + batch_size]
-        boxes = [tuple(slice(c, c + w) for c, w in zip(corner, window)) for corner in chunk]
-        logits = forward(np.stack([array[box] for box in boxes]))
+        for start in {c[0] for c in chunk} - slabs.keys():
+            slabs[start] = read_rows(start, start + band)
+        rest = [tuple(slice(c, c + w) for c, w in zip(corner[1:], window[1:])) for corner in chunk]
+        logits = forward(np.stack([slabs[corner[0]][(slice(None), *box)] for corner, box in zip(chunk, rest)]))
         if total is None:
-            total = np.zeros((*spatial, logits.shape[-1]), dtype=np.float32)
-        for corner, box, out in zip(chunk, boxes, logits):
-            weight = importance if importance is not None else _margin_weight(corner, window, spatial, margins)[..., None]
-            total[box] += out * weight
-            count[box] += weight
-    return total / count
+            total = np.zeros((band, *shape[1:], logits.shape[-1]), dtype=np.float32)
+        for corner, box, out in zip(chunk, rest, logits):
+            advance(corner[0])
+            weight = importance if importance is not None else _margin_weight(corner, window, shape, margins)[..., None]
+            total[(slice(None), *box)] += out * weight  # the band starts at this window's first row
+            count[(slice(None), *box)] += weight
+        slabs = {start: slab for start, slab in slabs.items() if start >= chunk[-1][0]}
+    advance(shape[0])

@@ -104,7 +104,7 @@ def test_saved_config_round_trips(bases, tmp_path):
     assert to_dict(again) == to_dict(config)
 
 
-BASE_CLASSES = {"sample": 4, "camvid": 11, "voc": 21, "cityscapes": 19, "ade20k": 150, "coco_stuff": 171}
+BASE_CLASSES = {"sample": 4, "camvid": 11, "voc": 21, "cityscapes": 19, "ade20k": 150, "coco_stuff": 171, "geotiff_example": 4}
 
 
 @pytest.mark.parametrize("name", sorted(BASE_CLASSES))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import need_module
 from segtrain.config import from_dict
 from segtrain.data.check import check_dataset
 from segtrain.data.formats import FORMATS, DatasetFormat, Decoded, cityscapes, get_format, register_format, unregister_format
@@ -137,8 +138,22 @@ def _coco_stuff(root: Path, rng) -> dict:
     return {"num_classes": 171, "classes": "coco_stuff", "train_split": "train2017", "val_split": "val2017"}
 
 
+def _geotiff(root: Path, rng) -> dict:
+    rasterio = need_module("rasterio", "geotiff")
+    transform = rasterio.transform.from_origin(600000.0, 4500000.0, 5.0, 5.0)
+    for split, names in (("train", ["t1", "t2"]), ("val", ["t3"])):
+        for folder in ("images", "labels"):
+            (root / split / folder).mkdir(parents=True)
+        for name in names:
+            for folder, array in (("images", rng.integers(1, 1000, (2, *SIZE)).astype(np.uint16)), ("labels", _labels(rng, SIZE)[None])):
+                with rasterio.open(root / split / folder / f"{name}.tif", "w", driver="GTiff", height=SIZE[0], width=SIZE[1],
+                                   count=len(array), dtype=array.dtype, crs="EPSG:32632", transform=transform) as ds:
+                    ds.write(array)
+    return {"bands": [2, 1], "patch": [8, 8]}
+
+
 FIXTURES = {"voc": _voc, "camvid": _camvid, "folders": _folders, "nifti": _nifti, "series": _series,
-            "cityscapes": _cityscapes, "ade20k": _ade20k, "coco_stuff": _coco_stuff}
+            "cityscapes": _cityscapes, "ade20k": _ade20k, "coco_stuff": _coco_stuff, "geotiff": _geotiff}
 
 
 def _config(name: str, tmp_path: Path, **train):

@@ -194,3 +194,49 @@ def test_series_predict_and_evaluate(tmp_path):
     assert metrics["groups"]["ab"]["dice"] == pytest.approx(dice) and metrics["groups"]["ab"]["iou"] == pytest.approx(iou)
     with pytest.raises(SegtrainError, match="--tta and --scales apply to 2-D images"):
         evaluate(from_dict({"data": data}), "val", checkpoint=tmp_path / "m.keras", options=PredictOptions(flip=True), verbose=False)
+
+
+def test_predict_input_nifti_case_folder_file_and_folder_of_cases(tmp_path, checkpoint_3d):
+    """``predict --input`` on a nifti config: a case folder, a folder of case folders and a single-channel file
+    give the same volumes as ``--split``; a folder without the channel files is one error line."""
+    _nifti_dataset(tmp_path / "data")
+    config_path = _nifti_config(tmp_path)
+    run = ["predict", "--config", str(config_path), "--checkpoint", str(checkpoint_3d)]
+    assert main([*run, "--split", "val", "--output", str(tmp_path / "split")]) == 0
+    val = tmp_path / "data" / "val"
+    inputs = {"folders": (val, ["p1", "p2"]), "case": (val / "p2", ["p2"]), "file": (val / "p1" / "flair.nii.gz", ["flair"])}
+    for label, (path, names) in inputs.items():
+        out = tmp_path / label
+        assert main([*run, "--input", str(path), "--output", str(out)]) == 0
+        assert sorted(p.name for p in out.iterdir()) == [f"{n}.nii.gz" for n in names]
+        for name in names:
+            reference = "p1" if name == "flair" else name
+            got, want = nib.load(str(out / f"{name}.nii.gz")), nib.load(str(tmp_path / "split" / f"{reference}.nii.gz"))
+            np.testing.assert_allclose(got.affine, AFFINE)
+            np.testing.assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(want.dataobj))
+    (tmp_path / "empty").mkdir()
+    assert main([*run, "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "x")]) == 1
+
+
+def test_predict_input_series_file_and_folder(tmp_path):
+    import keras
+
+    root = tmp_path / "new"
+    root.mkdir()
+    rng = np.random.default_rng(2)
+    for name, length in (("a", 40), ("b", 23)):
+        np.save(root / f"{name}.npy", rng.normal(size=(length, 2)).astype(np.float32))
+    np.save(root / "a.labels.npy", np.zeros(40, np.int64))  # a label file beside the signals is not a signal
+    data = {"format": "series", "root": str(tmp_path), "num_classes": 3, "label": "{name}.labels.npy", "channels": 2,
+            "normalize": "none", "patch": [16]}
+    config_path = _write_yaml(tmp_path / "s.yaml", data)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, 2)), keras.layers.Conv1D(3, 1)])  # pointwise: windows are exact
+    model.save(tmp_path / "m.keras")
+    run = ["predict", "--config", str(config_path), "--checkpoint", str(tmp_path / "m.keras")]
+    assert main([*run, "--input", str(root), "--output", str(tmp_path / "all")]) == 0
+    assert main([*run, "--input", str(root / "b.npy"), "--output", str(tmp_path / "one")]) == 0
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["a.npy", "b.npy"]
+    for out, name in ((tmp_path / "all", "a"), (tmp_path / "all", "b"), (tmp_path / "one", "b")):
+        expected = np.argmax(model.predict(np.load(root / f"{name}.npy")[None], verbose=0)[0], axis=-1)
+        np.testing.assert_array_equal(np.load(out / f"{name}.npy"), expected)

@@ -56,9 +56,11 @@ class DataConfig:
     label: Union[str, None] = None  # nifti: label file of a case; series: "{name}.labels.npy" or a change-point table (desc.txt)
     mask: Union[str, None] = None  # nifti only: region file (e.g. brainmask.nii.gz) that restricts z-scoring and patch sampling
     normalize: Literal["zscore", "none"] = "zscore"  # nifti/series: per-channel z-score (inside data.mask); none = already normalised
-    patch: Union[list[int], None] = None  # nifti/series: training patch size, one value per spatial axis
+    patch: Union[list[int], None] = None  # nifti/series/geotiff: training patch (window) size, one value per spatial axis
+    bands: Union[list[int], None] = None  # geotiff: the image bands (1-based) that are the model's channels, in order
+    band_norm: Union[dict[str, list[float]], None] = None  # geotiff: {mean: [..], std: [..]} or {min: [..], max: [..]}, one per band
     foreground_fraction: float = 1 / 3  # nifti/series: share of patches centred on a foreground voxel (nnU-Net: 1/3)
-    patches_per_case: int = 4  # nifti/series: patches drawn from each case per epoch (an epoch = this x cases)
+    patches_per_case: int = 4  # nifti/series/geotiff: patches drawn from each case (scene) per epoch (an epoch = this x cases)
     cached_cases: int = 2  # nifti/series: decoded cases kept in memory at once (memory does not grow with the dataset)
     # nifti/series patch augmentation (segtrain.data.transforms.nd); the 2-D keys above do not apply.
     patch_flip: list[int] = field(default_factory=list)  # spatial axes flipped with p = 0.5, e.g. [0, 1, 2]

@@ -1,7 +1,7 @@
 """Dataset formats: one module per ``data.format`` and the table that maps names to them.
 
 ``voc``, ``camvid``, ``folders``, ``cityscapes``, ``ade20k``, ``coco_stuff`` (2-D images and
-masks, ``images.py``), ``nifti`` (3-D volumes), ``series`` (1-D signals); ``palette.py`` (with ``class_tables.py``) and ``decode.py`` are the palette-correct
+masks, ``images.py``), ``nifti`` (3-D volumes), ``series`` (1-D signals), ``geotiff`` (multi-band scenes read by windows); ``palette.py`` (with ``class_tables.py``) and ``decode.py`` are the palette-correct
 image and mask decoding under them, ``splits.py`` lists a split through the table.
 """
 

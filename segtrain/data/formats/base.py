@@ -71,6 +71,15 @@ class DatasetFormat:
     windows (volumes, series); otherwise whole (or cropped) 2-D images with albumentations.
     ``normalizes_itself``: the data layer scales the inputs (``data.normalize``), so the
     model's ImageNet mean/std default does not apply.
+
+    ``input_cases(path, data_cfg)``: the cases that a ``segtrain predict --input`` path holds (a
+    case's file or folder, or a folder of them), without labels; ``read`` decodes them with
+    every label void. None: the format's inputs are 2-D image files.
+    ``open_scene(sample, data_cfg)``: for samples too large for memory (GeoTIFF scenes), an
+    object with ``shape`` (rows, columns), ``read(rows, cols) -> Decoded`` for one window and
+    ``prediction_writer(path)``, a context manager taking ``(first row, uint8 rows)`` in order.
+    Training then reads random windows (``data/loading/window_plans.py``) and ``predict``
+    streams the scene; None: samples are decoded whole by ``read``.
     """
 
     name: str
@@ -86,6 +95,8 @@ class DatasetFormat:
     own_keys: tuple[str, ...] = ()
     patches: bool = False
     normalizes_itself: bool = False
+    input_cases: Callable[[Path, DataConfig], list] | None = None
+    open_scene: Callable[[Any, DataConfig], Any] | None = None
 
 
 def read_lines(path: Path) -> list[str]:

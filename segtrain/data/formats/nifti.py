@@ -26,6 +26,7 @@ import numpy as np
 
 from segtrain.data.formats.base import DatasetFormat, Decoded, check_patch_keys, read_lines
 from segtrain.data.formats.ndarrays import labels_to_classes, zscore_channel
+from segtrain.data.formats.palette import VOID
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import TMP_SUFFIX
 
@@ -40,7 +41,7 @@ class VolumeCase:
 
     name: str
     channels: tuple[Path, ...]
-    label: Path
+    label: Path | None  # None: a case to predict (``predict --input``), its labels all void
     mask: Path | None = None
 
     @property
@@ -50,7 +51,7 @@ class VolumeCase:
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return self.channels + (self.label,) + ((self.mask,) if self.mask is not None else ())
+        return self.channels + tuple(p for p in (self.label, self.mask) if p is not None)
 
 
 @dataclass
@@ -139,9 +140,12 @@ def read_case(case: VolumeCase, data_cfg: DataConfig) -> Volume:
     for path, channel in zip(case.channels, channels):
         if not np.isfinite(channel).all():
             raise SegtrainError(f"{path}: channel has NaN or infinite values; fix or re-export the volume")
-    label_img, raw = _load(case.label)
-    _same_grid(case.label, label_img, raw.shape, *grid)
-    label = labels_to_classes(raw, case.label, data_cfg)
+    if case.label is None:
+        label = np.full(ref.shape, VOID, np.uint8)
+    else:
+        label_img, raw = _load(case.label)
+        _same_grid(case.label, label_img, raw.shape, *grid)
+        label = labels_to_classes(raw, case.label, data_cfg)
     mask = None
     if case.mask is not None:
         mask_img, mask_raw = _load(case.mask)
@@ -153,6 +157,39 @@ def read_case(case: VolumeCase, data_cfg: DataConfig) -> Volume:
         channels = [zscore_channel(c, mask) for c in channels]
     image = np.stack(channels, axis=-1)
     return Volume(image=image, label=label, mask=mask, affine=np.asarray(ref_img.affine), header=ref_img.header)
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+
+
+def input_cases(path: Path, data_cfg: DataConfig) -> list[VolumeCase]:
+    """``predict --input``: a case folder holding the ``data.channels`` files, a folder of case
+    folders, or (with one channel) a NIfTI file or a folder of them; no labels, no region mask."""
+    def case(folder: Path) -> VolumeCase:
+        return VolumeCase(folder.name, tuple(_file_in(folder, c) for c in data_cfg.channels), None)
+
+    single = len(data_cfg.channels) == 1
+    if _is_nifti(path) and single:
+        return [VolumeCase(_stem(path), (path,), None)]
+    if path.is_dir():
+        if _file_in(path, data_cfg.channels[0]).is_file():
+            cases = [case(path)]
+        else:
+            cases = [case(p) for p in sorted(path.iterdir()) if p.is_dir()]
+            if not cases and single:
+                cases = [VolumeCase(_stem(p), (p,), None) for p in sorted(path.iterdir()) if _is_nifti(p)]
+        if cases:
+            missing = next((f for c in cases for f in c.channels if not f.is_file()), None)
+            if missing is not None:
+                raise SegtrainError(f"{missing}: channel file of a case is missing (data.channels names the files of a case)")
+            return cases
+    what = "a NIfTI file, " if single else ""
+    raise SegtrainError(f"{path}: --input must be {what}a case folder holding {', '.join(data_cfg.channels)} (data.channels), or a folder of them")
 
 
 def write_label_volume(path: str | Path, label: np.ndarray, affine: np.ndarray, header) -> Path:
@@ -248,4 +285,5 @@ FORMAT = DatasetFormat(
     own_keys=("label", "mask", "patch"),
     patches=True,
     normalizes_itself=True,
+    input_cases=input_cases,
 )

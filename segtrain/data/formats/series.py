@@ -26,6 +26,7 @@ import numpy as np
 from segtrain.data.formats.base import DatasetFormat, Decoded, check_patch_keys, read_lines
 from segtrain.data.formats.ndarrays import labels_to_classes, zscore
 from segtrain.data.formats.nifti import integer_prediction
+from segtrain.data.formats.palette import VOID
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import atomic_write
 
@@ -41,7 +42,7 @@ class SeriesSample:
 
     name: str
     image: Path  # the signal file
-    label: Path  # the label file, or the change-point table
+    label: Path | None  # the label file, or the change-point table; None: a signal to predict, labels void
     change_points: tuple[int, ...] | None = None  # set when ``label`` is a change-point table
 
 
@@ -97,9 +98,7 @@ def scan_series(data_cfg: DataConfig, root: Path, split: str) -> tuple[list[Seri
         if table is not None:
             names = list(table)
         else:
-            files = [p for p in folder.iterdir() if p.suffix in SIGNAL_EXTENSIONS and p.is_file()]
-            label_files = {folder / template.replace("{name}", p.stem) for p in files}
-            names = sorted({p.stem for p in files if p not in label_files})
+            names = sorted({p.stem for p in _signal_files(folder, template)})
             if not names:
                 raise SegtrainError(f"{folder}: no signals ({', '.join(SIGNAL_EXTENSIONS)}) in split '{split}'")
     samples, problems = [], []
@@ -119,6 +118,21 @@ def scan_series(data_cfg: DataConfig, root: Path, split: str) -> tuple[list[Seri
             else:
                 samples.append(SeriesSample(name, signal, label))
     return samples, problems
+
+
+def _signal_files(folder: Path, template: str | None) -> list[Path]:
+    """The signal files of a folder, not counting per-signal label files (``data.label``)."""
+    files = [p for p in folder.iterdir() if p.suffix in SIGNAL_EXTENSIONS and p.is_file()]
+    label_files = {folder / template.replace("{name}", p.stem) for p in files} if template else set()
+    return sorted((p for p in files if p not in label_files), key=lambda p: p.stem)
+
+
+def input_cases(path: Path, data_cfg: DataConfig) -> list[SeriesSample]:
+    """``predict --input``: a signal file or a folder of them (per-signal label files skipped), without labels."""
+    files = [path] if path.is_file() and path.suffix in SIGNAL_EXTENSIONS else _signal_files(path, data_cfg.label) if path.is_dir() else []
+    if not files:
+        raise SegtrainError(f"{path}: --input is neither a signal file ({'/'.join(SIGNAL_EXTENSIONS)}) nor a folder holding some")
+    return [SeriesSample(p.stem, p, None) for p in files]
 
 
 def _load_table(path: Path) -> np.ndarray:
@@ -154,7 +168,9 @@ def read_series(sample: SeriesSample, data_cfg: DataConfig) -> tuple[np.ndarray,
     """Decode one signal and its labels: ((T, C) float32, (T,) uint8 with 255 = void), lengths checked."""
     signal = read_signal(sample.image, data_cfg)
     length = signal.shape[0]
-    if sample.change_points is not None:
+    if sample.label is None:
+        raw = np.full(length, VOID, np.uint8)
+    elif sample.change_points is not None:
         try:
             raw = change_points_to_labels(sample.change_points, length)
         except ValueError as err:
@@ -167,7 +183,7 @@ def read_series(sample: SeriesSample, data_cfg: DataConfig) -> tuple[np.ndarray,
         raw = raw.reshape(-1) if raw.ndim == 2 and 1 in raw.shape else raw
         if raw.shape != (length,):
             raise SegtrainError(f"{sample.label}: {raw.shape} labels for a signal of {length} steps ({sample.image.name}); give one label per step")
-    labels = labels_to_classes(raw, sample.label, data_cfg)
+    labels = raw if sample.label is None else labels_to_classes(raw, sample.label, data_cfg)
     if data_cfg.normalize == "zscore":
         signal = zscore(signal, None)
     return signal, labels
@@ -229,4 +245,5 @@ FORMAT = DatasetFormat(
     own_keys=("label", "patch"),
     patches=True,
     normalizes_itself=True,
+    input_cases=input_cases,
 )

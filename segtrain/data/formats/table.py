@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from segtrain.data.formats import ade20k, camvid, cityscapes, coco_stuff, folders, nifti, series, voc
+from segtrain.data.formats import ade20k, camvid, cityscapes, coco_stuff, folders, geotiff, nifti, series, voc
 from segtrain.data.formats.base import DatasetFormat
 from segtrain.errors import SegtrainError
 
@@ -44,13 +44,15 @@ def get_format(name: str) -> DatasetFormat:
 
 
 def input_channels(data_cfg: DataConfig) -> int:
-    """Channels of a model input: the listed channel files, ``data.channels``, or the format's default."""
+    """Channels of a model input: the listed channel files or bands, ``data.channels``, or the format's default."""
     if isinstance(data_cfg.channels, list):
         return len(data_cfg.channels)
+    if data_cfg.bands is not None:
+        return len(data_cfg.bands)
     if data_cfg.channels is None:
         return get_format(data_cfg.format).default_channels
     return data_cfg.channels
 
 
-for _module in (voc, camvid, folders, nifti, series, cityscapes, ade20k, coco_stuff):
+for _module in (voc, camvid, folders, nifti, series, cityscapes, ade20k, coco_stuff, geotiff):
     register_format(_module.FORMAT)

@@ -19,6 +19,7 @@ from segtrain.data.formats import Sample, get_format
 from segtrain.data.formats.splits import list_samples
 from segtrain.data.loading.patch_plans import PatchLoader, patch_positions
 from segtrain.data.loading.seeds import epoch_arrays
+from segtrain.data.loading.window_plans import WindowLoader
 from segtrain.data.transforms.image import augment, train_transform, val_transform
 from segtrain.errors import SegtrainError
 
@@ -109,11 +110,24 @@ class SamplePlan:
     image_dtype: type  # np.uint8 for 2-D images (0..255), np.float32 for z-scored patches
 
 
+def _in_order(epoch: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validation: positions in order, no augmentation seed."""
+    return np.arange(start, stop, dtype=np.int64), np.zeros(stop - start, np.int64)
+
+
 def sample_plan(config: Config, samples: list, training: bool) -> SamplePlan:
     """2-D images: one sample per file, shuffled by (seed, epoch) in training. Formats that
-    train on patches: ``data.patches_per_case`` patches per case (``patch_plans.py``)."""
+    train on patches: ``data.patches_per_case`` patches per case (``patch_plans.py``), read as
+    windows of scenes for formats with ``open_scene`` (``window_plans.py``)."""
     data_cfg, seed = config.data, config.train.seed
-    if get_format(data_cfg.format).patches:
+    fmt = get_format(data_cfg.format)
+    if fmt.open_scene is not None:
+        windows = WindowLoader(samples, data_cfg, training)
+        n, per = len(samples), data_cfg.patches_per_case
+        if training:
+            return SamplePlan(n * per, lambda e, a, b: patch_positions(n, per, seed, e, a, b, True), windows, windows.patch, np.float32)
+        return SamplePlan(len(windows.grid), _in_order, windows, windows.patch, np.float32)
+    if fmt.patches:
         loader = PatchLoader(samples, data_cfg, training)
         n, per = len(samples), data_cfg.patches_per_case
         return SamplePlan(n * per, lambda e, a, b: patch_positions(n, per, seed, e, a, b, training), loader, loader.patch, np.float32)
@@ -121,7 +135,7 @@ def sample_plan(config: Config, samples: list, training: bool) -> SamplePlan:
     if training:
         arrays = lambda e, a, b: epoch_arrays(n, seed, e, a, b)  # noqa: E731
     else:
-        arrays = lambda e, a, b: (np.arange(a, b, dtype=np.int64), np.zeros(b - a, np.int64))  # noqa: E731
+        arrays = _in_order
     return SamplePlan(n, arrays, SampleLoader(samples, data_cfg, training), static_hw(data_cfg, training), np.uint8)
 
 
