@@ -364,20 +364,39 @@ class Trainer:
         clock = DataClock()
         with clock.waiting():  # building the pipeline (and a first batch, for some) is waiting for data too
             epoch_batches = self.engine.epoch_batches(ds, steps_here - state.batch)
+        lag = not cbs.batch_hooks  # read a step's loss after the next step is queued (see _finish_step)
+        queued: list = []  # dispatched steps whose loss is not read yet: (loss, lr, batch)
         with epoch_batches as batches:
             for batch in clock.timed(batches):
-                cbs("on_train_batch_begin", state.batch)
-                loss, lr = self._train_step(batch)
-                self._last_batch = batch
-                self._record(state, loss)
-                self.log.step(state.step, loss, lr)
-                self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
-                cbs("on_train_batch_end", state.batch - 1, logs={"loss": loss})
+                cbs("on_train_batch_begin", state.batch + len(queued))
+                queued.append((*self._train_step(batch), batch))
+                newest = state.step + len(queued)
+                keep = lag and not stop.requested and not (every and newest % every == 0)
+                while len(queued) > keep:
+                    self._finish_step(state, *queued.pop(0), steps_here, cbs)
                 if stop.requested or cbs.stopped_by:
                     break
-                if every and state.step % every == 0 and state.batch < steps_here:
+                if not queued and every and state.step % every == 0 and state.batch < steps_here:
                     self._save(state)
+            while queued:  # the epoch's last step
+                self._finish_step(state, *queued.pop(0), steps_here, cbs)
         return clock
+
+    def _finish_step(self, state: LoopState, loss, lr, batch, steps_here: int, cbs: LoopCallbacks) -> None:
+        """Read a dispatched step's loss and count it (divergence check, logs, callbacks).
+
+        An engine may return the loss still on its device (JAX): reading it waits for the step.
+        Without per-batch callbacks the loop reads step k's loss after step k + 1 is queued, so the
+        device never waits for the host; a step that is checkpointed (``checkpoint_every_steps``), the
+        epoch's last step and a stop signal are read before anything else runs, so a NaN at step k
+        still stops with step k's message, and checkpoints and resume hold the same state as before.
+        """
+        loss, lr = float(loss), float(lr)
+        self._last_batch = batch
+        self._record(state, loss)
+        self.log.step(state.step, loss, lr)
+        self.console.step(state.epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
+        cbs("on_train_batch_end", state.batch - 1, logs={"loss": loss})
 
     def _record(self, state: LoopState, loss: float) -> None:
         """Count a finished step; stop on a non-finite or exploding loss before anything is saved."""

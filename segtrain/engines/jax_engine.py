@@ -82,19 +82,22 @@ class JaxEngine(Engine):
 
         @jax.jit
         def step(tv, ntv, ov, images, masks):
+            with keras.StatelessScope(state_mapping=list(zip(slots, ov))):
+                lr = optimizer.learning_rate  # the schedule at this step's iteration count
             (_, (loss, ntv)), grads = gradient(tv, ntv, ov, images, masks)
             tv, ov = optimizer.stateless_apply(ov, grads, tv)
-            return loss, tv, ntv, ov
+            return loss, lr, tv, ntv, ov
 
-        def run(batch) -> tuple[float, float]:
-            lr = float(optimizer.learning_rate)  # the schedule at this step's iteration count
+        def run(batch):
+            """Queue the step and return its loss and rate as device scalars: nothing here waits for
+            the device (the loop reads them with ``float`` after queueing the next step)."""
             images, masks = self._place(batch)
-            loss, tv, ntv, ov = step([v.value for v in trainable], [v.value for v in non_trainable],
-                                     [v.value for v in slots], images, masks)
+            loss, lr, tv, ntv, ov = step([v.value for v in trainable], [v.value for v in non_trainable],
+                                         [v.value for v in slots], images, masks)
             for variables, values in ((trainable, tv), (non_trainable, ntv), (slots, ov)):
                 for variable, value in zip(variables, values):
                     variable.assign(value)
-            return float(loss), lr
+            return loss, lr
 
         return run
 
