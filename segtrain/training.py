@@ -50,11 +50,12 @@ from segtrain.data.formats.splits import iter_labels  # noqa: E402
 from segtrain.data.loading.batches import DataClock, build_batches, count_batches, numpy_batches  # noqa: E402
 from segtrain.distribute import launch_local_workers  # noqa: E402
 from segtrain.early_stopping import count_validation  # noqa: E402
-from segtrain.engines import make_engine  # noqa: E402
+from segtrain.engines import make_engine, thread_settings  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.evaluation import evaluate  # noqa: E402
 from segtrain.loop_callbacks import LoopCallbacks, epoch_logs, refuse_replaced  # noqa: E402
 from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
+from segtrain.machine import cpu_summary  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
 from segtrain.models import build_model_from_config  # noqa: E402
 from segtrain.precise_bn import precise_bn_for  # noqa: E402
@@ -263,6 +264,8 @@ class Trainer:
             facts += (f"; effective batch {micro * cfg.train.batch_size} ({micro} micro-batches of "
                       f"{cfg.train.batch_size} per optimizer update)")
         self.log.note(f"{facts}; dtype policy {policy} ({why}); validation in float32")
+        threads = ", ".join(f"{key} {value}" for key, value in thread_settings().items())
+        self.log.note(f"machine: {cpu_summary()}; threads: {threads}")
         self.console = ConsoleLog(enabled=bool(self.verbose and self.chief))
         if self.verbose and self.chief:
             print(f"{facts}; dtype policy: {policy} ({why}); validation in float32")

@@ -11,6 +11,7 @@ strategy uses each replica's share).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import jax
@@ -43,6 +44,11 @@ def gpu_capabilities() -> list[tuple[int, int]]:
     gpus = [d for d in jax.devices() if d.platform == "gpu"]
     return [tuple(int(v) for v in str(d.compute_capability).split(".")[:2]) for d in gpus
             if getattr(d, "compute_capability", None)]
+
+
+def thread_settings() -> dict:
+    """XLA's CPU runtime runs each op on one pool of all cores; ``XLA_FLAGS`` is the only thread knob."""
+    return {"intra_op": f"all {os.cpu_count()} cores (XLA)", "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 class JaxEngine(Engine):
