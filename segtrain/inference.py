@@ -19,8 +19,9 @@ on first use, so ``segtrain evaluate --pred-dir`` stays TensorFlow-free.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from segtrain.errors import SegtrainError
 from segtrain.io_utils import format_size, per_axis
 from segtrain.prediction_options import PredictOptions, WindowSize
 from segtrain.sliding_window import sliding_window
+
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- checkpoint and forward pass
@@ -206,6 +209,47 @@ def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | N
         return predict_mask(model, image, options)
     probs = predict_probs(model, resize_bilinear(image, tuple(resize)), options)
     return np.argmax(resize_bilinear(probs, image.shape[:2]), axis=-1).astype(np.uint8)
+
+
+def _batchable(model, image: np.ndarray, data_cfg, options: PredictOptions) -> bool:
+    """Whether ``predict_sample`` runs ``image`` as one plain forward pass (whole, no test-time
+    augmentation, at its training size): then images of its size can share a forward pass."""
+    return (not get_format(data_cfg.format).patches and not options.augmented and options.window is None
+            and _fixed_size(model) is None and image.ndim == 3
+            and (data_cfg.resize is None or tuple(image.shape[:2]) == tuple(data_cfg.resize)))
+
+
+def predict_samples(model, items: Iterable[T], image_of: Callable[[T], np.ndarray], data_cfg,
+                    options: PredictOptions = PredictOptions()) -> Iterator[tuple[T, np.ndarray]]:
+    """``(item, class indices)`` for each item in order, as ``predict_sample`` predicts ``image_of(item)``.
+
+    Consecutive images of the same size on the plain path (``_batchable``) go through the model
+    ``options.batch_size`` at a time: one forward pass per batch, and on JAX one compiled forward
+    per image size. Images are batched only with others of *exactly* their size, never padded to a
+    shared size: a padded border changes what a convolution with ``same`` padding sees near the
+    edge (zeros or mirrored pixels instead of the model's own zero padding at the true edge), so
+    predictions of the valid region would change (tested: tests/test_inference.py).
+    """
+    waiting: list = []  # (item, image) of one size, waiting for a full batch
+
+    def flush():
+        if waiting:
+            logits = _forward(model, np.stack([image for _, image in waiting]))
+            yield from zip((item for item, _ in waiting), np.argmax(logits, axis=-1).astype(np.uint8))
+            waiting.clear()
+
+    for item in items:
+        image = np.asarray(image_of(item), dtype=np.float32)
+        if not _batchable(model, image, data_cfg, options):
+            yield from flush()
+            yield item, predict_sample(model, image, data_cfg, options)
+            continue
+        if waiting and waiting[0][1].shape != image.shape:
+            yield from flush()
+        waiting.append((item, image))
+        if len(waiting) == options.batch_size:
+            yield from flush()
+    yield from flush()
 
 
 def predict_array(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions()) -> np.ndarray:

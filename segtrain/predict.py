@@ -22,8 +22,8 @@ from segtrain.data.formats.images import write_prediction as write_palette_png
 from segtrain.data.formats.palette import ColorTable
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_sample
-from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, write_png
+from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_samples
+from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, read_ahead, write_png
 from segtrain.precision import float32_copy
 from segtrain.prediction_options import PredictOptions
 from segtrain.visualize import as_rgb, legend_entries, overlay, strip
@@ -79,9 +79,9 @@ def _predict_split(model, config: Config, split: str, out: Path, options: Predic
     """Every sample of a split, predicted and written as its format says (with strips for 2-D images)."""
     fmt = get_format(config.data.format)
     samples = list_samples(config.data, split)
-    for sample in progress(samples, "predict"):
-        decoded = fmt.read(sample, config.data)
-        labels = predict_sample(model, decoded.image, config.data, options)
+    decoded_ahead = read_ahead(lambda sample: (sample, fmt.read(sample, config.data)), samples)
+    predicted = predict_samples(model, decoded_ahead, lambda pair: pair[1].image, config.data, options)
+    for (sample, decoded), labels in progress(predicted, "predict", total=len(samples)):
         fmt.write_prediction(out / f"{sample.name}{fmt.prediction_extension}", labels, decoded, pictures.table if pictures else None)
         if pictures is not None:
             pictures(sample.name, decoded.image, labels, decoded.label)
