@@ -1,9 +1,9 @@
 """`segtrain evaluate` images/s vs onnxruntime on the exported ONNX of the same checkpoint (issue 31.2).
 
 One process, the running Keras backend (``KERAS_BACKEND``): each round times, in turn,
-(a) ``evaluate`` per image (``--window-batch 1``: one forward per image, as before batching),
-(b) ``evaluate`` batched (images of one size share a forward pass, files decoded ahead on a
-thread), (c) onnxruntime (CPU) running the ONNX export of the same checkpoint image by image
+(a) ``evaluate`` per image (one forward per image: the default on CPU), (b) ``evaluate`` batched
+(``--batch`` images of one size share a forward pass: the default on a GPU); both decode the
+files ahead on a thread, (c) onnxruntime (CPU) running the ONNX export of the same checkpoint image by image
 on the *already decoded* images (decoding excluded: the harsher comparison). (a) and (b)
 include decoding the files and the confusion matrix. Splits: CamVid val (101 images, all
 360x480; ``--camvid-images`` keeps the first N) and ../shared/data/voc val (images of several sizes). The checkpoint is a
@@ -42,6 +42,7 @@ from segtrain.evaluation import evaluate  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
 from segtrain.models import build_model  # noqa: E402
 from segtrain.prediction_options import PredictOptions  # noqa: E402
+import segtrain.inference as inference  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 SPLITS = {
@@ -93,6 +94,16 @@ def first_images(root: Path, folder: Path, count: int) -> Path:
     return short
 
 
+def batched(run):
+    """``run()`` with whole images batched ``--window-batch`` at a time even on CPU (the default there is one)."""
+    rule = inference.images_per_pass
+    inference.images_per_pass = lambda options: options.batch_size
+    try:
+        return run()
+    finally:
+        inference.images_per_pass = rule
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=16)
@@ -115,7 +126,8 @@ def main() -> None:
             model = keras.models.load_model(checkpoint)
             modes = {
                 "per_image": lambda: evaluate(config, "val", model=model, options=PredictOptions(batch_size=1), verbose=False)["miou"],
-                "batched": lambda: evaluate(config, "val", model=model, options=PredictOptions(batch_size=args.batch), verbose=False)["miou"],
+                "batched": lambda: batched(lambda: evaluate(config, "val", model=model, options=PredictOptions(batch_size=args.batch),
+                                                            verbose=False)["miou"]),
                 "onnxruntime": lambda: run_onnxruntime(sessions, decoded, data["num_classes"]),
             }
             for run in modes.values():  # warm-up: compiles (JAX: one per image size), first-call costs

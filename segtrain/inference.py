@@ -219,17 +219,26 @@ def _batchable(model, image: np.ndarray, data_cfg, options: PredictOptions) -> b
             and (data_cfg.resize is None or tuple(image.shape[:2]) == tuple(data_cfg.resize)))
 
 
+def images_per_pass(options: PredictOptions) -> int:
+    """Whole images per forward pass: ``options.batch_size`` on a GPU, one on CPU, where batching
+    did not pay (benchmarks/results/inference_*.md: 0.7-1.0x per-image speed on 2 cores)."""
+    from segtrain.engines import gpu_capabilities  # imports Keras (and the backend's framework)
+
+    return options.batch_size if gpu_capabilities() else 1
+
+
 def predict_samples(model, items: Iterable[T], image_of: Callable[[T], np.ndarray], data_cfg,
-                    options: PredictOptions = PredictOptions()) -> Iterator[tuple[T, np.ndarray]]:
+                    options: PredictOptions = PredictOptions(), per_pass: int | None = None) -> Iterator[tuple[T, np.ndarray]]:
     """``(item, class indices)`` for each item in order, as ``predict_sample`` predicts ``image_of(item)``.
 
     Consecutive images of the same size on the plain path (``_batchable``) go through the model
-    ``options.batch_size`` at a time: one forward pass per batch, and on JAX one compiled forward
-    per image size. Images are batched only with others of *exactly* their size, never padded to a
+    ``per_pass`` at a time (default ``images_per_pass(options)``): one forward pass per batch, and on
+    JAX one compiled forward per image size and batch. Images are batched only with others of *exactly* their size, never padded to a
     shared size: a padded border changes what a convolution with ``same`` padding sees near the
     edge (zeros or mirrored pixels instead of the model's own zero padding at the true edge), so
     predictions of the valid region would change (tested: tests/test_inference.py).
     """
+    per_pass = per_pass or images_per_pass(options)
     waiting: list = []  # (item, image) of one size, waiting for a full batch
 
     def flush():
@@ -247,7 +256,7 @@ def predict_samples(model, items: Iterable[T], image_of: Callable[[T], np.ndarra
         if waiting and waiting[0][1].shape != image.shape:
             yield from flush()
         waiting.append((item, image))
-        if len(waiting) == options.batch_size:
+        if len(waiting) == per_pass:
             yield from flush()
     yield from flush()
 

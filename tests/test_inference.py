@@ -261,7 +261,7 @@ def test_predict_samples_batches_only_images_of_one_size(monkeypatch):
     expected = [predict_mask(model, x) for x in images]  # one forward per image: the reference
     data = from_dict({"data": {"format": "voc", "root": ".", "num_classes": NUM_CLASSES, "classes": ["a", "b", "c"]}}).data
     calls = counting_forward(monkeypatch)
-    got = list(predict_samples(model, enumerate(images), lambda pair: pair[1], data, PredictOptions(batch_size=4)))
+    got = list(predict_samples(model, enumerate(images), lambda pair: pair[1], data, PredictOptions(batch_size=4), per_pass=4))
     assert [item[0] for item, _ in got] == list(range(len(images)))  # in order
     for (_, mask), want in zip(got, expected):
         np.testing.assert_array_equal(mask, want)
@@ -300,6 +300,12 @@ def test_evaluate_batched_equals_per_image_on_a_split_of_mixed_sizes(tmp_path, s
     config = sample_config(root)
     model = tiny_fcn(seed=1)
     model = keras.Model(model.input, keras.layers.Conv2D(4, 1)(model.output))  # the sample set's 4 classes
+    import segtrain.inference as inference
+
+    from segtrain.engines import gpu_capabilities
+
+    assert inference.images_per_pass(PredictOptions(batch_size=4)) == (4 if gpu_capabilities() else 1)  # 1 on CPU
+    monkeypatch.setattr(inference, "images_per_pass", lambda options: options.batch_size)  # as on a GPU
     calls = counting_forward(monkeypatch)
     one = evaluate(config, "val", model=model, options=PredictOptions(batch_size=1), verbose=False)
     assert len(calls) == 10, calls
