@@ -232,9 +232,9 @@ def predict_samples(model, items: Iterable[T], image_of: Callable[[T], np.ndarra
     """``(item, class indices)`` for each item in order, as ``predict_sample`` predicts ``image_of(item)``.
 
     Consecutive images of the same size on the plain path (``_batchable``) go through the model
-    ``per_pass`` at a time (default ``images_per_pass(options)``): one forward pass per batch, and on
-    JAX one compiled forward per image size and batch. Images are batched only with others of *exactly* their size, never padded to a
-    shared size: a padded border changes what a convolution with ``same`` padding sees near the
+    ``per_pass`` at a time (default ``images_per_pass(options)``): one forward pass per batch (and on
+    JAX one compiled forward per image size: a short batch is filled up with zero images). Images are
+    batched only with others of *exactly* their size, never padded to a shared size: a padded border changes what a convolution with ``same`` padding sees near the
     edge (zeros or mirrored pixels instead of the model's own zero padding at the true edge), so
     predictions of the valid region would change (tested: tests/test_inference.py).
     """
@@ -243,7 +243,11 @@ def predict_samples(model, items: Iterable[T], image_of: Callable[[T], np.ndarra
 
     def flush():
         if waiting:
-            logits = _forward(model, np.stack([image for _, image in waiting]))
+            batch = np.stack([image for _, image in waiting])
+            # a short batch is filled with zero images to ``per_pass``: one batch shape per image size (one
+            # compile on JAX); exact, as inference-mode layers treat each image alone
+            batch = np.concatenate([batch, np.zeros((per_pass - len(batch), *batch.shape[1:]), batch.dtype)])
+            logits = _forward(model, batch)[: len(waiting)]
             yield from zip((item for item, _ in waiting), np.argmax(logits, axis=-1).astype(np.uint8))
             waiting.clear()
 
