@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from segtrain.config import from_dict  # noqa: E402
 from segtrain.data.loading.numpy_batches import NumpyLoader  # noqa: E402
 from segtrain.data.formats.splits import list_samples  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 BATCH, CROP, NUM_CLASSES = 8, 320, 11
 
@@ -50,6 +51,7 @@ def main() -> None:
     samples = list_samples(config.data, "train")[: args.images]
 
     from segtrain.data.loading.tf_batches import build_dataset
+    from segtrain.engines import thread_settings  # (TensorFlow's thread pools)
 
     loaders = {
         "numpy": lambda epoch: NumpyLoader(config, "train", True, epoch=epoch, samples=samples),
@@ -70,6 +72,12 @@ def main() -> None:
         runs = ", ".join(f"{v:.1f}" for v in results[name])
         print(f"  {name:<8} {value:7.1f} samples/s   ({runs})")
     print(f"  ratio numpy / tf.data = {med['numpy'] / med['tf.data']:.2f}")
+    write_results("loader_camvid", {"args": vars(args), "samples_per_second": results, "medians": med,
+                                    "ratio_numpy_over_tf_data": med["numpy"] / med["tf.data"], "threads": thread_settings()},
+                  [f"CamVid train, first {len(samples)} pairs, batch {BATCH}, crop {CROP}x{CROP} + hflip, "
+                   f"median of {args.repeats} interleaved rounds", "", "| loader | samples/s (median) | rounds |", "|---|---|---|",
+                   *(f"| {k} | {v:.1f} | {', '.join(f'{x:.1f}' for x in results[k])} |" for k, v in med.items()), "",
+                   f"Ratio numpy / tf.data: **{med['numpy'] / med['tf.data']:.2f}**"])
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from segtrain.config import from_dict
 from segtrain.data.formats.splits import list_samples
+from results_file import write_results
 
 BATCH, CROP, NUM_CLASSES = 8, 320, 11
 
@@ -105,6 +106,7 @@ def main() -> None:
     pairs = [(str(s.image), str(s.mask)) for s in samples]
 
     from segtrain.data.loading.tf_batches import build_dataset  # here, so spawned raw-decode workers skip TensorFlow
+    from segtrain.engines import thread_settings  # (TensorFlow's thread pools)
 
     steps = len(samples) // BATCH
     batches = iter(build_dataset(config, "train", True, samples=samples, repeat=True))
@@ -128,6 +130,13 @@ def main() -> None:
     print(f"  ratio pipeline / raw x2 = {med['pipeline'] / med['raw x2']:.2f}  (target >= 0.8)")
     print(f"  ratio pipeline / raw x1 = {med['pipeline'] / med['raw x1']:.2f}")
     print(f"  ratio pipeline / naive  = {med['pipeline'] / med['naive']:.2f}")
+    ratios = {f"pipeline / {k}": med["pipeline"] / med[k] for k in ("raw x2", "raw x1", "naive")}
+    write_results("pipeline_camvid", {"args": vars(args), "samples_per_second": results, "medians": med, "ratios": ratios,
+                                      "threads": thread_settings()},
+                  [f"CamVid train, first {len(pairs)} pairs, batch {BATCH}, crop {CROP}x{CROP}, median of {args.repeats}", "",
+                   "| loader | samples/s (median) | rounds |", "|---|---|---|",
+                   *(f"| {k} | {v:.1f} | {', '.join(f'{x:.1f}' for x in results[k])} |" for k, v in med.items()), "",
+                   *(f"Ratio {k}: **{v:.2f}**  " for k, v in ratios.items())])
 
 
 if __name__ == "__main__":

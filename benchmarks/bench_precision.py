@@ -23,7 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from results_file import write_results
 from segtrain.config import OptimizerConfig, TrainConfig
+from segtrain.engines import thread_settings
 from segtrain.losses import masked_cross_entropy_terms
 from segtrain.models import build_model
 from segtrain.precision import resolve_policy
@@ -89,11 +91,19 @@ def main() -> None:
     print(f"segnet_basic width {args.width}, {args.size[0]}x{args.size[1]}, batch {args.batch}, {device}; "
           f"policy {args.policy} -> {policy} ({why}); median of {args.rounds} interleaved rounds x {args.steps} steps")
     print(f"{'decoder':<13}{'policy':<16}{'s/step':>9}{'img/s':>9}{'vs float32':>12}")
+    rows, figures = [], {}
     for decoder in args.decoders:
         base = float(np.median(times[(decoder, "float32")]))
         for p in dict.fromkeys(("float32", policy)):
             seconds = float(np.median(times[(decoder, p)]))
             print(f"{decoder:<13}{p:<16}{seconds:>9.3f}{args.batch / seconds:>9.2f}{base / seconds:>11.2f}x")
+            rows.append(f"| {decoder} | {p} | {seconds:.3f} | {args.batch / seconds:.2f} | {base / seconds:.2f}x |")
+            figures[f"{decoder} {p}"] = {"seconds_per_step": seconds, "rounds": times[(decoder, p)], "vs_float32": base / seconds}
+    write_results("precision_segnet", {"args": vars(args), "policy": policy, "why": why, "device": device,
+                                       "steps": figures, "threads": thread_settings()},
+                  [f"segnet_basic width {args.width}, {args.size[0]}x{args.size[1]}, batch {args.batch}, {device}; policy "
+                   f"{args.policy} -> {policy} ({why}); median of {args.rounds} interleaved rounds x {args.steps} steps", "",
+                   "| decoder | policy | s/step | img/s | vs float32 |", "|---|---|---|---|---|", *rows])
 
 
 if __name__ == "__main__":

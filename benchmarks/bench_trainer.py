@@ -34,6 +34,8 @@ from segtrain.losses import MaskedCrossEntropy  # noqa: E402
 from segtrain.models import build_model  # noqa: E402
 from segtrain.training import Trainer  # noqa: E402
 from bench_backends import WARMUP, StepClock, interleaved_rounds, step_arguments  # noqa: E402  (the same clock, options and rounds)
+from results_file import write_results  # noqa: E402
+from segtrain.engines import thread_settings  # noqa: E402
 
 
 def make_config(args, out: str):
@@ -112,7 +114,7 @@ def main() -> None:
           f"{args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs, TF {tf.__version__}, Keras {keras.__version__}")
     warm_cache(args)
-    med, _ = interleaved_rounds({
+    med, times = interleaved_rounds({
         "keras_fit": lambda: keras_fit(args),
         "segtrain_memory": lambda: segtrain_loop(args, memory_ds(args)),
         "segtrain_pipeline": lambda: segtrain_loop(args, pipeline_ds(args)),
@@ -122,6 +124,15 @@ def main() -> None:
     print(f"(b) starvation camvid pipeline / in-memory tensors = {med['segtrain_pipeline'] / med['segtrain_memory']:.3f}  (target <= 1.05)")
     print(f"    with data.cache (decoded pairs in memory, augmentation still per step) "
           f"= {med['segtrain_pipeline_cached'] / med['segtrain_memory']:.3f}")
+    ratios = {"overhead segtrain / keras fit": med["segtrain_memory"] / med["keras_fit"],
+              "starvation pipeline / in-memory": med["segtrain_pipeline"] / med["segtrain_memory"],
+              "starvation cached pipeline / in-memory": med["segtrain_pipeline_cached"] / med["segtrain_memory"]}
+    write_results("trainer_overhead", {"args": vars(args), "median_step_seconds": med, "rounds": times, "ratios": ratios,
+                                       "threads": thread_settings()},
+                  [f"SegNet-Basic width {args.width}, batch {args.batch} x {args.size}x{args.size}, {args.steps} steps "
+                   f"({WARMUP} warm-up dropped), {args.rounds} interleaved rounds", "", "| loop | ms/step (median) |", "|---|---|",
+                   *(f"| {k} | {1000 * v:.1f} |" for k, v in med.items()), "",
+                   *(f"Ratio {k}: **{v:.3f}** (target <= 1.05)  " for k, v in ratios.items())])
 
 
 if __name__ == "__main__":

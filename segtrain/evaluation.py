@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,8 @@ from segtrain.data.formats import get_format
 from segtrain.data.formats.decode import class_names
 from segtrain.data.formats.splits import list_samples, split_name
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_sample, published_config
-from segtrain.io_utils import atomic_write, progress, write_json
+from segtrain.inference import load_checkpoint, num_outputs, predict_samples, published_config
+from segtrain.io_utils import atomic_write, progress, read_ahead, write_json
 from segtrain.metrics import ConfusionMatrix, format_groups, format_table, group_metrics
 from segtrain.prediction_options import PredictOptions
 from segtrain.series_scores import format_summary, series_scores, split_summary
@@ -41,10 +41,13 @@ class ModelPredictions:
         self.model, self.data_cfg, self.options = model, data_cfg, options
         self.format = get_format(data_cfg.format)
 
-    def __call__(self, sample) -> tuple[np.ndarray, np.ndarray, str]:
-        """(ground truth, prediction, what to name in an error) of one sample."""
-        decoded = self.format.read(sample, self.data_cfg)
-        return decoded.label, predict_sample(self.model, decoded.image, self.data_cfg, self.options), sample.name
+    def stream(self, samples: Sequence) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+        """(ground truth, prediction, what to name in an error) of each sample in order: files decoded
+        ahead on a thread while the model runs, images of one size batched (``inference.predict_samples``)."""
+        decoded = read_ahead(lambda sample: (sample, self.format.read(sample, self.data_cfg)), samples)
+        for (sample, read), mask in predict_samples(self.model, decoded, lambda pair: pair[1].image, self.data_cfg,
+                                                     self.options):
+            yield read.label, mask, sample.name
 
 
 class FolderPredictions:
@@ -54,10 +57,12 @@ class FolderPredictions:
         self.data_cfg, self.format = data_cfg, get_format(data_cfg.format)
         self.files = dict(zip((s.name for s in samples), _prediction_files(Path(pred_dir), [s.name for s in samples], self.format.prediction_extension)))
 
-    def __call__(self, sample) -> tuple[np.ndarray, np.ndarray, str]:
-        path = self.files[sample.name]
-        truth = self.format.read_labels(sample, self.data_cfg)
-        return truth, self.format.read_prediction(path, sample, truth, self.data_cfg), str(path)
+    def stream(self, samples: Sequence) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+        """(ground truth, prediction, the prediction's file) of each sample in order."""
+        for sample in samples:
+            path = self.files[sample.name]
+            truth = self.format.read_labels(sample, self.data_cfg)
+            yield truth, self.format.read_prediction(path, sample, truth, self.data_cfg), str(path)
 
 
 def _prediction_files(pred_dir: Path, names: Sequence[str], extension: str) -> list[Path]:
@@ -74,12 +79,13 @@ def _prediction_files(pred_dir: Path, names: Sequence[str], extension: str) -> l
 
 def score(samples: Sequence, predictions, num_classes: int, groups: dict, *, per_case: bool, label: str, verbose: bool,
           margin: float | None = None) -> tuple[ConfusionMatrix, list[dict] | None]:
-    """One confusion matrix over every sample of a split, from any source of predictions;
-    with ``per_case`` also each sample's Dice (per class and label group), and with ``margin``
-    (1-D series) its segment covering and change-point F1 (``segtrain.series_scores``)."""
+    """One confusion matrix over every sample of a split, from any source of predictions (its
+    ``stream(samples)`` yields (truth, prediction, where) per sample, in order); with ``per_case`` also
+    each sample's Dice (per class and label group), and with ``margin`` (1-D series) its segment
+    covering and change-point F1 (``segtrain.series_scores``)."""
     matrix, cases = ConfusionMatrix(num_classes), []
-    for sample in progress(samples, label, enabled=verbose):
-        truth, pred, where = predictions(sample)
+    for sample, (truth, pred, where) in zip(samples, progress(predictions.stream(samples), label, enabled=verbose,
+                                                               total=len(samples))):
         case = ConfusionMatrix(num_classes)
         try:
             case.update(truth, pred)

@@ -19,8 +19,9 @@ on first use, so ``segtrain evaluate --pred-dir`` stays TensorFlow-free.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,6 +35,8 @@ from segtrain.sliding_window import sliding_window, sliding_window_rows
 # A folder written by `segtrain publish` (segtrain.tools.publish) holds these; --checkpoint accepts the folder.
 PUBLISHED_MODEL = "model.keras"
 PUBLISHED_CONFIG = "config.yaml"
+
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- checkpoint and forward pass
@@ -247,6 +250,60 @@ def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | N
         return predict_mask(model, image, options)
     probs = predict_probs(model, resize_bilinear(image, tuple(resize)), options)
     return np.argmax(resize_bilinear(probs, image.shape[:2]), axis=-1).astype(np.uint8)
+
+
+def _batchable(model, image: np.ndarray, data_cfg, options: PredictOptions) -> bool:
+    """Whether ``predict_sample`` runs ``image`` as one plain forward pass (whole, no test-time
+    augmentation, at its training size): then images of its size can share a forward pass."""
+    return (not get_format(data_cfg.format).patches and not options.augmented and options.window is None
+            and _fixed_size(model) is None and image.ndim == 3
+            and (data_cfg.resize is None or tuple(image.shape[:2]) == tuple(data_cfg.resize)))
+
+
+def images_per_pass(options: PredictOptions) -> int:
+    """Whole images per forward pass: ``options.batch_size`` on a GPU, one on CPU, where batching
+    did not pay (benchmarks/results/inference_*.md: 0.7-1.0x per-image speed on 2 cores)."""
+    from segtrain.engines import gpu_capabilities  # imports Keras (and the backend's framework)
+
+    return options.batch_size if gpu_capabilities() else 1
+
+
+def predict_samples(model, items: Iterable[T], image_of: Callable[[T], np.ndarray], data_cfg,
+                    options: PredictOptions = PredictOptions(), per_pass: int | None = None) -> Iterator[tuple[T, np.ndarray]]:
+    """``(item, class indices)`` for each item in order, as ``predict_sample`` predicts ``image_of(item)``.
+
+    Consecutive images of the same size on the plain path (``_batchable``) go through the model
+    ``per_pass`` at a time (default ``images_per_pass(options)``): one forward pass per batch (and on
+    JAX one compiled forward per image size: a short batch is filled up with zero images). Images are
+    batched only with others of *exactly* their size, never padded to a shared size: a padded border changes what a convolution with ``same`` padding sees near the
+    edge (zeros or mirrored pixels instead of the model's own zero padding at the true edge), so
+    predictions of the valid region would change (tested: tests/test_inference.py).
+    """
+    per_pass = per_pass or images_per_pass(options)
+    waiting: list = []  # (item, image) of one size, waiting for a full batch
+
+    def flush():
+        if waiting:
+            batch = np.stack([image for _, image in waiting])
+            # a short batch is filled with zero images to ``per_pass``: one batch shape per image size (one
+            # compile on JAX); exact, as inference-mode layers treat each image alone
+            batch = np.concatenate([batch, np.zeros((per_pass - len(batch), *batch.shape[1:]), batch.dtype)])
+            logits = _forward(model, batch)[: len(waiting)]
+            yield from zip((item for item, _ in waiting), np.argmax(logits, axis=-1).astype(np.uint8))
+            waiting.clear()
+
+    for item in items:
+        image = np.asarray(image_of(item), dtype=np.float32)
+        if not _batchable(model, image, data_cfg, options):
+            yield from flush()
+            yield item, predict_sample(model, image, data_cfg, options)
+            continue
+        if waiting and waiting[0][1].shape != image.shape:
+            yield from flush()
+        waiting.append((item, image))
+        if len(waiting) == per_pass:
+            yield from flush()
+    yield from flush()
 
 
 def predict_array(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions()) -> np.ndarray:

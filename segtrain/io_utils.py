@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -285,6 +287,22 @@ def progress(items: Sequence[T] | Iterable[T], label: str, *, enabled: bool = Tr
         for item in items:
             yield item
             bar.update()
+
+
+def read_ahead(read: Callable[[T], Any], items: Iterable[T], depth: int = 4) -> Iterator[Any]:
+    """``read(item)`` of each item in order, up to ``depth`` items read ahead on one thread, so that
+    decoding the next files overlaps the model's forward pass (Pillow and NumPy release the GIL)."""
+    items = iter(items)
+    with ThreadPoolExecutor(1, thread_name_prefix="segtrain-read-ahead") as pool:
+        pending: list[Future] = [pool.submit(read, item) for item in itertools.islice(items, depth)]
+        try:
+            while pending:
+                result = pending.pop(0).result()  # re-raises the reader's SegtrainError as is
+                pending.extend(pool.submit(read, item) for item in itertools.islice(items, 1))
+                yield result
+        finally:  # the consumer stopped early or failed: no reading left running
+            for future in pending:
+                future.cancel()
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:

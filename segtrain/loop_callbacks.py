@@ -57,6 +57,14 @@ class LoopCallbacks:
             if self.stopped_by is None and getattr(self.model, "stop_training", False):
                 self.stopped_by = f"callback {type(callback).__name__} set model.stop_training"
 
+    @property
+    def batch_hooks(self) -> bool:
+        """Whether a callback overrides a per-batch hook: then each step's loss is read before the next
+        step starts (the hook may stop the run or change the weights there)."""
+        hooks = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+        return any(getattr(getattr(cb, hook), "__func__", None) is not getattr(keras.callbacks.Callback, hook)
+                   for cb in self.callbacks for hook in hooks)  # LambdaCallback sets them on the instance
+
     def begin(self) -> None:
         self.model.stop_training = False
         self("on_train_begin")

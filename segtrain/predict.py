@@ -27,8 +27,8 @@ from segtrain.data.formats.images import write_prediction as write_palette_png
 from segtrain.data.formats.palette import ColorTable
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_sample, predict_scene, published_config
-from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, write_png
+from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_samples, predict_scene, published_config
+from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, read_ahead, write_png
 from segtrain.precision import float32_copy
 from segtrain.prediction_options import PredictOptions
 from segtrain.video import CODECS, predict_video
@@ -85,14 +85,15 @@ def _predict_cases(model, config: Config, samples: list, out: Path, options: Pre
     """Every case (of a split or ``--input``), predicted and written as its format says (with
     strips for 2-D images); a scene (``open_scene``) is streamed from disk to its prediction."""
     fmt = get_format(config.data.format)
-    for sample in progress(samples, "predict"):
-        if fmt.open_scene is not None:
+    if fmt.open_scene is not None:  # scenes larger than memory: streamed window by window, one at a time
+        for sample in progress(samples, "predict"):
             scene = fmt.open_scene(sample, config.data)
             with scene.prediction_writer(out / f"{sample.name}{fmt.prediction_extension}") as write:
                 predict_scene(model, scene, config.data, write, options)
-            continue
-        decoded = fmt.read(sample, config.data)
-        labels = predict_sample(model, decoded.image, config.data, options)
+        return len(samples)
+    decoded_ahead = read_ahead(lambda sample: (sample, fmt.read(sample, config.data)), samples)
+    predicted = predict_samples(model, decoded_ahead, lambda pair: pair[1].image, config.data, options)
+    for (sample, decoded), labels in progress(predicted, "predict", total=len(samples)):
         fmt.write_prediction(out / f"{sample.name}{fmt.prediction_extension}", labels, decoded, pictures.table if pictures else None)
         if pictures is not None:
             pictures(sample.name, decoded.image, labels, decoded.label)

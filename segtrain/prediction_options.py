@@ -22,7 +22,8 @@ class PredictOptions:
     """``flip``/``scales``: average softmax over mirrored and rescaled copies (2-D images only).
     ``window``/``stride``: predict by sliding windows (None: the whole input, or ``data.patch``
     for formats that train on patches); ``blend``: ``margin`` or ``gaussian`` (None: margin for
-    2-D, gaussian otherwise); ``batch_size``: windows per forward pass."""
+    2-D, gaussian otherwise); ``batch_size``: windows per forward pass, and whole images of one
+    size per forward pass on the plain path (``inference.predict_samples``)."""
 
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
@@ -78,5 +79,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", default="1.0", help="comma-separated image scales to average, e.g. 0.75,1.0,1.25")
     parser.add_argument("--window", help="sliding-window size in pixels, N or HxW (default: whole image)")
     parser.add_argument("--stride", help="sliding-window step, N or HxW (default: 2/3 of the window)")
-    parser.add_argument("--window-batch", type=int, default=4, help="windows per forward pass (bounds memory)")
+    parser.add_argument("--window-batch", type=int, default=4, help="windows per forward pass (bounds memory); also whole images of one size per forward pass")
     parser.add_argument("--blend", choices=BLENDS, help="how overlapping windows combine: margin (default for images) or gaussian (default for volumes and series)")

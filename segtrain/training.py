@@ -51,11 +51,12 @@ from segtrain.data.formats.splits import iter_labels  # noqa: E402
 from segtrain.data.loading.batches import DataClock, build_batches, count_batches, numpy_batches  # noqa: E402
 from segtrain.distribute import launch_local_workers  # noqa: E402
 from segtrain.early_stopping import count_validation  # noqa: E402
-from segtrain.engines import make_engine  # noqa: E402
+from segtrain.engines import make_engine, thread_settings  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.evaluation import evaluate  # noqa: E402
 from segtrain.loop_callbacks import LoopCallbacks, epoch_logs, refuse_replaced  # noqa: E402
 from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
+from segtrain.machine import cpu_summary  # noqa: E402
 from segtrain.metrics import ConfusionMatrix  # noqa: E402
 from segtrain.models import build_model_from_config  # noqa: E402
 from segtrain.precise_bn import precise_bn_for  # noqa: E402
@@ -272,6 +273,8 @@ class Trainer:
             self.log.note(f"{COMMAND_NOTE}{self.command}")
             self.log.note(f"{CWD_NOTE}{Path.cwd()}")
         self.log.note(f"{facts}; dtype policy {policy} ({why}); validation in float32")
+        threads = ", ".join(f"{key} {value}" for key, value in thread_settings().items())
+        self.log.note(f"machine: {cpu_summary()}; threads: {threads}")
         self.console = ConsoleLog(enabled=bool(self.verbose and self.chief))
         if self.verbose and self.chief:
             print(f"{facts}; dtype policy: {policy} ({why}); validation in float32")
@@ -392,23 +395,28 @@ class Trainer:
         probing, planned_end = self.budget is not None and state.time_budget is None, None
         if probing:
             self.budget.steps_begin()
+        lag = not cbs.batch_hooks  # read a step's loss after the next step is queued (see _finish_step)
+        queued: list = []  # dispatched steps whose loss is not read yet: (loss, lr, batch)
         with epoch_batches as batches:
             for batch in clock.timed(batches):
-                cbs("on_train_batch_begin", state.batch)
-                loss, lr = self._train_step(batch)
-                self._last_batch = batch
-                self._record(state, loss)
-                if probing and self.budget.tick():
-                    probing = False
-                    self._plan_budget(state)
-                    steps_here = planned_end = min(steps_here, state.batch + self.total_steps - state.step)
-                self.log.step(state.step, loss, lr)
-                self.console.step(epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
-                cbs("on_train_batch_end", state.batch - 1, logs={"loss": loss})
-                if stop.requested or cbs.stopped_by or state.batch == planned_end:  # the last: the plan ends here
+                cbs("on_train_batch_begin", state.batch + len(queued))
+                queued.append((*self._train_step(batch), batch))
+                newest = state.step + len(queued)
+                at_end = planned_end is not None and state.batch + len(queued) >= planned_end
+                # probing steps are timed one by one, so each is read before the next is dispatched
+                keep = lag and not probing and not at_end and not stop.requested and not (every and newest % every == 0)
+                while len(queued) > keep:
+                    self._finish_step(state, *queued.pop(0), steps_here, cbs)
+                    if probing and self.budget.tick():
+                        probing = False
+                        self._plan_budget(state)
+                        steps_here = planned_end = min(steps_here, state.batch + self.total_steps - state.step)
+                if stop.requested or cbs.stopped_by or (planned_end is not None and state.batch >= planned_end):
                     break
-                if every and state.step % every == 0 and state.batch < steps_here:
+                if not queued and every and state.step % every == 0 and state.batch < steps_here:
                     self._save(state)
+            while queued:  # the epoch's last step
+                self._finish_step(state, *queued.pop(0), steps_here, cbs)
         return clock
 
     def _plan_budget(self, state: LoopState) -> None:
@@ -442,6 +450,22 @@ class Trainer:
         self._save(state)
         self.console.line(describe(plan, self.steps_per_epoch))
         self.log.note(describe(plan, self.steps_per_epoch))
+
+    def _finish_step(self, state: LoopState, loss, lr, batch, steps_here: int, cbs: LoopCallbacks) -> None:
+        """Read a dispatched step's loss and count it (divergence check, logs, callbacks).
+
+        An engine may return the loss still on its device (JAX): reading it waits for the step.
+        Without per-batch callbacks the loop reads step k's loss after step k + 1 is queued, so the
+        device never waits for the host; a step that is checkpointed (``checkpoint_every_steps``), the
+        epoch's last step and a stop signal are read before anything else runs, so a NaN at step k
+        still stops with step k's message, and checkpoints and resume hold the same state as before.
+        """
+        loss, lr = float(loss), float(lr)
+        self._last_batch = batch
+        self._record(state, loss)
+        self.log.step(state.step, loss, lr)
+        self.console.step(state.epoch, self.epochs, state.batch, steps_here, state.loss_sum / state.batch, lr)
+        cbs("on_train_batch_end", state.batch - 1, logs={"loss": loss})
 
     def _record(self, state: LoopState, loss: float) -> None:
         """Count a finished step; stop on a non-finite or exploding loss before anything is saved."""

@@ -233,3 +233,85 @@ def test_predict_palette_takes_a_colour_table_file(tmp_path, image, capsys):
     table.write_text('{"classes": {"x": [1, 2, 3], "y": [4, 5, 6]}}')
     assert cli_main([*args, "--palette", str(table)]) == 1
     assert "has 2 classes but the model predicts 3" in capsys.readouterr().err
+
+
+# ---- batched prediction (issue 31.2) -------------------------------------------------------------
+def counting_forward(monkeypatch):
+    """Counts the model's forward passes (batches) that ``segtrain.inference`` runs."""
+    import segtrain.inference as inference
+
+    calls = []
+    real = inference._forward
+
+    def forward(model, batch):
+        calls.append(batch.shape)
+        return real(model, batch)
+
+    monkeypatch.setattr(inference, "_forward", forward)
+    return calls
+
+
+def test_predict_samples_batches_only_images_of_one_size(monkeypatch):
+    from segtrain.inference import predict_samples
+
+    rng = np.random.default_rng(5)
+    sizes = [(20, 24), (20, 24), (20, 24), (16, 16), (20, 24), (20, 24), (20, 24), (20, 24), (20, 24)]
+    images = [rng.integers(0, 256, (*s, 3)).astype(np.float32) for s in sizes]
+    model = tiny_fcn()
+    expected = [predict_mask(model, x) for x in images]  # one forward per image: the reference
+    data = from_dict({"data": {"format": "voc", "root": ".", "num_classes": NUM_CLASSES, "classes": ["a", "b", "c"]}}).data
+    calls = counting_forward(monkeypatch)
+    got = list(predict_samples(model, enumerate(images), lambda pair: pair[1], data, PredictOptions(batch_size=4), per_pass=4))
+    assert [item[0] for item, _ in got] == list(range(len(images)))  # in order
+    for (_, mask), want in zip(got, expected):
+        np.testing.assert_array_equal(mask, want)
+    # runs of one size, at most 4 a pass: [3 x 20x24], [16x16], [4 x 20x24], [1 x 20x24], each filled up
+    # with zero images to 4 (one batch shape per image size); the masks above show the filling changes nothing
+    assert [c[:3] for c in calls] == [(4, 20, 24), (4, 16, 16), (4, 20, 24), (4, 20, 24)]
+
+
+def test_padding_to_a_shared_size_would_change_border_predictions(image):
+    """Why batches hold images of exactly one size: a zero-padded (or mirrored) copy changes the
+    logits within the receptive field (radius 2 here) of the true edge, and only there."""
+    model = tiny_fcn()
+    plain = predict_logits(model, image)
+    for mode in ("constant", "reflect"):
+        padded = np.pad(image, ((0, 11), (0, 7), (0, 0)), mode=mode)
+        cropped = predict_logits(model, padded)[:37, :53]
+        assert np.abs(cropped[-2:] - plain[-2:]).max() > 1e-3 and np.abs(cropped[:, -2:] - plain[:, -2:]).max() > 1e-3
+        np.testing.assert_allclose(cropped[:-2, :-2], plain[:-2, :-2], atol=1e-5)
+
+
+def test_evaluate_batched_equals_per_image_on_a_split_of_mixed_sizes(tmp_path, sample_root, monkeypatch):
+    """The batched, read-ahead evaluate gives the per-image path's mIoU (and matrix) on a VOC split of several sizes."""
+    import shutil
+
+    from conftest import sample_config
+    from segtrain.evaluation import evaluate
+
+    root = tmp_path / "mixed"
+    shutil.copytree(sample_root, root)
+    names = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:10]
+    for i, name in enumerate(names):  # three sizes, in runs: 4 full, 3 cropped to 40x48, 3 to 33x57
+        if i >= 4:
+            box = (0, 0, 48, 40) if i < 7 else (3, 2, 60, 35)
+            for path in (root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png"):
+                Image.open(path).crop(box).save(path)
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(names) + "\n")
+    config = sample_config(root)
+    model = tiny_fcn(seed=1)
+    model = keras.Model(model.input, keras.layers.Conv2D(4, 1)(model.output))  # the sample set's 4 classes
+    import segtrain.inference as inference
+
+    from segtrain.engines import gpu_capabilities
+
+    assert inference.images_per_pass(PredictOptions(batch_size=4)) == (4 if gpu_capabilities() else 1)  # 1 on CPU
+    monkeypatch.setattr(inference, "images_per_pass", lambda options: options.batch_size)  # as on a GPU
+    calls = counting_forward(monkeypatch)
+    one = evaluate(config, "val", model=model, options=PredictOptions(batch_size=1), verbose=False)
+    assert len(calls) == 10, calls
+    calls.clear()
+    batched = evaluate(config, "val", model=model, options=PredictOptions(batch_size=4), verbose=False)
+    assert [c[1:3] for c in calls] == [(64, 64), (40, 48), (33, 57)] and {c[0] for c in calls} == {4}
+    assert abs(batched["miou"] - one["miou"]) <= 1e-6 and batched["confusion_matrix"] == one["confusion_matrix"]
+    assert batched["num_images"] == 10 and sum(map(sum, batched["confusion_matrix"])) > 0

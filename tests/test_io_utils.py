@@ -129,3 +129,21 @@ def test_per_axis_broadcasts_an_int_and_checks_one_entry_per_axis():
     assert per_axis([4, 5], 2, "window") == (4, 5)
     with pytest.raises(ValueError, match=r"factor=\(2, 2\) has 2 entries but the input has 3 spatial axes"):
         per_axis((2, 2), 3, "factor")
+
+
+def test_read_ahead_yields_every_item_once_in_order_and_reraises():
+    from segtrain.io_utils import read_ahead
+
+    assert list(read_ahead(lambda x: x * x, range(10), depth=3)) == [x * x for x in range(10)]
+    assert list(read_ahead(str, [], depth=3)) == []
+
+    def read(x):
+        if x == 4:
+            raise SegtrainError("sample 4: broken")
+        return x
+
+    got = []
+    with pytest.raises(SegtrainError, match="sample 4: broken"):
+        for x in read_ahead(read, range(10), depth=2):
+            got.append(x)
+    assert got == [0, 1, 2, 3]

@@ -75,6 +75,15 @@ def test_tiny_training_learns_and_writes_the_run_folder(tmp_path):
 
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file() and (run / "curves.png").stat().st_size > 1000
+    # run.log names the machine: CPU model and relevant flags as /proc/cpuinfo has them, and the thread pools
+    machine = next(line for line in (run / "run.log").read_text().splitlines() if " machine: " in line)
+    cpuinfo = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    model = re.search(r"model name\s*:\s*(.*)", cpuinfo).group(1).strip()
+    flags = re.search(r"^flags\s*:(.*)$", cpuinfo, re.M).group(1).split()
+    assert f"machine: {model}, {os.cpu_count()} cores, " in machine
+    for flag in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"):
+        assert (f" {flag}" in machine.split(";")[0]) == (flag in flags), flag
+    assert "threads: intra_op " in machine and "inter_op " in machine and "onednn " in machine
     csv_rows = (run / "log.csv").read_text().strip().splitlines()
     assert len(csv_rows) == 1 + 4 and csv_rows[0].startswith("epoch,step,loss")
     # TensorBoard holds log.csv's numbers: every scalar of every epoch, read back from the event files.

@@ -9,7 +9,7 @@ else (loss, schedule, precise BN, validation, checkpoints, resume, logs) is shar
 ``ENGINES`` maps each Keras backend to its engine module, imported only when that backend
 runs (each imports its framework, an optional heavy dependency). An engine module provides
 ``ENGINE`` (its ``Engine`` subclass), ``compile_forward(function, model)``,
-``inference_forward(model)`` and ``gpu_capabilities()``; adding a backend is one module and one line here
+``inference_forward(model)``, ``gpu_capabilities()`` and ``thread_settings()``; adding a backend is one module and one line here
 (docs/extending_models.md).
 """
 
@@ -74,4 +74,11 @@ def gpu_capabilities() -> list[tuple[int, int]]:
     return engine_module().gpu_capabilities()
 
 
-__all__ = ["ENGINES", "Engine", "compile_forward", "engine_module", "gpu_capabilities", "inference_forward", "make_engine"]
+def thread_settings() -> dict:
+    """The CPU thread pools (and oneDNN, where the backend has it) the running backend uses: the run log
+    and the benchmarks record them beside the CPU's model and flags (``segtrain.machine``)."""
+    return engine_module().thread_settings()
+
+
+__all__ = ["ENGINES", "Engine", "compile_forward", "engine_module", "gpu_capabilities", "inference_forward", "make_engine",
+           "thread_settings"]

@@ -13,8 +13,9 @@ from segtrain.config import TrainConfig
 from segtrain.data.loading.batches import numpy_batches
 from segtrain.errors import SegtrainError
 
-# (batch) -> (mean loss of the global batch, learning rate the step used)
-TrainStep = Callable[[object], tuple[float, float]]
+# (batch) -> (mean loss of the global batch, learning rate the step used): floats, or scalars still on the
+# device that ``float()`` reads (JAX: the loop reads them one step late, so the next step is already queued)
+TrainStep = Callable[[object], tuple[object, object]]
 
 
 class Engine:

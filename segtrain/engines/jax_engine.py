@@ -11,6 +11,7 @@ strategy uses each replica's share).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import jax
@@ -43,6 +44,11 @@ def gpu_capabilities() -> list[tuple[int, int]]:
     gpus = [d for d in jax.devices() if d.platform == "gpu"]
     return [tuple(int(v) for v in str(d.compute_capability).split(".")[:2]) for d in gpus
             if getattr(d, "compute_capability", None)]
+
+
+def thread_settings() -> dict:
+    """XLA's CPU runtime runs each op on one pool of all cores; ``XLA_FLAGS`` is the only thread knob."""
+    return {"intra_op": f"all {os.cpu_count()} cores (XLA)", "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 class JaxEngine(Engine):
@@ -82,19 +88,22 @@ class JaxEngine(Engine):
 
         @jax.jit
         def step(tv, ntv, ov, images, masks):
+            with keras.StatelessScope(state_mapping=list(zip(slots, ov))):
+                lr = optimizer.learning_rate  # the schedule at this step's iteration count
             (_, (loss, ntv)), grads = gradient(tv, ntv, ov, images, masks)
             tv, ov = optimizer.stateless_apply(ov, grads, tv)
-            return loss, tv, ntv, ov
+            return loss, lr, tv, ntv, ov
 
-        def run(batch) -> tuple[float, float]:
-            lr = float(optimizer.learning_rate)  # the schedule at this step's iteration count
+        def run(batch):
+            """Queue the step and return its loss and rate as device scalars: nothing here waits for
+            the device (the loop reads them with ``float`` after queueing the next step)."""
             images, masks = self._place(batch)
-            loss, tv, ntv, ov = step([v.value for v in trainable], [v.value for v in non_trainable],
-                                     [v.value for v in slots], images, masks)
+            loss, lr, tv, ntv, ov = step([v.value for v in trainable], [v.value for v in non_trainable],
+                                         [v.value for v in slots], images, masks)
             for variables, values in ((trainable, tv), (non_trainable, ntv), (slots, ov)):
                 for variable, value in zip(variables, values):
                     variable.assign(value)
-            return float(loss), lr
+            return loss, lr
 
         return run
 

@@ -10,6 +10,7 @@ replicas. Batches come from the tf.data pipeline (``segtrain.data.loading.tf_bat
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 
 import keras
@@ -41,6 +42,15 @@ def gpu_capabilities() -> list[tuple[int, int]]:
         if capability:
             found.append(tuple(int(v) for v in capability))
     return found
+
+
+def thread_settings() -> dict:
+    """TensorFlow's intra-op and inter-op pools (0: its default, one thread per core) and oneDNN
+    (on by default on x86; ``TF_ENABLE_ONEDNN_OPTS=0`` turns it off)."""
+    default = f"{os.cpu_count()} (default)"
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or default,
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or default,
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")}
 
 
 class TensorFlowEngine(Engine):

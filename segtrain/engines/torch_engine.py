@@ -36,6 +36,12 @@ def gpu_capabilities() -> list[tuple[int, int]]:
     return [tuple(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())]
 
 
+def thread_settings() -> dict:
+    """The CPU threads torch runs on (intra-op: one op's work; inter-op: ops side by side) and oneDNN."""
+    return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
+            "onednn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)}
+
+
 class TorchEngine(Engine):
     name = "torch"
     compile_forward = staticmethod(compile_forward)
