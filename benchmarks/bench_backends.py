@@ -33,6 +33,7 @@ from segtrain.config import from_dict  # noqa: E402
 from segtrain.data.loading.batches import build_batches  # noqa: E402
 from segtrain.models import build_model  # noqa: E402
 from segtrain.training import Trainer  # noqa: E402
+from results_file import write_results  # noqa: E402  (benchmarks/results_file.py)
 
 WARMUP = 5
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
@@ -153,6 +154,16 @@ def main() -> None:
     print(f"starvation  data layer / in-memory batches = {statistics.median(paired):.3f} median of the rounds' ratios "
           f"({', '.join(f'{r:.3f}' for r in paired)}); ratio of medians {med['data_layer'] / med['memory']:.3f}  "
           "(target <= 1.05)")
+    backend = keras.backend.backend()
+    write_results(f"starvation_{backend}", {"args": {k: str(v) for k, v in vars(args).items()}, "backend": backend,
+                                            "median_step_seconds": med, "rounds": times, "paired_ratios": paired,
+                                            "median_paired_ratio": statistics.median(paired)},
+                  ["| fed by | median ms/step | rounds (ms) |", "|---|---|---|",
+                   *[f"| {k} | {1000 * v:.1f} | {', '.join(f'{1000 * t:.1f}' for t in times[k])} |" for k, v in med.items()],
+                   "", f"Starvation (data layer / in-memory, median of the rounds' ratios): **{statistics.median(paired):.3f}** "
+                   f"({', '.join(f'{r:.3f}' for r in paired)})"],
+                  [f"backend {backend}, SegNet-Basic width {args.width}, batch {args.batch} x {args.size}x{args.size}, "
+                   f"{args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} interleaved rounds."])
 
 if __name__ == "__main__":
     main()
