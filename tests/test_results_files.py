@@ -24,9 +24,9 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 def units(text: str) -> list[tuple[str, list[str]]]:
     """(text of a unit, the results paths it cites): paragraphs, and table rows with the citations
-    of their own row or, failing that, of the paragraph just before the table."""
+    of their own row or, failing that, of the paragraph just before the table. A list item is a paragraph."""
     text = re.sub(r"```.*?```\n?", "", text, flags=re.S)  # commands: their paths are outputs, not citations
-    found, blocks = [], re.split(r"\n\s*\n", text)
+    found, blocks = [], re.split(r"\n\s*\n|\n(?=[*-] )", text)  # paragraphs, and list items each on its own
     previous_citations: list[str] = []
     for block in blocks:
         lines = block.strip().splitlines()
