@@ -4,7 +4,7 @@ The SegNet-Basic CamVid paper-recipe config with overrides, the same for every r
 frames, width 32, 400 steps of batch 8, SGD 0.1 / 0.9, median-frequency weights, seed 0, from
 scratch, float32; each best checkpoint evaluated on CamVid val at the labels' native size.
 
-    python benchmarks/unet_vs_segnet_camvid.py [--root ../shared/data/camvid] [--rows unet_transposed ...]
+    python benchmarks/unet_vs_segnet_camvid.py [--root ../shared/data/camvid] [--rows unet_transposed ...] [--name STEM]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ ROWS = {
     "unet_resize_conv": ["model.name=unet", "model.decoder=resize_conv"],
     "unet_transposed": ["model.name=unet", "model.decoder=transposed"],
     "unet_bilinear": ["model.name=unet", "model.decoder=bilinear"],
+    # train.ema at the same budget (issue 26): the averaged weights are validated, saved and evaluated
+    "unet_transposed_ema": ["model.name=unet", "model.decoder=transposed", "train.ema={momentum: 0.99}"],
 }
 
 
@@ -48,10 +50,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "camvid"))
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--name", default="unet_vs_segnet_camvid", help="results file stem under benchmarks/results/")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         figures = {name: run(name, args.root, Path(tmp)) for name in args.rows}
-    write_results("unet_vs_segnet_camvid", {"common_overrides": COMMON, "rows": figures}, [
+    write_results(args.name, {"common_overrides": COMMON, "rows": figures}, [
         "| model | overrides | parameters | val mIoU | pixel acc | wall s |", "|---|---|---|---|---|---|",
         *[f"| {n} | {' '.join(r['overrides']) or '(config as is)'} | {r['params']:,} | {r['val_miou']:.3f} | "
           f"{r['pixel_accuracy']:.3f} | {r['wall_s']:.0f} |" for n, r in figures.items()]],
