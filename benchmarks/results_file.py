@@ -27,12 +27,20 @@ def command_line() -> str:
     return " ".join(["python", shown, *sys.argv[1:]])
 
 
+def _plain(value):
+    """JSON for what json does not know: NumPy numbers as floats, paths and the rest as text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def write_results(name: str, figures: dict, table: list[str], notes: list[str] = ()) -> Path:
     """Write ``results/<name>.json`` (environment + figures) and ``results/<name>.md`` (table + notes)."""
     record = {**environment(command_line()), "figures": figures}
     RESULTS.mkdir(exist_ok=True)
     json_path = RESULTS / f"{name}.json"
-    json_path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    json_path.write_text(json.dumps(record, indent=1, default=_plain) + "\n")
     cpu = record["cpu"]
     header = [f"# {name}", "", f"Command: `{record['command']}`  ", f"Date: {record['date']}  ",
               f"CPU: {cpu['model']}, {cpu['logical_cores']} logical cores, flags: {' '.join(cpu['relevant_flags'])}  ",

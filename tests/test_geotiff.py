@@ -132,7 +132,7 @@ def _tiny_model(bands):
 
 
 def test_predict_scene_writes_source_grid_and_equals_whole_array_prediction(tmp_path):
-    from segtrain.inference import _forward, predict_array
+    from segtrain.inference import forward_logits, predict_array
     from segtrain.prediction_options import PredictOptions
 
     image, labels = _scene(tmp_path / "data")
@@ -156,7 +156,7 @@ def test_predict_scene_writes_source_grid_and_equals_whole_array_prediction(tmp_
     valid = (image[[2, 0]] != NODATA).all(axis=0)
     windows = predict_array(model, whole, config.data, PredictOptions(window=64))
     np.testing.assert_array_equal(written, np.where(valid, windows, 255))  # the very windows and blend, streamed
-    at_once = np.argmax(_forward(model, whole[None])[0], axis=-1)  # the whole array in one forward pass
+    at_once = np.argmax(forward_logits(model, whole[None])[0], axis=-1)  # the whole array in one forward pass
     np.testing.assert_array_equal(written, np.where(valid, at_once, 255))
     assert len(np.unique(written)) == 4  # three classes and nodata: not a constant map
 
@@ -176,12 +176,12 @@ def _tall_scene(path, height, width):
 def test_predict_scene_peak_memory_is_a_band_not_the_scene(tmp_path):
     import tracemalloc
 
-    from segtrain.inference import _forward, predict_scene
+    from segtrain.inference import forward_logits, predict_scene
     from segtrain.prediction_options import PredictOptions
 
     config = _config(tmp_path, bands=[1, 2, 3], band_norm=None)
     model = _tiny_model(3)
-    _forward(model, np.zeros((1, 256, 256, 3), np.float32))  # Keras's imports and tracing are not the scene's memory
+    forward_logits(model, np.zeros((1, 256, 256, 3), np.float32))  # Keras's imports and tracing are not the scene's memory
     peaks = {}
     for height in (2048, 8192):
         scene = open_scene(_tall_scene(tmp_path / f"s{height}.tif", height, 1024), config.data)

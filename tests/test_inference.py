@@ -241,13 +241,13 @@ def counting_forward(monkeypatch):
     import segtrain.inference as inference
 
     calls = []
-    real = inference._forward
+    real = inference.forward_logits
 
     def forward(model, batch):
         calls.append(batch.shape)
         return real(model, batch)
 
-    monkeypatch.setattr(inference, "_forward", forward)
+    monkeypatch.setattr(inference, "forward_logits", forward)
     return calls
 
 
