@@ -12,9 +12,10 @@ function), and resizes the logits back to the input's size. The preset's class h
 class count equals ``num_classes`` (weights and all); otherwise keras-hub builds the same
 segmenter on the preset's backbone with a fresh head of ``num_classes``.
 
-keras-hub objects sit inside a ``HubModel`` layer registered as ``segtrain>HubModel``: it
-imports keras-hub only when a ``.keras`` file holding one is loaded, so ``import
-segtrain.models`` stays light and is still all a checkpoint needs.
+keras-hub models sit inside a ``HubModel`` layer (one named layer for the backbone or its
+pyramid). ``import segtrain.models`` does not import keras-hub; a ``.keras`` file holding
+keras-hub layers still loads after it alone, as Keras imports the ``keras_hub`` modules the
+file names.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _keras_hub(key: str):
 
 @keras.saving.register_keras_serializable(package="segtrain")
 class HubModel(keras.layers.Layer):
-    """A keras-hub model (or a model made of keras-hub layers) as one zoo layer."""
+    """A keras-hub model (or a model made of keras-hub layers) as one named zoo layer."""
 
     def __init__(self, model: keras.Model, **kwargs):
         super().__init__(**kwargs)
@@ -59,7 +60,7 @@ class HubModel(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        _keras_hub("HubModel")  # registers keras-hub's classes before they are deserialised
+        # Keras imports the keras_hub modules the nested config names, so no keras_hub import here
         return cls(keras.saving.deserialize_keras_object(config.pop("model")), **config)
 
 
