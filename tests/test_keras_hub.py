@@ -291,3 +291,16 @@ def test_configs_name_presets_keras_hub_knows():
             assert model.preset in segmenters, path
         else:
             assert model.encoder.startswith("keras_hub:") and model.encoder[len("keras_hub:"):] in backbones, path
+
+
+def test_preset_folders_in_a_config_are_relative_to_it_and_names_stay_names(tmp_path):
+    (tmp_path / "cfg").mkdir()
+    for preset, encoder, want_preset, want_encoder in (
+            ("./presets/seg", "keras_hub:../backbone", tmp_path / "cfg" / "presets" / "seg", f"keras_hub:{tmp_path / 'backbone'}"),
+            ("segformer_b0_ade20k_512", "keras_hub:resnet_50_imagenet", "segformer_b0_ade20k_512", "keras_hub:resnet_50_imagenet"),
+            ("hf://user/seg", "keras_hub:kaggle://keras/resnet", "hf://user/seg", "keras_hub:kaggle://keras/resnet")):
+        path = tmp_path / "cfg" / "c.yaml"
+        path.write_text(f"data: {{format: folders, root: ., num_classes: 2}}\n"
+                        f"model: {{name: keras_hub, preset: '{preset}', encoder: '{encoder}'}}\n")
+        model = load_config(path).model
+        assert (model.preset, model.encoder) == (str(want_preset), want_encoder)
