@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "segtrain"
 # Third-party modules that cost seconds or are optional extras: the only ones a function may import.
 HEAVY = {"tensorflow", "jax", "torch", "keras", "nibabel", "albumentations", "onnx", "onnxruntime", "tf2onnx", "cv2", "matplotlib",
-         "tensorboard", "mlflow", "wandb", "openvino", "pycocotools", "huggingface_hub", "fastapi", "uvicorn", "rasterio"}
+         "tensorboard", "mlflow", "wandb", "openvino", "pycocotools", "huggingface_hub", "fastapi", "uvicorn", "rasterio", "keras_hub"}
 
 
 def _modules() -> dict[str, Path]:

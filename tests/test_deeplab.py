@@ -89,7 +89,7 @@ def test_config_keys_reach_the_builder_and_are_checked():
         build_model_from_config(from_dict({**raw, "model": segnet}), (32, 32, 3))
     with pytest.raises(SegtrainError, match=r"^model.encoder_weights: segnet_basic does not take it; .* deeplabv3plus, dilated_context"):
         build_model_from_config(from_dict({**raw, "model": {**segnet, "encoder": None, "encoder_weights": "imagenet"}}), (32, 32, 3))
-    with pytest.raises(SegtrainError, match=r"^model.encoder: deeplabv3plus takes resnet50 or mobilenetv2, got 'vgg16'"):
+    with pytest.raises(SegtrainError, match=r"^model.encoder: deeplabv3plus takes resnet50 or mobilenetv2 or keras_hub:<preset>, got 'vgg16'"):
         build_model("deeplabv3plus", 3, (32, 32, 3), encoder="vgg16")
     with pytest.raises(SegtrainError, match=r"^model.name: deeplabv3plus is 2-D only"):
         build_model("deeplabv3plus", 3, (8, 32, 32, 3))

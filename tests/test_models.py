@@ -6,15 +6,19 @@ model is tested without touching this file. Models are built at tiny widths (``t
 building is dominated by variable creation, so the whole file stays fast.
 """
 
+import functools
 import inspect
 import itertools
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
 import pytest
+from conftest import need_module
 
 from segtrain.config import from_dict
 from segtrain.errors import SegtrainError
@@ -43,7 +47,18 @@ def tiny_options(name: str) -> dict:
         options["context"] = "large"
     if "encoder" in params and params["encoder"].default not in (None, "plain"):
         options["encoder"] = "mobilenetv2"
+    if "preset" in params:
+        options["preset"] = str(_hub_presets()["deeplab"])
     return options
+
+
+@functools.cache
+def _hub_presets() -> dict:
+    """tests/test_keras_hub.py's tiny keras-hub presets, saved once per process (keras_hub's builder needs one)."""
+    need_module("keras_hub", "keras_hub")
+    from test_keras_hub import save_presets  # needs keras_hub, which only this model takes
+
+    return save_presets(Path(tempfile.mkdtemp(prefix="segtrain_hub_presets_")))
 
 
 def tiny(name, decoder, shape, num_classes=CLASSES, **kwargs):
@@ -56,7 +71,7 @@ def _id(case):
 
 def _case(name, decoder, rank):
     """A keras.applications encoder (even MobileNetV2) takes ~10 s to build and save on 2 cores."""
-    slow = "encoder" in tiny_options(name)
+    slow = name == "keras_hub" or "encoder" in tiny_options(name)  # keras_hub: saves tiny presets first
     return pytest.param(name, decoder, rank, id=_id((name, decoder, rank)), marks=[pytest.mark.slow] if slow else [])
 
 
@@ -108,8 +123,8 @@ def test_refused_rank_is_one_line(name, rank):
 
 
 def test_registry_lists_all_models():
-    assert list_models() == ["deeplabv3plus", "dilated_context", "dilated_frontend", "segnet", "segnet_basic", "unet"]
-    assert all(ranks_of(name) == RANKS for name in list_models() if name != "deeplabv3plus")
+    assert list_models() == ["deeplabv3plus", "dilated_context", "dilated_frontend", "keras_hub", "segnet", "segnet_basic", "unet"]
+    assert all(ranks_of(name) == RANKS for name in list_models() if name not in ("deeplabv3plus", "keras_hub"))
     assert ranks_of("deeplabv3plus") == (2,)
 
 
@@ -158,7 +173,8 @@ def test_build_model_from_config_and_errors():
 def test_each_family_registers_its_decoders_default_first():
     assert decoders_of("segnet_basic") == decoders_of("segnet") == DECODERS
     assert decoders_of("dilated_frontend") == decoders_of("dilated_context") == ("bilinear", "resize_conv", "transposed")
-    for name in list_models():  # the default decoder (decoder=None) is the first registered one
+    for name in (n for n in list_models() if n != "keras_hub"):  # keras_hub: the preset fixes its decoder (RGB only)
+        # the default decoder (decoder=None) is the first registered one
         default = tiny(name, None, (16, 16, 1), num_classes=2, mean=None, std=None)
         assert any(layer.name.endswith(decoders_of(name)[0]) for layer in default.layers), name
     msg = r"model.decoder: 'unpool' is not applicable to dilated_context; use one of bilinear, resize_conv, transposed"

@@ -111,6 +111,16 @@ def _resolve_paths(raw: dict, folder: Path) -> None:
     model = raw.get("model")  # model.encoder_weights: a path unless none / imagenet
     if isinstance(model, dict) and model.get("encoder_weights") not in (None, "none", "imagenet"):
         model["encoder_weights"] = str((folder / os.path.expanduser(str(model["encoder_weights"]))).resolve())
+    if isinstance(model, dict) and _is_folder(model.get("preset")):  # a local keras-hub preset
+        model["preset"] = str((folder / os.path.expanduser(model["preset"])).resolve())
+    hub_encoder = model.get("encoder") if isinstance(model, dict) else None
+    if isinstance(hub_encoder, str) and hub_encoder.startswith("keras_hub:") and _is_folder(hub_encoder[10:]):
+        model["encoder"] = "keras_hub:" + str((folder / os.path.expanduser(hub_encoder[10:])).resolve())
+
+
+def _is_folder(preset) -> bool:
+    """A keras-hub preset written as a path (names have no '/', handles have '://')."""
+    return isinstance(preset, str) and "://" not in preset and (preset.startswith(("~", ".")) or "/" in preset)
 
 
 def load_raw(path: str | os.PathLike, _seen: tuple = (), _as_written: str = "") -> dict:

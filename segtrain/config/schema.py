@@ -82,9 +82,10 @@ class ModelConfig:
     width: int = 64  # base channel count where the model has one
     context: str = "basic"  # dilated_context: basic | large
     depth: int = 4  # unet: number of pools (total stride 2**depth)
-    encoder: Union[str, None] = None  # unet: plain | vgg16 | resnet50 | mobilenetv2 | efficientnetb0; deeplabv3plus: resnet50 | mobilenetv2; null = the model's default
+    encoder: Union[str, None] = None  # unet: plain | vgg16 | resnet50 | mobilenetv2 | efficientnetb0 | keras_hub:<preset>; deeplabv3plus: resnet50 | mobilenetv2 | keras_hub:<preset>; null = the model's default
     encoder_weights: str = "none"  # segnet, dilated_*, deeplabv3plus, unet with an encoder: none | imagenet | path to a weights file
     output_stride: int = 16  # deeplabv3plus: 8 | 16
+    preset: Union[str, None] = None  # keras_hub: a keras-hub ImageSegmenter preset name | local folder (save_to_preset) | hf://... | kaggle://...
     mean: Union[list[float], None] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     std: Union[list[float], None] = field(default_factory=lambda: [58.395, 57.12, 57.375])
 

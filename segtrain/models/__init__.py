@@ -13,7 +13,7 @@ import keras
 
 from segtrain import keras_metrics, losses, schedules  # noqa: F401  (register every serialisable segtrain object)
 from segtrain.errors import SegtrainError
-from segtrain.models import deeplab, dilated, segnet, unet  # noqa: F401  (register the builders)
+from segtrain.models import deeplab, dilated, hub, segnet, unet  # noqa: F401  (register the builders)
 from segtrain.models.registry import decoders_of, get_builder, list_models, ranks_of
 from segtrain.models.upsampling import DECODERS
 
@@ -40,10 +40,10 @@ def build_model_from_config(config, input_shape: Sequence) -> keras.Model:
     m = config.model
     kwargs = {"width": m.width, "mean": m.mean, "std": m.std}
     accepted = inspect.signature(get_builder(m.name)).parameters
-    for key in ("context", "depth", "encoder", "encoder_weights", "output_stride"):  # keys only some models take
+    for key in ("context", "depth", "encoder", "encoder_weights", "output_stride", "preset"):  # keys only some models take
         if key in accepted and getattr(m, key) is not None:
             kwargs[key] = getattr(m, key)
-    for key, unset in (("encoder", None), ("encoder_weights", "none")):  # never silently ignored
+    for key, unset in (("encoder", None), ("encoder_weights", "none"), ("preset", None)):  # never silently ignored
         if key not in accepted and getattr(m, key) != unset:
             takers = ", ".join(n for n in list_models() if key in inspect.signature(get_builder(n)).parameters)
             raise SegtrainError(f"model.{key}: {m.name} does not take it; remove it or use one of {takers}")

@@ -9,6 +9,8 @@ broadcast back) in parallel, concatenates them and projects with a 1x1 conv. The
 upsamples that bilinearly to stride 4, concatenates a 1x1 projection of the encoder's
 stride-4 features, applies two 3x3 convs and the classifier, and upsamples x4 bilinearly.
 Convs are plain (not separable), as for a ResNet encoder. 2-D only (the encoders are).
+A keras-hub backbone (``keras_hub:<preset>``) is not rebuilt atrous: ASPP reads its stride-32
+level with the rates scaled to that stride (3/6/9), the skip its stride-4 level.
 ``width`` scales the head: 4 x ``width`` channels in ASPP and decoder (256 at 64), and
 3/4 x ``width`` in the skip projection (48 at 64); ``norm`` applies to the head, the
 encoder keeps its own batch norms.
@@ -23,7 +25,8 @@ from keras import ops
 
 from segtrain.errors import SegtrainError
 from segtrain.models.blocks import ConvNormAct
-from segtrain.models.encoders import ENCODERS, build_encoder, normalisation
+from segtrain.models.encoders import ENCODERS, build_encoder, feature_pyramid, normalisation
+from segtrain.models.hub import HUB_STRIDE, is_hub_encoder
 from segtrain.models.registry import IMAGENET, head, register_model, stem
 from segtrain.models.shapes import matched_shape, spatial_shape
 from segtrain.models.upsampling import upsampler
@@ -66,17 +69,27 @@ def deeplabv3plus(num_classes: int, input_shape: Sequence, decoder: str = "bilin
                   width: int = 64, mean=IMAGENET, std=IMAGENET, encoder: str = "resnet50",
                   encoder_weights: str = "none", output_stride: int = 16, dropout: float = 0.1) -> keras.Model:
     """DeepLabV3+ on a ResNet50 / MobileNetV2 encoder at output stride 8 or 16; 2-D inputs."""
-    if encoder not in DEEPLAB_ENCODERS:
-        raise SegtrainError(f"model.encoder: deeplabv3plus takes {' or '.join(DEEPLAB_ENCODERS)}, got {encoder!r}")
+    if encoder not in DEEPLAB_ENCODERS and not is_hub_encoder(encoder):
+        raise SegtrainError(f"model.encoder: deeplabv3plus takes {' or '.join(DEEPLAB_ENCODERS)} or keras_hub:<preset>, "
+                            f"got {encoder!r}")
     if output_stride not in OUTPUT_STRIDES:
         raise SegtrainError(f"model.output_stride: deeplabv3plus takes 8 or 16, got {output_stride!r}")
     mean, std = normalisation(encoder, encoder_weights, input_shape, mean, std)
-    inputs, x = stem(input_shape, mean, std, multiple=output_stride)
-    backbone = build_encoder(x, encoder, encoder_weights, output_stride)
-    rates = [r * 16 // output_stride for r in ASPP_RATES]
-    x = aspp(backbone.get_layer(ENCODERS[encoder].pyramid[-1]).output, 4 * width, rates, norm, dropout)
+    if is_hub_encoder(encoder):
+        output_stride = HUB_STRIDE
+        inputs, x = stem(input_shape, mean, std, multiple=output_stride)
+        _, low_level, _, _, deepest = feature_pyramid(x, encoder)
+    else:
+        inputs, x = stem(input_shape, mean, std, multiple=output_stride)
+        backbone = build_encoder(x, encoder, encoder_weights, output_stride)
+        deepest = backbone.get_layer(ENCODERS[encoder].pyramid[-1]).output
+        low_level = backbone.get_layer(LOW_LEVEL[encoder]).output
+    if low_level is None:
+        raise SegtrainError(f"model.encoder: {encoder} has no stride-4 level for the decoder's skip")
+    rates = [max(1, r * 16 // output_stride) for r in ASPP_RATES]
+    x = aspp(deepest, 4 * width, rates, norm, dropout)
     x = upsampler(decoder, output_stride // 4, name="decoder_up")(x)
-    skip = ConvNormAct(max(1, 3 * width // 4), 1, norm=norm, name="decoder_skip")(backbone.get_layer(LOW_LEVEL[encoder]).output)
+    skip = ConvNormAct(max(1, 3 * width // 4), 1, norm=norm, name="decoder_skip")(low_level)
     x = keras.layers.Concatenate(name="decoder_concat")([x, skip])
     for i in (1, 2):
         x = ConvNormAct(4 * width, 3, norm=norm, name=f"decoder_conv{i}")(x)

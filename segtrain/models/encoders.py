@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from segtrain.errors import SegtrainError
+from segtrain.models.hub import HUB_ENCODER, hub_pyramid, is_hub_encoder, preset_normalisation
 
 ENCODER_WEIGHTS = ("none", "imagenet")  # or the path to a weights file
 _KEY = "model.encoder_weights"
@@ -103,7 +104,14 @@ def normalisation(encoder: str, weights: str, input_shape: Sequence, mean, std) 
     """The stem's (mean, std): the weights' own preprocessing when there are weights, else ``mean``/``std``.
 
     Checks first that ``weights`` exist and that ``input_shape`` is 2-D RGB if there are weights.
+    A keras-hub encoder (``keras_hub:<preset>``) brings its preset's weights and image converter.
     """
+    if is_hub_encoder(encoder):
+        if weights not in (None, "none"):
+            raise SegtrainError(f"{_KEY}: {encoder} brings its preset's own weights; remove {_KEY}")
+        if len(input_shape) != 3:
+            raise SegtrainError(f"model.encoder: {encoder} takes 2-D input (height, width, C), got {tuple(input_shape)}")
+        return preset_normalisation(encoder[len(HUB_ENCODER):], "model.encoder", mean, std)
     if check_weights(weights) == "none":
         return mean, std
     spec = _encoder(encoder)
@@ -289,7 +297,9 @@ def feature_pyramid(x, encoder: str, weights: str = "none") -> list:
     """``encoder``'s features at strides 2, 4, 8, 16 and 32 of ``x`` (skips for U-Net decoders).
 
     ``x`` must already be normalised the way ``normalisation(encoder, weights, ...)`` says and
-    have sizes divisible by 32.
+    have sizes divisible by 32. A keras-hub encoder gives None for a stride it has no level at.
     """
+    if is_hub_encoder(encoder):
+        return hub_pyramid(x, encoder)
     rebuilt = build_encoder(x, encoder, weights)
     return [rebuilt.get_layer(name).output for name in ENCODERS[encoder].pyramid]

@@ -9,7 +9,7 @@ same resolution (the skip connection) and apply two convs; a 1x1 classifier. Any
 
 With ``encoder`` set to a ``keras.applications`` network (``vgg16``, ``resnet50``,
 ``mobilenetv2``, ``efficientnetb0``; optionally ImageNet-initialised through
-``encoder_weights``) its features at strides 2 to 16 are the skips, its stride-32 output the
+``encoder_weights``) or a keras-hub backbone preset (``keras_hub:<preset>``, with its weights) its features at strides 2 to 16 are the skips, its stride-32 output the
 bottleneck, and a last decoder stage without skip returns to full resolution (the
 segmentation_models layout; ``width`` 16 gives its decoder widths 256, 128, 64, 32, 16).
 
@@ -28,6 +28,7 @@ import keras
 from segtrain.errors import SegtrainError
 from segtrain.models.blocks import ConvNormAct
 from segtrain.models.encoders import ENCODERS, feature_pyramid, normalisation
+from segtrain.models.hub import is_hub_encoder
 from segtrain.models.registry import IMAGENET, head, register_model, stem
 from segtrain.models.upsampling import upsampler
 
@@ -87,8 +88,9 @@ def _decode(inputs, x, skips, num_classes, decoder, norm, width, kernel_size, up
 
 def _backbone_unet(num_classes, input_shape, decoder, norm, width, kernel_size, upsample_kernel, encoder,
                    encoder_weights, mean, std):
-    if encoder not in ENCODERS:
-        raise SegtrainError(f"model.encoder: unknown encoder {encoder!r}; use plain or one of {', '.join(ENCODERS)}")
+    if encoder not in ENCODERS and not is_hub_encoder(encoder):
+        raise SegtrainError(f"model.encoder: unknown encoder {encoder!r}; use plain, keras_hub:<preset> "
+                            f"or one of {', '.join(ENCODERS)}")
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise SegtrainError(f"model.encoder: {encoder} takes 2-D RGB input, got {tuple(input_shape)}; use plain")
     mean, std = normalisation(encoder, encoder_weights, input_shape, mean, std)
