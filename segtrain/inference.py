@@ -288,7 +288,7 @@ def predict_samples(model, items: Iterable[T], image_of: Callable[[T], np.ndarra
             # a short batch is filled with zero images to ``per_pass``: one batch shape per image size (one
             # compile on JAX); exact, as inference-mode layers treat each image alone
             batch = np.concatenate([batch, np.zeros((per_pass - len(batch), *batch.shape[1:]), batch.dtype)])
-            logits = _forward(model, batch)[: len(waiting)]
+            logits = forward_logits(model, batch)[: len(waiting)]
             yield from zip((item for item, _ in waiting), np.argmax(logits, axis=-1).astype(np.uint8))
             waiting.clear()
 

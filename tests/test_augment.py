@@ -239,3 +239,15 @@ def test_exact_resume_holds_with_every_option_through_the_threaded_pipeline(tmp_
     for (ia, ma), (ib, mb) in zip(full[7:], tail):
         np.testing.assert_array_equal(ia, ib)
         np.testing.assert_array_equal(ma, mb)
+
+
+def test_a_transform_that_returns_float_images_is_one_error_line():
+    """A custom Compose (built in Python, past the config check) that makes floats is refused at the sample."""
+    import albumentations as A
+
+    from segtrain.data.transforms.image import augment
+    from segtrain.errors import SegtrainError
+
+    image, mask = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
+    with pytest.raises(SegtrainError, match="leave out Normalize/ToFloat"):
+        augment(A.Compose([A.ToFloat()]), image, mask, seed=0)

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from segtrain.data.formats.palette import VOID
+from segtrain.errors import SegtrainError
 from segtrain.data.transforms.extra import MASK_INTERPOLATION, build_extra
 
 if TYPE_CHECKING:  # type hints only: transforms sit below the config
