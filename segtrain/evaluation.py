@@ -27,23 +27,26 @@ from segtrain.data.formats import get_format
 from segtrain.data.formats.decode import class_names
 from segtrain.data.formats.splits import list_samples, split_name
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_sample
+from segtrain.heads import SOFTMAX, Head, head_of
+from segtrain.inference import check_outputs, load_checkpoint, predict_sample
 from segtrain.io_utils import atomic_write, progress, write_json
 from segtrain.metrics import ConfusionMatrix, format_groups, format_table, group_metrics
 from segtrain.prediction_options import PredictOptions
 
 
 class ModelPredictions:
-    """Predictions made now by a model, the way each sample's format is predicted (``PredictOptions``)."""
+    """Predictions made now by a model, the way each sample's format is predicted (``PredictOptions``)
+    and its outputs are read (``segtrain.heads.Head``: softmax classes or sigmoid regions)."""
 
-    def __init__(self, model, data_cfg: DataConfig, options: PredictOptions):
-        self.model, self.data_cfg, self.options = model, data_cfg, options
+    def __init__(self, model, data_cfg: DataConfig, options: PredictOptions, head: Head = SOFTMAX):
+        self.model, self.data_cfg, self.options, self.head = model, data_cfg, options, head
         self.format = get_format(data_cfg.format)
 
     def __call__(self, sample) -> tuple[np.ndarray, np.ndarray, str]:
         """(ground truth, prediction, what to name in an error) of one sample."""
         decoded = self.format.read(sample, self.data_cfg)
-        return decoded.label, predict_sample(self.model, decoded.image, self.data_cfg, self.options), sample.name
+        labels = predict_sample(self.model, decoded.image, self.data_cfg, self.options, self.head, region=decoded.region)
+        return decoded.label, labels, sample.name
 
 
 class FolderPredictions:
@@ -89,6 +92,12 @@ def score(samples: Sequence, predictions, num_classes: int, groups: dict, *, per
     return matrix, cases if per_case else None
 
 
+def scored_groups(config: Config) -> dict[str, list[int]]:
+    """The label groups a report scores: ``evaluate.groups``, else the regions of a sigmoid head
+    (``data.regions`` needs one)."""
+    return dict(config.evaluate.groups or config.data.regions)
+
+
 def parse_groups(text: str) -> dict[str, list[int]]:
     """``--groups "whole=1,2,3,4;core=1,3,4;enhancing=4"`` -> {name: classes}."""
     groups = {}
@@ -127,8 +136,10 @@ def evaluate(
     predicted whole, by N-D sliding windows of ``data.patch`` unless a window is given, and
     their report also has ``per_case`` Dice (per class and group).
 
-    ``groups`` (default ``evaluate.groups`` of the config) are label groups scored as binary
-    classes from the same matrix (``segtrain.metrics.group_metrics``).
+    ``groups`` (default ``evaluate.groups`` of the config, else the regions of a sigmoid head)
+    are label groups scored as binary classes from the same matrix
+    (``segtrain.metrics.group_metrics``). A sigmoid head's outputs become one label map by
+    ``segtrain.heads``' rule, whose groups are the predicted regions.
 
     Returns the ``compute_metrics`` dict plus ``split``, ``num_images``, ``confusion_matrix`` and ``groups``.
     Files are written to ``output_dir`` when given (``metrics.json`` goes to ``json_path``
@@ -138,12 +149,13 @@ def evaluate(
         raise SegtrainError("give exactly one of --checkpoint or --pred-dir")
     data_cfg = config.data
     samples = list_samples(data_cfg, split)
-    groups = dict(config.evaluate.groups if groups is None else groups)
+    groups = scored_groups(config) if groups is None else dict(groups)
     group_metrics(ConfusionMatrix(data_cfg.num_classes).result(), groups)  # a bad group fails before any prediction
     if pred_dir is not None:
         predictions = FolderPredictions(pred_dir, samples, data_cfg)
     else:
-        predictions = ModelPredictions(_model_to_score(config, checkpoint, model, precise_bn), data_cfg, options)
+        head = head_of(config.model.head, data_cfg.regions)
+        predictions = ModelPredictions(_model_to_score(config, checkpoint, model, precise_bn), data_cfg, options, head)
     matrix, per_case = score(samples, predictions, data_cfg.num_classes, groups, per_case=get_format(data_cfg.format).patches,
                              label=f"evaluate {split_name(data_cfg, split)}", verbose=verbose)
     names = class_names(data_cfg)
@@ -177,11 +189,7 @@ def _model_to_score(config: Config, checkpoint: str | Path | None, model, precis
               "the checkpoint's architecture is evaluated and the config's model.* keys are ignored", file=sys.stderr)
     if precise_bn:
         recompute_for_config(model, config, precise_bn)
-    if num_outputs(model) != config.data.num_classes:
-        raise SegtrainError(
-            f"{checkpoint or 'model'}: predicts {num_outputs(model)} classes but data.num_classes is "
-            f"{config.data.num_classes} in {config.source}"
-        )
+    check_outputs(model, config, checkpoint or "model")
     return model
 
 

@@ -2,8 +2,9 @@
 
 Checkpoints take raw pixels (the normalisation is the model's first layer) and return
 logits at the input's size, so an image goes in as it was decoded. Test-time augmentation
-averages *softmax probabilities* over the flips and scales (mmsegmentation's convention);
-a probability map is resized back to the image size before averaging.
+averages *probabilities* (softmax, or the sigmoids of a region head: ``segtrain.heads``) over
+the flips and scales (mmsegmentation's convention); a probability map is resized back to the
+image size before averaging, and the head turns it into class indices.
 
 Sliding windows (``segtrain.sliding_window``, one N-D loop for signals, images and volumes):
 windows of ``window`` pixels start every ``stride`` pixels, the last one flush with the edge,
@@ -26,6 +27,7 @@ import numpy as np
 
 from segtrain.data.formats import get_format
 from segtrain.errors import SegtrainError
+from segtrain.heads import SOFTMAX, Head, output_channels
 from segtrain.io_utils import format_size, per_axis
 from segtrain.prediction_options import PredictOptions, WindowSize
 from segtrain.sliding_window import sliding_window
@@ -76,8 +78,19 @@ def run_config_path(checkpoint: str | Path) -> Path | None:
 
 
 def num_outputs(model) -> int:
-    """Number of classes a model predicts (channels of its logits)."""
+    """Number of classes (or regions) a model predicts: channels of its logits."""
     return int(model.output_shape[-1])
+
+
+def check_outputs(model, config, where: str) -> None:
+    """The one-line error when a model's outputs do not fit the config: one per class (``data.num_classes``),
+    or one per region of ``data.regions`` for ``model.head: sigmoid``."""
+    want = output_channels(config)
+    if num_outputs(model) != want:
+        what = (f"data.regions has {want} regions" if config.model.head == "sigmoid"
+                else f"data.num_classes is {want}")
+        raise SegtrainError(f"{where}: model predicts {num_outputs(model)} channels but {what} in {config.source}; "
+                            "use the config the checkpoint was trained with (model.head, data.regions, data.num_classes)")
 
 
 def _fixed_size(model) -> tuple[int, ...] | None:
@@ -109,11 +122,6 @@ def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return array
     out = keras.ops.image.resize(array.astype(np.float32), size, interpolation="bilinear")
     return keras.ops.convert_to_numpy(out)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 # ---------------------------------------------------------------- sliding window
@@ -166,8 +174,8 @@ def predict_logits(
     return sliding_window(lambda batch: _forward(model, batch), image, win, step, batch_size=batch_size, blend=blend)
 
 
-def predict_probs(model, image: np.ndarray, options: PredictOptions = PredictOptions()) -> np.ndarray:
-    """(H, W, C) softmax probabilities averaged over ``options.scales`` and (optionally) horizontal flips."""
+def predict_probs(model, image: np.ndarray, options: PredictOptions = PredictOptions(), head: Head = SOFTMAX) -> np.ndarray:
+    """(H, W, C) probabilities (softmax, or per-region sigmoids) averaged over ``options.scales`` and (optionally) horizontal flips."""
     image = np.asarray(image, dtype=np.float32)
     height, width = image.shape[:2]
     total, passes = None, 0
@@ -177,7 +185,7 @@ def predict_probs(model, image: np.ndarray, options: PredictOptions = PredictOpt
         for flipped in (False, True) if options.flip else (False,):
             view = scaled[:, ::-1] if flipped else scaled
             logits = _windowed_logits(model, np.ascontiguousarray(view), options)
-            probs = resize_bilinear(softmax(logits[:, ::-1] if flipped else logits), (height, width))
+            probs = resize_bilinear(head.probabilities(logits[:, ::-1] if flipped else logits), (height, width))
             total = probs if total is None else total + probs
             passes += 1
     return total / passes
@@ -188,13 +196,15 @@ def _windowed_logits(model, image: np.ndarray, options: PredictOptions, window: 
                           stride=options.stride, batch_size=options.batch_size, blend=options.blend)
 
 
-def predict_mask(model, image: np.ndarray, options: PredictOptions = PredictOptions()) -> np.ndarray:
-    """(H, W) uint8 class indices: argmax of the (test-time augmented) prediction."""
-    scores = predict_probs(model, image, options) if options.augmented else _windowed_logits(model, image, options)
-    return np.argmax(scores, axis=-1).astype(np.uint8)
+def predict_mask(model, image: np.ndarray, options: PredictOptions = PredictOptions(), head: Head = SOFTMAX) -> np.ndarray:
+    """(H, W) uint8 class indices of the (test-time augmented) prediction: the argmax, or the painted regions."""
+    if options.augmented:
+        return head.labels(predict_probs(model, image, options, head))
+    return head.decode(_windowed_logits(model, image, options))
 
 
-def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | None, options: PredictOptions = PredictOptions()) -> np.ndarray:
+def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | None, options: PredictOptions = PredictOptions(),
+                             head: Head = SOFTMAX) -> np.ndarray:
     """Class mask at the image's own size, the model seeing the image as it did in training.
 
     With ``data.resize`` the model was trained on images resized to that size, so it gets
@@ -203,24 +213,32 @@ def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | N
     ``resize`` None (or the image already at that size) is plain ``predict_mask``.
     """
     if resize is None or tuple(image.shape[:2]) == tuple(resize):
-        return predict_mask(model, image, options)
-    probs = predict_probs(model, resize_bilinear(image, tuple(resize)), options)
-    return np.argmax(resize_bilinear(probs, image.shape[:2]), axis=-1).astype(np.uint8)
+        return predict_mask(model, image, options, head)
+    probs = predict_probs(model, resize_bilinear(image, tuple(resize)), options, head)
+    return head.labels(resize_bilinear(probs, image.shape[:2]))
 
 
-def predict_array(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions()) -> np.ndarray:
+def predict_array(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions(), head: Head = SOFTMAX,
+                  region: np.ndarray | None = None) -> np.ndarray:
     """uint8 class indices of a whole volume or signal by N-D sliding windows; the window defaults to ``data.patch``.
 
-    Test-time flips and scales are 2-D only: asking for them here is an error.
+    Outside ``region`` (the case's ``data.mask``, e.g. the brain) every voxel is background (0):
+    training never samples there (uniform patches lie in the mask's bounding box), and
+    nnU-Net likewise crops to the non-zero region. Test-time flips and scales are 2-D only.
     """
     if options.augmented:
         raise SegtrainError(f"--tta and --scales apply to 2-D images; data.format {data_cfg.format} is predicted without them")
-    return np.argmax(_windowed_logits(model, image, options, window=data_cfg.patch), axis=-1).astype(np.uint8)
+    labels = head.decode(_windowed_logits(model, image, options, window=data_cfg.patch))
+    if region is not None:
+        labels[~region] = 0
+    return labels
 
 
-def predict_sample(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions()) -> np.ndarray:
+def predict_sample(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions(), head: Head = SOFTMAX,
+                   region: np.ndarray | None = None) -> np.ndarray:
     """Class indices of one decoded sample of a dataset, the way its format is predicted: whole by
-    N-D sliding windows for formats that train on patches, at the training size for 2-D images."""
+    N-D sliding windows for formats that train on patches (background outside ``region``), at the
+    training size for 2-D images."""
     if get_format(data_cfg.format).patches:
-        return predict_array(model, image, data_cfg, options)
-    return predict_at_training_size(model, image, data_cfg.resize, options)
+        return predict_array(model, image, data_cfg, options, head, region)
+    return predict_at_training_size(model, image, data_cfg.resize, options, head)

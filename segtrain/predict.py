@@ -22,7 +22,8 @@ from segtrain.data.formats.images import write_prediction as write_palette_png
 from segtrain.data.formats.palette import ColorTable
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_sample
+from segtrain.heads import SOFTMAX, head_of
+from segtrain.inference import check_outputs, load_checkpoint, num_outputs, predict_at_training_size, predict_sample
 from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, write_png
 from segtrain.precision import float32_copy
 from segtrain.prediction_options import PredictOptions
@@ -76,12 +77,13 @@ class _Pictures:
 
 
 def _predict_split(model, config: Config, split: str, out: Path, options: PredictOptions, pictures: _Pictures | None) -> int:
-    """Every sample of a split, predicted and written as its format says (with strips for 2-D images)."""
-    fmt = get_format(config.data.format)
+    """Every sample of a split, predicted and written as its format says (with strips for 2-D images);
+    a sigmoid head's regions become one label map (``segtrain.heads``)."""
+    fmt, head = get_format(config.data.format), head_of(config.model.head, config.data.regions)
     samples = list_samples(config.data, split)
     for sample in progress(samples, "predict"):
         decoded = fmt.read(sample, config.data)
-        labels = predict_sample(model, decoded.image, config.data, options)
+        labels = predict_sample(model, decoded.image, config.data, options, head, region=decoded.region)
         fmt.write_prediction(out / f"{sample.name}{fmt.prediction_extension}", labels, decoded, pictures.table if pictures else None)
         if pictures is not None:
             pictures(sample.name, decoded.image, labels, decoded.label)
@@ -93,11 +95,12 @@ def _predict_files(model, images: list[Path], config: Config | None, split: str 
     """2-D image files, each at the config's training size if there is one; with a split, a file
     whose stem is one of its samples also gets a strip with that sample's ground truth."""
     resize = config.data.resize if config is not None else None
+    head = head_of(config.model.head, config.data.regions) if config is not None else SOFTMAX
     truth = {s.image.stem: s for s in list_samples(config.data, split)} if split else {}
     channels = int(model.input_shape[-1])
     for path in progress(images, "predict"):
         image = read_image(path, channels)
-        mask = predict_at_training_size(model, image, resize, options)
+        mask = predict_at_training_size(model, image, resize, options, head)
         gt = None
         if path.stem in truth:
             gt = get_format(config.data.format).read_labels(truth[path.stem], config.data)
@@ -132,12 +135,9 @@ def run(args: argparse.Namespace) -> int:
     if not images_2d and (args.input or not args.split):
         raise SegtrainError(f"data.format {config.data.format}: predict a split of {args.config} with --split (--input reads 2-D images)")
     model = float32_copy(load_checkpoint(args.checkpoint))  # as `segtrain evaluate`: the same masks whatever precision trained it
-    classes = num_outputs(model)
-    if config is not None and classes != config.data.num_classes:
-        raise SegtrainError(
-            f"{args.checkpoint}: model predicts {classes} classes but data.num_classes is "
-            f"{config.data.num_classes} in {args.config}"
-        )
+    if config is not None:
+        check_outputs(model, config, args.checkpoint)
+    classes = config.data.num_classes if config is not None else num_outputs(model)
     out = make_output_dir(args.output, "--output folder")
     pictures = _Pictures(out, prediction_table(args.palette, config, classes), classes, args) if images_2d else None
     if args.input:

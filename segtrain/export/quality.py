@@ -29,7 +29,8 @@ from segtrain.evaluation import evaluate
 from segtrain.export.formats import export_format
 from segtrain.export.shapes import exported_input_shape, perms
 from segtrain.export.writing import export_model
-from segtrain.inference import resize_bilinear, softmax
+from segtrain.heads import softmax
+from segtrain.inference import resize_bilinear
 
 MAX_MIOU_DROP = 0.02  # default limit: 2 mIoU points below Keras on the split
 
