@@ -189,7 +189,7 @@ def _model_to_score(config: Config, checkpoint: str | Path | None, model, precis
               "the checkpoint's architecture is evaluated and the config's model.* keys are ignored", file=sys.stderr)
     if precise_bn:
         recompute_for_config(model, config, precise_bn)
-    check_outputs(model, config, checkpoint or "model")
+    check_outputs(model, config, checkpoint)
     return model
 
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from segtrain.data.formats import get_format
 from segtrain.errors import SegtrainError
@@ -82,15 +83,22 @@ def num_outputs(model) -> int:
     return int(model.output_shape[-1])
 
 
-def check_outputs(model, config, where: str) -> None:
+def check_outputs(model, config, checkpoint: str | Path | None = None) -> None:
     """The one-line error when a model's outputs do not fit the config: one per class (``data.num_classes``),
-    or one per region of ``data.regions`` for ``model.head: sigmoid``."""
-    want = output_channels(config)
+    or one per region of ``data.regions`` for ``model.head: sigmoid``, in the order of the run that trained
+    it (its ``config.yaml`` beside ``checkpoints/``, when there), since that order is the output order."""
+    where, want = checkpoint or "model", output_channels(config)
     if num_outputs(model) != want:
         what = (f"data.regions has {want} regions" if config.model.head == "sigmoid"
                 else f"data.num_classes is {want}")
         raise SegtrainError(f"{where}: model predicts {num_outputs(model)} channels but {what} in {config.source}; "
                             "use the config the checkpoint was trained with (model.head, data.regions, data.num_classes)")
+    saved = run_config_path(checkpoint) if checkpoint is not None and config.model.head == "sigmoid" else None
+    if saved is not None:
+        trained = ((yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("data") or {}).get("regions") or {}
+        if trained and list(trained.items()) != [(k, list(v)) for k, v in config.data.regions.items()]:
+            raise SegtrainError(f"{where}: trained with data.regions {trained} ({saved}), not {dict(config.data.regions)} "
+                                f"of {config.source}; list the regions as in training (their order is the outputs' order)")
 
 
 def _fixed_size(model) -> tuple[int, ...] | None:

@@ -211,6 +211,10 @@ def test_tiny_region_run_trains_validates_evaluates_and_predicts(tmp_path):
     assert main(["predict", "--config", str(path), "--split", "train", "--checkpoint", str(checkpoint),
                  "--output", str(tmp_path / "pred")]) == 0
     np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "pred" / "a.nii.gz")).dataobj), expected_a)
+    # regions listed in another order than in training: refused, not silently relabelled
+    reordered = from_dict({**raw, "data": {**raw["data"], "regions": dict(reversed(list(BRATS.items())))}})
+    with pytest.raises(SegtrainError, match="list the regions as in training"):
+        evaluate(reordered, "train", checkpoint=checkpoint, verbose=False)
     # a softmax config refuses the region checkpoint in one line
     softmax = from_dict(_volume_config(tmp_path, head="softmax"))
     with pytest.raises(SegtrainError, match="model predicts 3 channels but data.num_classes is 5"):
