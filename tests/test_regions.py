@@ -237,6 +237,7 @@ print(json.dumps({"loss": float(loss(labels, logits)), "steps": result["steps"],
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax"])
 def test_region_loss_and_run_on_another_backend(tmp_path, backend):
     need_backend(backend)
