@@ -255,3 +255,20 @@ def test_region_loss_and_run_on_another_backend(tmp_path, backend):
     logits = rng.normal(0, 2, (2, 6, 5, 3)).astype(np.float32)
     assert out["loss"] == pytest.approx(_np_bce(labels, logits, REGIONS) + _np_dice(labels, logits, REGIONS), rel=1e-5)
     assert out["steps"] == 4 and np.isfinite(out["final"])
+
+
+def test_2d_prediction_with_flip_tta_averages_sigmoids_then_paints():
+    from segtrain.inference import predict_logits, predict_mask
+    from segtrain.models import build_model
+    from segtrain.prediction_options import PredictOptions
+
+    model = build_model("segnet_basic", num_classes=3, input_shape=(None, None, 3), width=4, norm="none")
+    image = np.random.default_rng(4).uniform(0, 255, (16, 24, 3)).astype(np.float32)
+    sig = lambda x: 1 / (1 + np.exp(-x.astype(np.float64)))  # noqa: E731
+    probs = (sig(predict_logits(model, image)) + sig(predict_logits(model, image[:, ::-1].copy())[:, ::-1])) / 2
+    want = np.zeros(probs.shape[:2], np.uint8)
+    for k, label in enumerate([2, 1, 4]):
+        want[probs[..., k] > 0.5] = label
+    got = predict_mask(model, image, PredictOptions(flip=True), head_of("sigmoid", BRATS))
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) > 1  # the rule had something to paint
