@@ -27,7 +27,8 @@ from segtrain.data.formats import get_format
 from segtrain.data.formats.decode import class_names
 from segtrain.data.formats.splits import list_samples, split_name
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_samples, published_config
+from segtrain.heads import SOFTMAX, Head, head_of
+from segtrain.inference import check_outputs, load_checkpoint, predict_samples, published_config
 from segtrain.io_utils import atomic_write, progress, read_ahead, write_json
 from segtrain.metrics import ConfusionMatrix, format_groups, format_table, group_metrics
 from segtrain.prediction_options import PredictOptions
@@ -35,10 +36,11 @@ from segtrain.series_scores import format_summary, series_scores, split_summary
 
 
 class ModelPredictions:
-    """Predictions made now by a model, the way each sample's format is predicted (``PredictOptions``)."""
+    """Predictions made now by a model, the way each sample's format is predicted (``PredictOptions``)
+    and its outputs are read (``segtrain.heads.Head``: softmax classes or sigmoid regions)."""
 
-    def __init__(self, model, data_cfg: DataConfig, options: PredictOptions):
-        self.model, self.data_cfg, self.options = model, data_cfg, options
+    def __init__(self, model, data_cfg: DataConfig, options: PredictOptions, head: Head = SOFTMAX):
+        self.model, self.data_cfg, self.options, self.head = model, data_cfg, options, head
         self.format = get_format(data_cfg.format)
 
     def stream(self, samples: Sequence) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
@@ -46,7 +48,7 @@ class ModelPredictions:
         ahead on a thread while the model runs, images of one size batched (``inference.predict_samples``)."""
         decoded = read_ahead(lambda sample: (sample, self.format.read(sample, self.data_cfg)), samples)
         for (sample, read), mask in predict_samples(self.model, decoded, lambda pair: pair[1].image, self.data_cfg,
-                                                     self.options):
+                                                     self.options, head=self.head, region_of=lambda pair: pair[1].region):
             yield read.label, mask, sample.name
 
 
@@ -99,6 +101,12 @@ def score(samples: Sequence, predictions, num_classes: int, groups: dict, *, per
     return matrix, cases if per_case else None
 
 
+def scored_groups(config: Config) -> dict[str, list[int]]:
+    """The label groups a report scores: ``evaluate.groups``, else the regions of a sigmoid head
+    (``data.regions`` needs one)."""
+    return dict(config.evaluate.groups or config.data.regions)
+
+
 def parse_groups(text: str) -> dict[str, list[int]]:
     """``--groups "whole=1,2,3,4;core=1,3,4;enhancing=4"`` -> {name: classes}."""
     groups = {}
@@ -139,8 +147,10 @@ def evaluate(
     segmentations in time: ``series`` holds the mean segment covering and change-point F1 of
     ``segtrain.series_scores`` (margin ``evaluate.change_point_margin``), ``per_case`` each series'.
 
-    ``groups`` (default ``evaluate.groups`` of the config) are label groups scored as binary
-    classes from the same matrix (``segtrain.metrics.group_metrics``).
+    ``groups`` (default ``evaluate.groups`` of the config, else the regions of a sigmoid head)
+    are label groups scored as binary classes from the same matrix
+    (``segtrain.metrics.group_metrics``). A sigmoid head's outputs become one label map by
+    ``segtrain.heads``' rule, whose groups are the predicted regions.
 
     Returns the ``compute_metrics`` dict plus ``split``, ``num_images``, ``confusion_matrix`` and ``groups``.
     Files are written to ``output_dir`` when given (``metrics.json`` goes to ``json_path``
@@ -150,12 +160,13 @@ def evaluate(
         raise SegtrainError("give exactly one of --checkpoint or --pred-dir")
     data_cfg = config.data
     samples = list_samples(data_cfg, split)
-    groups = dict(config.evaluate.groups if groups is None else groups)
+    groups = scored_groups(config) if groups is None else dict(groups)
     group_metrics(ConfusionMatrix(data_cfg.num_classes).result(), groups)  # a bad group fails before any prediction
     if pred_dir is not None:
         predictions = FolderPredictions(pred_dir, samples, data_cfg)
     else:
-        predictions = ModelPredictions(_model_to_score(config, checkpoint, model, precise_bn), data_cfg, options)
+        head = head_of(config.model.head, data_cfg.regions)
+        predictions = ModelPredictions(_model_to_score(config, checkpoint, model, precise_bn), data_cfg, options, head)
     fmt = get_format(data_cfg.format)
     margin = config.evaluate.change_point_margin if fmt.spatial_rank == 1 else None  # segmentations in time
     matrix, per_case = score(samples, predictions, data_cfg.num_classes, groups, per_case=fmt.patches or margin is not None,
@@ -195,11 +206,7 @@ def _model_to_score(config: Config, checkpoint: str | Path | None, model, precis
               "the checkpoint's architecture is evaluated and the config's model.* keys are ignored", file=sys.stderr)
     if precise_bn:
         recompute_for_config(model, config, precise_bn)
-    if num_outputs(model) != config.data.num_classes:
-        raise SegtrainError(
-            f"{checkpoint or 'model'}: predicts {num_outputs(model)} classes but data.num_classes is "
-            f"{config.data.num_classes} in {config.source}"
-        )
+    check_outputs(model, config, checkpoint)
     return model
 
 

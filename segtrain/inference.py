@@ -2,8 +2,9 @@
 
 Checkpoints take raw pixels (the normalisation is the model's first layer) and return
 logits at the input's size, so an image goes in as it was decoded. Test-time augmentation
-averages *softmax probabilities* over the flips and scales (mmsegmentation's convention);
-a probability map is resized back to the image size before averaging.
+averages *probabilities* (softmax, or the sigmoids of a region head: ``segtrain.heads``) over
+the flips and scales (mmsegmentation's convention); a probability map is resized back to the
+image size before averaging, and the head turns it into class indices.
 
 Sliding windows (``segtrain.sliding_window``, one N-D loop for signals, images and volumes):
 windows of ``window`` pixels start every ``stride`` pixels, the last one flush with the edge,
@@ -24,9 +25,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import yaml
 
 from segtrain.data.formats import get_format
 from segtrain.errors import SegtrainError
+from segtrain.heads import SOFTMAX, Head, output_channels, softmax
 from segtrain.io_utils import format_size, per_axis
 from segtrain.labels import VOID
 from segtrain.prediction_options import PredictOptions, WindowSize
@@ -105,8 +108,26 @@ def run_config_path(checkpoint: str | Path) -> Path | None:
 
 
 def num_outputs(model) -> int:
-    """Number of classes a model predicts (channels of its logits)."""
+    """Number of classes (or regions) a model predicts: channels of its logits."""
     return int(model.output_shape[-1])
+
+
+def check_outputs(model, config, checkpoint: str | Path | None = None) -> None:
+    """The one-line error when a model's outputs do not fit the config: one per class (``data.num_classes``),
+    or one per region of ``data.regions`` for ``model.head: sigmoid``, in the order of the run that trained
+    it (its ``config.yaml`` beside ``checkpoints/``, when there), since that order is the output order."""
+    where, want = checkpoint or "model", output_channels(config)
+    if num_outputs(model) != want:
+        what = (f"data.regions has {want} regions" if config.model.head == "sigmoid"
+                else f"data.num_classes is {want}")
+        raise SegtrainError(f"{where}: model predicts {num_outputs(model)} channels but {what} in {config.source}; "
+                            "use the config the checkpoint was trained with (model.head, data.regions, data.num_classes)")
+    saved = run_config_path(checkpoint) if checkpoint is not None and config.model.head == "sigmoid" else None
+    if saved is not None:
+        trained = ((yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("data") or {}).get("regions") or {}
+        if trained and list(trained.items()) != [(k, list(v)) for k, v in config.data.regions.items()]:
+            raise SegtrainError(f"{where}: trained with data.regions {trained} ({saved}), not {dict(config.data.regions)} "
+                                f"of {config.source}; list the regions as in training (their order is the outputs' order)")
 
 
 def _fixed_size(model) -> tuple[int, ...] | None:
@@ -138,11 +159,6 @@ def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return array
     out = keras.ops.image.resize(array.astype(np.float32), size, interpolation="bilinear")
     return keras.ops.convert_to_numpy(out)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def labels_at(logits: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -210,8 +226,8 @@ def _windows(model, shape: Sequence[int], window: WindowSize, stride: WindowSize
     return win, step, blend
 
 
-def predict_probs(model, image: np.ndarray, options: PredictOptions = PredictOptions()) -> np.ndarray:
-    """(H, W, C) softmax probabilities averaged over ``options.scales`` and (optionally) horizontal flips."""
+def predict_probs(model, image: np.ndarray, options: PredictOptions = PredictOptions(), head: Head = SOFTMAX) -> np.ndarray:
+    """(H, W, C) probabilities (softmax, or per-region sigmoids) averaged over ``options.scales`` and (optionally) horizontal flips."""
     image = np.asarray(image, dtype=np.float32)
     height, width = image.shape[:2]
     total, passes = None, 0
@@ -221,7 +237,7 @@ def predict_probs(model, image: np.ndarray, options: PredictOptions = PredictOpt
         for flipped in (False, True) if options.flip else (False,):
             view = scaled[:, ::-1] if flipped else scaled
             logits = _windowed_logits(model, np.ascontiguousarray(view), options)
-            probs = resize_bilinear(softmax(logits[:, ::-1] if flipped else logits), (height, width))
+            probs = resize_bilinear(head.probabilities(logits[:, ::-1] if flipped else logits), (height, width))
             total = probs if total is None else total + probs
             passes += 1
     return total / passes
@@ -232,13 +248,15 @@ def _windowed_logits(model, image: np.ndarray, options: PredictOptions, window: 
                           stride=options.stride, batch_size=options.batch_size, blend=options.blend)
 
 
-def predict_mask(model, image: np.ndarray, options: PredictOptions = PredictOptions()) -> np.ndarray:
-    """(H, W) uint8 class indices: argmax of the (test-time augmented) prediction."""
-    scores = predict_probs(model, image, options) if options.augmented else _windowed_logits(model, image, options)
-    return np.argmax(scores, axis=-1).astype(np.uint8)
+def predict_mask(model, image: np.ndarray, options: PredictOptions = PredictOptions(), head: Head = SOFTMAX) -> np.ndarray:
+    """(H, W) uint8 class indices of the (test-time augmented) prediction: the argmax, or the painted regions."""
+    if options.augmented:
+        return head.labels(predict_probs(model, image, options, head))
+    return head.decode(_windowed_logits(model, image, options))
 
 
-def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | None, options: PredictOptions = PredictOptions()) -> np.ndarray:
+def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | None, options: PredictOptions = PredictOptions(),
+                             head: Head = SOFTMAX) -> np.ndarray:
     """Class mask at the image's own size, the model seeing the image as it did in training.
 
     With ``data.resize`` the model was trained on images resized to that size, so it gets
@@ -247,9 +265,9 @@ def predict_at_training_size(model, image: np.ndarray, resize: Sequence[int] | N
     ``resize`` None (or the image already at that size) is plain ``predict_mask``.
     """
     if resize is None or tuple(image.shape[:2]) == tuple(resize):
-        return predict_mask(model, image, options)
-    probs = predict_probs(model, resize_bilinear(image, tuple(resize)), options)
-    return np.argmax(resize_bilinear(probs, image.shape[:2]), axis=-1).astype(np.uint8)
+        return predict_mask(model, image, options, head)
+    probs = predict_probs(model, resize_bilinear(image, tuple(resize)), options, head)
+    return head.labels(resize_bilinear(probs, image.shape[:2]))
 
 
 def _batchable(model, image: np.ndarray, data_cfg, options: PredictOptions) -> bool:
@@ -269,8 +287,10 @@ def images_per_pass(options: PredictOptions) -> int:
 
 
 def predict_samples(model, items: Iterable[T], image_of: Callable[[T], np.ndarray], data_cfg,
-                    options: PredictOptions = PredictOptions(), per_pass: int | None = None) -> Iterator[tuple[T, np.ndarray]]:
-    """``(item, class indices)`` for each item in order, as ``predict_sample`` predicts ``image_of(item)``.
+                    options: PredictOptions = PredictOptions(), per_pass: int | None = None, head: Head = SOFTMAX,
+                    region_of: Callable[[T], np.ndarray | None] = lambda item: None) -> Iterator[tuple[T, np.ndarray]]:
+    """``(item, class indices)`` for each item in order, as ``predict_sample`` predicts ``image_of(item)``
+    (with ``head`` and the item's ``region_of``).
 
     Consecutive images of the same size on the plain path (``_batchable``) go through the model
     ``per_pass`` at a time (default ``images_per_pass(options)``): one forward pass per batch (and on
@@ -289,14 +309,14 @@ def predict_samples(model, items: Iterable[T], image_of: Callable[[T], np.ndarra
             # compile on JAX); exact, as inference-mode layers treat each image alone
             batch = np.concatenate([batch, np.zeros((per_pass - len(batch), *batch.shape[1:]), batch.dtype)])
             logits = forward_logits(model, batch)[: len(waiting)]
-            yield from zip((item for item, _ in waiting), np.argmax(logits, axis=-1).astype(np.uint8))
+            yield from zip((item for item, _ in waiting), (head.decode(row) for row in logits))
             waiting.clear()
 
     for item in items:
         image = np.asarray(image_of(item), dtype=np.float32)
         if not _batchable(model, image, data_cfg, options):
             yield from flush()
-            yield item, predict_sample(model, image, data_cfg, options)
+            yield item, predict_sample(model, image, data_cfg, options, head, region=region_of(item))
             continue
         if waiting and waiting[0][1].shape != image.shape:
             yield from flush()
@@ -306,22 +326,30 @@ def predict_samples(model, items: Iterable[T], image_of: Callable[[T], np.ndarra
     yield from flush()
 
 
-def predict_array(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions()) -> np.ndarray:
+def predict_array(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions(), head: Head = SOFTMAX,
+                  region: np.ndarray | None = None) -> np.ndarray:
     """uint8 class indices of a whole volume or signal by N-D sliding windows; the window defaults to ``data.patch``.
 
-    Test-time flips and scales are 2-D only: asking for them here is an error.
+    Outside ``region`` (the case's ``data.mask``, e.g. the brain) every voxel is background (0):
+    training never samples there (uniform patches lie in the mask's bounding box), and
+    nnU-Net likewise crops to the non-zero region. Test-time flips and scales are 2-D only.
     """
     if options.augmented:
         raise SegtrainError(f"--tta and --scales apply to 2-D images; data.format {data_cfg.format} is predicted without them")
-    return np.argmax(_windowed_logits(model, image, options, window=data_cfg.patch), axis=-1).astype(np.uint8)
+    labels = head.decode(_windowed_logits(model, image, options, window=data_cfg.patch))
+    if region is not None:
+        labels[~region] = 0
+    return labels
 
 
-def predict_sample(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions()) -> np.ndarray:
+def predict_sample(model, image: np.ndarray, data_cfg, options: PredictOptions = PredictOptions(), head: Head = SOFTMAX,
+                   region: np.ndarray | None = None) -> np.ndarray:
     """Class indices of one decoded sample of a dataset, the way its format is predicted: whole by
-    N-D sliding windows for formats that train on patches, at the training size for 2-D images."""
+    N-D sliding windows for formats that train on patches (background outside ``region``), at the
+    training size for 2-D images."""
     if get_format(data_cfg.format).patches:
-        return predict_array(model, image, data_cfg, options)
-    return predict_at_training_size(model, image, data_cfg.resize, options)
+        return predict_array(model, image, data_cfg, options, head, region)
+    return predict_at_training_size(model, image, data_cfg.resize, options, head)
 
 
 def predict_scene(model, scene, data_cfg, write: Callable[[int, np.ndarray], None], options: PredictOptions = PredictOptions()) -> None:

@@ -20,6 +20,10 @@ LOSS_OPTIONS: dict[str, dict[str, float]] = {
     "lovasz": {},
 }
 
+# model.head -> the losses it has. Under a sigmoid head (one output per region) ``ce`` is the binary
+# cross-entropy and ``dice`` the soft Dice of each region.
+HEAD_LOSSES: dict[str, tuple[str, ...]] = {"softmax": tuple(LOSS_OPTIONS), "sigmoid": ("ce", "dice")}
+
 DEFAULT_LOSS: list[dict[str, Any]] = [{"name": "ce", "weight": 1.0}]
 
 
@@ -27,8 +31,8 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def normalize_loss_spec(items: Any, source: str, key: str = "train.loss") -> list[dict[str, Any]]:
-    """Check a loss list; return it with every item's weight and options filled in.
+def normalize_loss_spec(items: Any, source: str, key: str = "train.loss", head: str = "softmax") -> list[dict[str, Any]]:
+    """Check a loss list for a ``model.head``; return it with every item's weight and options filled in.
 
     Raises ``SegtrainError`` naming ``<key>[i].<field>`` and what is allowed there.
     """
@@ -43,6 +47,9 @@ def normalize_loss_spec(items: Any, source: str, key: str = "train.loss") -> lis
         name = item.get("name")
         if name not in LOSS_OPTIONS:
             raise SegtrainError(f"{source}: key '{where}.name': unknown loss {name!r}; use one of {names}")
+        if name not in HEAD_LOSSES[head]:
+            raise SegtrainError(f"{source}: key '{where}.name': {name} has no {head} form; with model.head: {head} use "
+                                f"{' or '.join(HEAD_LOSSES[head])} (binary cross-entropy and soft Dice per region)")
         options = LOSS_OPTIONS[name]
         for field, value in item.items():
             if field == "name":

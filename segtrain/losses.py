@@ -16,6 +16,12 @@ Lovasz are not sums over pixels: their term is ``(value on this replica's batch,
 under N replicas the step uses the mean of the N per-replica values (equal to the
 single-device value only when N = 1). ``SegmentationLoss`` is the weighted sum that
 ``train.loss`` configures (see ``segtrain.loss_specs``).
+
+Region-based training (``model.head: sigmoid``, ``segtrain.heads``) has one logit per region:
+there ``ce`` is the binary cross-entropy averaged over every valid pixel and region, and
+``dice`` the soft Dice of each region's sigmoid, averaged over the regions (nnU-Net's
+BCE + Dice for BRATS). Their targets come from the class indices through the region table
+(row c: the regions class c belongs to), and void pixels count in neither.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 from keras import ops
 
 from segtrain.errors import SegtrainError
+from segtrain.heads import region_table
 from segtrain.labels import VOID
 from segtrain.loss_specs import DEFAULT_LOSS, normalize_loss_spec
 
@@ -155,11 +162,54 @@ def lovasz_terms(labels, logits, class_weights=None, ignore_index: int = VOID):
     return ops.sum(table * per_class) / ops.maximum(ops.sum(table), _EPS), ops.ones((), "float32")
 
 
-_TERMS: dict[str, Callable] = {
-    "ce": masked_cross_entropy_terms,
-    "focal": focal_terms,
-    "dice": dice_terms,
-    "lovasz": lovasz_terms,
+def _region_pixels(labels, logits, table, ignore_index: int):
+    """(float32 logits, region targets [..., R] float32, valid mask [..., 1] float32) from class indices."""
+    logits = ops.cast(logits, "float32")
+    labels = class_indices(labels, logits)
+    valid = ops.not_equal(labels, ignore_index)
+    table = ops.convert_to_tensor(table, dtype="float32")
+    safe = ops.where(valid & (labels < table.shape[0]), labels, 0)
+    return logits, ops.take(table, safe, axis=0), ops.expand_dims(ops.cast(valid, "float32"), -1)
+
+
+def region_bce_terms(labels, logits, table, ignore_index: int = VOID):
+    """Binary cross-entropy of every region's logit, as ``(sum over valid pixels and regions, their count)``.
+
+    ``table`` is ``segtrain.heads.region_table``: ``(num_classes, R)``, 1 where a class is in a region.
+    """
+    logits, targets, mask = _region_pixels(labels, logits, table, ignore_index)
+    bce = ops.binary_crossentropy(targets, logits, from_logits=True)  # elementwise
+    return ops.sum(bce * mask), ops.sum(mask) * logits.shape[-1]
+
+
+def region_dice_terms(labels, logits, table, ignore_index: int = VOID, smooth: float = 1.0):
+    """Soft Dice loss ``1 - mean_r D_r`` of the regions' sigmoids over the valid pixels of the batch, as ``(loss, 1)``.
+
+    ``D_r = (2 sum_p s_pr g_pr + smooth) / (sum_p s_pr + sum_p g_pr + smooth)``, ``s`` the sigmoid and
+    ``g`` the region targets (a region absent from the batch scores ~1 only if it is not predicted).
+    """
+    logits, targets, mask = _region_pixels(labels, logits, table, ignore_index)
+    probs = ops.sigmoid(logits) * mask
+    targets = targets * mask
+    axes = tuple(range(len(logits.shape) - 1))
+    inter = ops.sum(probs * targets, axis=axes)
+    den = ops.sum(probs, axis=axes) + ops.sum(targets, axis=axes) + smooth
+    dice = ops.where(den > 0, (2.0 * inter + smooth) / ops.maximum(den, _EPS), 1.0)
+    return 1.0 - ops.mean(dice), ops.ones((), "float32")
+
+
+# head -> loss name -> terms(labels, logits, class weights (softmax) or region table (sigmoid), ignore_index, **options)
+_TERMS: dict[str, dict[str, Callable]] = {
+    "softmax": {
+        "ce": masked_cross_entropy_terms,
+        "focal": focal_terms,
+        "dice": dice_terms,
+        "lovasz": lovasz_terms,
+    },
+    "sigmoid": {
+        "ce": region_bce_terms,
+        "dice": region_dice_terms,
+    },
 }
 
 
@@ -198,8 +248,10 @@ class SegmentationLoss(keras.losses.Loss):
     Args:
         terms: ``[{"name": "ce", "weight": 1.0}, {"name": "dice", "weight": 0.5, "smooth": 1.0}]``;
             names and options as in ``segtrain.loss_specs`` (default: cross-entropy alone).
-        class_weights: one weight per class, applied by every term, or None for all 1.
+        class_weights: one weight per class, applied by every term, or None for all 1 (softmax only).
         ignore_index: label value that counts nowhere.
+        regions: with ``num_classes``, one list of classes per sigmoid output (``data.regions`` in
+            order): the terms are then the region (sigmoid) forms; None for softmax over classes.
 
     ``y_true`` is ``[B, H, W]`` (or ``[B, H, W, 1]``) class indices, ``y_pred`` ``[B, H, W, C]``
     logits; the value is the normalised scalar. On one device it is what the trainer
@@ -207,19 +259,26 @@ class SegmentationLoss(keras.losses.Loss):
     """
 
     def __init__(self, terms: Sequence[dict] | None = None, class_weights: Sequence[float] | None = None,
-                 ignore_index: int = VOID, name: str = "segmentation_loss", **kwargs):
+                 ignore_index: int = VOID, regions: Sequence[Sequence[int]] | None = None, num_classes: int | None = None,
+                 name: str = "segmentation_loss", **kwargs):
         kwargs.pop("reduction", None)
         super().__init__(name=name, reduction="none", **kwargs)
-        self.spec = normalize_loss_spec(DEFAULT_LOSS if terms is None else list(terms), "SegmentationLoss", "terms")
+        self.head = "sigmoid" if regions else "softmax"
+        self.spec = normalize_loss_spec(DEFAULT_LOSS if terms is None else list(terms), "SegmentationLoss", "terms", self.head)
+        if regions and (class_weights is not None or num_classes is None):
+            raise SegtrainError("SegmentationLoss: regions need num_classes and take no class_weights")
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.ignore_index = int(ignore_index)
+        self.regions = [[int(c) for c in r] for r in regions] if regions else None
+        self.num_classes = num_classes
+        self._weights = region_table(self.regions, num_classes) if regions else self.class_weights
 
     def terms(self, labels, logits) -> list[tuple[Any, Any]]:
         """``(weight * numerator, denominator)`` per item; the loss is ``sum num / den``."""
         out = []
         for item in self.spec:
             options = {k: v for k, v in item.items() if k not in ("name", "weight")}
-            num, den = _TERMS[item["name"]](labels, logits, self.class_weights, self.ignore_index, **options)
+            num, den = _TERMS[self.head][item["name"]](labels, logits, self._weights, self.ignore_index, **options)
             out.append((item["weight"] * num, den))
         return out
 
@@ -240,17 +299,19 @@ class SegmentationLoss(keras.losses.Loss):
 
     def get_config(self) -> dict:
         return {"name": self.name, "terms": self.spec, "class_weights": self.class_weights,
-                "ignore_index": self.ignore_index}
+                "ignore_index": self.ignore_index, "regions": self.regions, "num_classes": self.num_classes}
 
 
 ReplicaLoss = Callable[[Any, Any, Callable], Any]
 
 
 def build_loss(loss: Sequence[dict] | Callable, class_weights: Sequence[float] | None = None,
-               ignore_index: int = VOID) -> ReplicaLoss:
+               ignore_index: int = VOID, regions: Sequence[Sequence[int]] | None = None,
+               num_classes: int | None = None) -> ReplicaLoss:
     """The trainer's per-replica loss ``(labels, logits, global_sum) -> this replica's share``.
 
-    ``loss`` is a ``train.loss`` list (built with ``class_weights``), a ``SegmentationLoss``
+    ``loss`` is a ``train.loss`` list (built with ``class_weights``, or for ``regions`` of a
+    sigmoid head with their region table), a ``SegmentationLoss``
     (used as is), or any other ``(labels, logits) -> scalar`` callable: that one is taken as
     the loss of the replica's batch, and the replicas' values are averaged.
     """
@@ -260,7 +321,7 @@ def build_loss(loss: Sequence[dict] | Callable, class_weights: Sequence[float] |
         def averaged(labels, logits, global_sum):
             return ops.cast(loss(labels, logits), "float32") / global_sum(ops.ones((), "float32"))
         return averaged
-    return SegmentationLoss(loss, class_weights, ignore_index).replica_loss
+    return SegmentationLoss(loss, class_weights, ignore_index, regions, num_classes).replica_loss
 
 
 def median_frequency_weights(mask_iter: Iterable[np.ndarray], num_classes: int,

@@ -27,7 +27,8 @@ from segtrain.data.formats.images import write_prediction as write_palette_png
 from segtrain.data.formats.palette import ColorTable
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, num_outputs, predict_at_training_size, predict_samples, predict_scene, published_config
+from segtrain.heads import SOFTMAX, head_of
+from segtrain.inference import check_outputs, load_checkpoint, num_outputs, predict_at_training_size, predict_samples, predict_scene, published_config
 from segtrain.io_utils import IMAGE_EXTENSIONS, list_images, make_output_dir, progress, read_ahead, write_png
 from segtrain.precision import float32_copy
 from segtrain.prediction_options import PredictOptions
@@ -83,16 +84,20 @@ class _Pictures:
 
 def _predict_cases(model, config: Config, samples: list, out: Path, options: PredictOptions, pictures: _Pictures | None) -> int:
     """Every case (of a split or ``--input``), predicted and written as its format says (with
-    strips for 2-D images); a scene (``open_scene``) is streamed from disk to its prediction."""
-    fmt = get_format(config.data.format)
+    strips for 2-D images); a scene (``open_scene``) is streamed from disk to its prediction; a
+    sigmoid head's regions become one label map (``segtrain.heads``)."""
+    fmt, head = get_format(config.data.format), head_of(config.model.head, config.data.regions)
     if fmt.open_scene is not None:  # scenes larger than memory: streamed window by window, one at a time
+        if head.regions:
+            raise SegtrainError(f"model.head: sigmoid: data.format {config.data.format} scenes are predicted with a softmax head only")
         for sample in progress(samples, "predict"):
             scene = fmt.open_scene(sample, config.data)
             with scene.prediction_writer(out / f"{sample.name}{fmt.prediction_extension}") as write:
                 predict_scene(model, scene, config.data, write, options)
         return len(samples)
     decoded_ahead = read_ahead(lambda sample: (sample, fmt.read(sample, config.data)), samples)
-    predicted = predict_samples(model, decoded_ahead, lambda pair: pair[1].image, config.data, options)
+    predicted = predict_samples(model, decoded_ahead, lambda pair: pair[1].image, config.data, options, head=head,
+                                region_of=lambda pair: pair[1].region)
     for (sample, decoded), labels in progress(predicted, "predict", total=len(samples)):
         fmt.write_prediction(out / f"{sample.name}{fmt.prediction_extension}", labels, decoded, pictures.table if pictures else None)
         if pictures is not None:
@@ -105,11 +110,12 @@ def _predict_files(model, images: list[Path], config: Config | None, split: str 
     """2-D image files, each at the config's training size if there is one; with a split, a file
     whose stem is one of its samples also gets a strip with that sample's ground truth."""
     resize = config.data.resize if config is not None else None
+    head = head_of(config.model.head, config.data.regions) if config is not None else SOFTMAX
     truth = {s.image.stem: s for s in list_samples(config.data, split)} if split else {}
     channels = int(model.input_shape[-1])
     for path in progress(images, "predict"):
         image = read_image(path, channels)
-        mask = predict_at_training_size(model, image, resize, options)
+        mask = predict_at_training_size(model, image, resize, options, head)
         gt = None
         if path.stem in truth:
             gt = get_format(config.data.format).read_labels(truth[path.stem], config.data)
@@ -155,12 +161,9 @@ def run(args: argparse.Namespace) -> int:
     if not images_2d and args.video:
         raise SegtrainError(f"data.format {config.data.format}: --video reads 2-D image frames; this config's format is not 2-D images")
     model = float32_copy(load_checkpoint(args.checkpoint))  # as `segtrain evaluate`: the same masks whatever precision trained it
-    classes = num_outputs(model)
-    if config is not None and classes != config.data.num_classes:
-        raise SegtrainError(
-            f"{args.checkpoint}: model predicts {classes} classes but data.num_classes is "
-            f"{config.data.num_classes} in {args.config}"
-        )
+    if config is not None:
+        check_outputs(model, config, args.checkpoint)
+    classes = config.data.num_classes if config is not None else num_outputs(model)
     if args.video:
         table = prediction_table(args.palette, config, classes)
         resize = config.data.resize if config is not None else None

@@ -53,11 +53,12 @@ from segtrain.distribute import launch_local_workers  # noqa: E402
 from segtrain.early_stopping import count_validation  # noqa: E402
 from segtrain.engines import make_engine, thread_settings  # noqa: E402
 from segtrain.errors import SegtrainError  # noqa: E402
-from segtrain.evaluation import evaluate  # noqa: E402
+from segtrain.evaluation import evaluate, scored_groups  # noqa: E402
 from segtrain.loop_callbacks import LoopCallbacks, epoch_logs, refuse_replaced  # noqa: E402
 from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
+from segtrain.heads import head_of  # noqa: E402
 from segtrain.machine import cpu_summary  # noqa: E402
-from segtrain.metrics import ConfusionMatrix  # noqa: E402
+from segtrain.metrics import ConfusionMatrix, group_metrics  # noqa: E402
 from segtrain.models import build_model_from_config  # noqa: E402
 from segtrain.precise_bn import precise_bn_for  # noqa: E402
 from segtrain.precision import Float32Mirror, resolve_policy  # noqa: E402
@@ -255,12 +256,14 @@ class Trainer:
             self.optimizer = build_optimizer(cfg.train, self.schedule)
             self.optimizer.build(self.model.trainable_variables)
         self.average = WeightAverage(self.model, self.optimizer)
-        self._loss_share = build_loss(self.loss_fn or cfg.train.loss, self.class_weights, VOID)
+        self.head = head_of(cfg.model.head, cfg.data.regions)
+        self._loss_share = build_loss(self.loss_fn or cfg.train.loss, self.class_weights, VOID,
+                                      regions=self.head.regions, num_classes=cfg.data.num_classes)
         self._train_step = self.engine.make_train_step(self.model, self.optimizer, self._loss_share)
         self._finite_after_step = self.engine.make_finite_check(self.model, self.optimizer)
         self.precise_bn = precise_bn_for(self.model, cfg, self.dataset_fn, self.verbose and self.chief)
         self._float32_model = Float32Mirror(self.model)
-        self._predict = self.engine.make_predict(self.model)
+        self._predict = self.engine.make_predict(self.model, self.head.decode)
         # ---- run tracking (segtrain.tracking): opened here, fed in _run_epoch / _end_epoch, closed in fit
         self.log = RunTracker(cfg, self.run_dir, enabled=self.chief, resume=resume, backend=self.engine.name,
                               precision=policy, predict=self._predict,
@@ -529,6 +532,8 @@ class Trainer:
                        val_per_class_iou={n: _num(v) for n, v in zip(names, metrics["per_class_iou"])},
                        val_mdice=metrics["mdice"],
                        val_per_class_dice={n: _num(v) for n, v in zip(names, metrics["per_class_dice"])})
+            if metrics.get("groups"):  # regions of a sigmoid head, label groups of evaluate.groups
+                row.update(val_group_dice={n: _num(g["dice"]) for n, g in metrics["groups"].items()})
             self.log.validated(epoch + 1, state.step, metrics)
             if not math.isnan(metrics["miou"]) and (state.best_miou is None or metrics["miou"] > state.best_miou):
                 state.best_miou, state.best_epoch = metrics["miou"], epoch + 1
@@ -552,7 +557,8 @@ class Trainer:
         With the default data layer this is ``segtrain evaluate`` on the float32 weights (native
         labels), so the logged number and the checkpoint's evaluation agree; a custom
         ``dataset_fn``, volumes and signals (the fixed validation patches of
-        ``segtrain.data.loading.patch_plans``) are scored on the batches it yields.
+        ``segtrain.data.loading.patch_plans``) are scored on the batches it yields. Label groups
+        (``evaluate.groups``, or the regions of a sigmoid head) are scored from the same matrix.
         """
         cfg = self.config
         if self.dataset_fn is _default_dataset and not get_format(cfg.data.format).patches:  # evaluate's per-image path: native labels, float32
@@ -565,7 +571,8 @@ class Trainer:
             names = class_names(cfg.data)
         except SegtrainError:
             names = None
-        return {**cm.metrics(names), "confusion_matrix": cm.result().tolist()}
+        return {**cm.metrics(names), "confusion_matrix": cm.result().tolist(),
+                "groups": group_metrics(cm.result(), scored_groups(cfg))}
 
     def _final_metrics(self, state: LoopState) -> dict:
         last = next((r for r in reversed(state.history) if "val_miou" in r), {})

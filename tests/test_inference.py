@@ -14,7 +14,8 @@ from segtrain.config import from_dict
 from segtrain.data.formats.decode import read_mask
 from segtrain.data.formats.palette import VOC_COLORS
 from segtrain.errors import SegtrainError
-from segtrain.inference import load_checkpoint, predict_logits, predict_mask, predict_probs, softmax
+from segtrain.heads import softmax
+from segtrain.inference import load_checkpoint, predict_logits, predict_mask, predict_probs
 from segtrain.prediction_options import PredictOptions
 
 NUM_CLASSES = 3

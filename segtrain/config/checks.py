@@ -119,7 +119,8 @@ def check_values(config: Config) -> None:
         raise SegtrainError(
             f"{src}: key 'train.class_weights' has {len(weights)} values but data.num_classes is {data.num_classes}"
         )
-    config.train.loss = normalize_loss_spec(config.train.loss, src)
+    _check_regions(config)
+    config.train.loss = normalize_loss_spec(config.train.loss, src, head=config.model.head)
     if config.model.output_stride not in (8, 16):
         raise SegtrainError(f"{src}: key 'model.output_stride' must be 8 or 16, got {config.model.output_stride}")
     if config.train.precise_bn.batches < 0:
@@ -148,6 +149,24 @@ def _check_time_budget(config: Config) -> None:
             f"{src}: key 'train.time_budget.probe_steps' ({budget.probe_steps}) must fall inside the warmup of "
             f"the {train.schedule.name} schedule (train.schedule.warmup_steps: {train.schedule.warmup_steps}), "
             "whose length is planned after them; raise warmup_steps or lower probe_steps")
+
+
+def _check_regions(config: Config) -> None:
+    """``model.head: sigmoid`` needs ``data.regions`` (and they need it): classes in range, no class weights."""
+    src, regions, head = config.source, config.data.regions, config.model.head
+    if head == "sigmoid" and not regions:
+        raise SegtrainError(f"{src}: key 'data.regions' is needed with model.head: sigmoid (one output per region), "
+                            "e.g. {whole: [1, 2, 3, 4], core: [1, 3, 4], enhancing: [4]}")
+    if regions and head != "sigmoid":
+        raise SegtrainError(f"{src}: key 'data.regions' trains one sigmoid per region; set model.head: sigmoid, or "
+                            "remove data.regions (evaluate.groups scores label groups of a softmax model)")
+    top = config.data.num_classes - 1
+    for name, classes in regions.items():
+        if not classes or min(classes) < 0 or max(classes) > top or len(set(classes)) != len(classes):
+            raise SegtrainError(f"{src}: key 'data.regions.{name}' must list distinct classes in 0..{top}, got {classes}")
+    if head == "sigmoid" and config.train.class_weights != "none":
+        raise SegtrainError(f"{src}: key 'train.class_weights' has no meaning for model.head: sigmoid (each region is "
+                            "its own binary problem); set it to none")
 
 
 def format_of(config: Config) -> DatasetFormat:

@@ -27,6 +27,8 @@ class DataConfig:
     val_split: str = "val"
     ignore_index: int = 255  # the dataset's own void value; mapped to 255 on decode
     label_map: dict[int, int] = field(default_factory=dict)  # raw value -> class, e.g. {255: 1}; on top of the format's own mapping
+    # model.head: sigmoid: one output per region, in this order, e.g. {whole: [1, 2, 3, 4], core: [1, 3, 4], enhancing: [4]}
+    regions: dict[str, list[int]] = field(default_factory=dict)
     image_dir: str = "JPEGImages"  # voc: images folder; folders: images folder
     mask_dir: str = "SegmentationClass"  # voc: mask folder; folders: masks folder
     # Training augmentation (albumentations). Validation only resizes/pads deterministically.
@@ -82,6 +84,7 @@ class ModelConfig:
     width: int = 64  # base channel count where the model has one
     context: str = "basic"  # dilated_context: basic | large
     depth: int = 4  # unet: number of pools (total stride 2**depth)
+    head: Literal["softmax", "sigmoid"] = "softmax"  # sigmoid: one binary output per data.regions entry (segtrain.heads)
     encoder: Union[str, None] = None  # unet: plain | vgg16 | resnet50 | mobilenetv2 | efficientnetb0 | keras_hub:<preset>; deeplabv3plus: resnet50 | mobilenetv2 | keras_hub:<preset>; null = the model's default
     encoder_weights: str = "none"  # segnet, dilated_*, deeplabv3plus, unet with an encoder: none | imagenet | path to a weights file
     output_stride: int = 16  # deeplabv3plus: 8 | 16

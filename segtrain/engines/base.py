@@ -73,12 +73,11 @@ class Engine:
 
         return check
 
-    def make_predict(self, model: keras.Model) -> Callable[[object], np.ndarray]:
-        """``labels(images)``: the argmax class of every pixel, uint8."""
+    def make_predict(self, model: keras.Model, decode: Callable[[np.ndarray], np.ndarray]) -> Callable[[object], np.ndarray]:
+        """``labels(images)``: uint8 class indices, ``decode`` of the logits (``segtrain.heads.Head.decode``)."""
 
         def labels(images) -> np.ndarray:
-            logits = model.predict_on_batch(images)
-            return np.argmax(np.asarray(logits), axis=-1).astype(np.uint8)
+            return decode(np.asarray(model.predict_on_batch(images)))
 
         return labels
 

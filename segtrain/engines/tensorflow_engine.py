@@ -125,10 +125,9 @@ class TensorFlowEngine(Engine):
 
         return lambda batch: bool(check(batch))
 
-    def make_predict(self, model: keras.Model) -> Callable[[object], np.ndarray]:
-        predict = tf.function(lambda images: tf.cast(tf.argmax(model(images, training=False), axis=-1), tf.uint8),
-                              reduce_retracing=True)
-        return lambda images: predict(images).numpy()
+    def make_predict(self, model: keras.Model, decode: Callable[[np.ndarray], np.ndarray]) -> Callable[[object], np.ndarray]:
+        forward = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+        return lambda images: decode(forward(images).numpy())
 
 
 def _as_dataset(batches) -> tf.data.Dataset:

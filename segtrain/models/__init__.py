@@ -13,6 +13,7 @@ import keras
 
 from segtrain import keras_metrics, losses, schedules  # noqa: F401  (register every serialisable segtrain object)
 from segtrain.errors import SegtrainError
+from segtrain.heads import output_channels
 from segtrain.models import deeplab, dilated, hub, segnet, unet  # noqa: F401  (register the builders)
 from segtrain.models.registry import decoders_of, get_builder, list_models, ranks_of
 from segtrain.models.upsampling import DECODERS
@@ -36,7 +37,7 @@ def build_model(name: str, num_classes: int, input_shape: Sequence, decoder: str
 
 
 def build_model_from_config(config, input_shape: Sequence) -> keras.Model:
-    """Build the model a ``Config`` names (``model.*`` keys and ``data.num_classes``)."""
+    """Build the model a ``Config`` names (``model.*`` keys; one output per class, or per region for a sigmoid head)."""
     m = config.model
     kwargs = {"width": m.width, "mean": m.mean, "std": m.std}
     accepted = inspect.signature(get_builder(m.name)).parameters
@@ -47,4 +48,4 @@ def build_model_from_config(config, input_shape: Sequence) -> keras.Model:
         if key not in accepted and getattr(m, key) != unset:
             takers = ", ".join(n for n in list_models() if key in inspect.signature(get_builder(n)).parameters)
             raise SegtrainError(f"model.{key}: {m.name} does not take it; remove it or use one of {takers}")
-    return build_model(m.name, config.data.num_classes, input_shape, decoder=m.decoder, norm=m.norm, **kwargs)
+    return build_model(m.name, output_channels(config), input_shape, decoder=m.decoder, norm=m.norm, **kwargs)
