@@ -59,7 +59,7 @@ def test_read_pair_follows_data_channels(tmp_path):
     ({"channels": 5}, {}, r"data\.channels' must be 1 \(grey\), 2, 3 \(RGB\) or 4 \(RGBA\) for format folders, got 5"),
     ({"channels": ["a.png"]}, {}, r"data\.channels' must be a number of channels for format folders"),
     ({"mask": "brain.png"}, {}, r"data\.mask' applies to format nifti only"),
-    ({"patch": [64, 64]}, {}, r"data\.patch' applies to formats nifti and series only"),
+    ({"patch": [64, 64]}, {}, r"data\.patch' applies to formats nifti, series and geotiff only"),
 ])
 def test_config_errors(tmp_path, data, model, message):
     with pytest.raises(SegtrainError, match=message):
