@@ -170,6 +170,22 @@ def find_by_stem(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def describe_findings(findings: Sequence[tuple[str, Iterable[str], str]], limit: int = 20, files_named: int = 3) -> str:
+    """One message line for many findings: ``'<what> in a, b, c (+k more files)<after>; ...; and N more'``.
+
+    ``findings`` are (what, the files it was found in, text after the files), in the order to
+    report; the first ``limit`` are named, each with its first ``files_named`` files (sorted).
+    """
+    parts = []
+    for what, files, after in findings[:limit]:
+        files = sorted(files)
+        more = f" (+{len(files) - files_named} more files)" if len(files) > files_named else ""
+        parts.append(f"{what} in {', '.join(files[:files_named])}{more}{after}")
+    if len(findings) > limit:
+        parts.append(f"and {len(findings) - limit} more")
+    return "; ".join(parts)
+
+
 def per_axis(value: int | Sequence[int], rank: int, what: str) -> tuple[int, ...]:
     """One int for every spatial axis, or exactly one per axis: kernel sizes, factors, windows."""
     if isinstance(value, (int, np.integer)):

@@ -147,3 +147,12 @@ def test_read_ahead_yields_every_item_once_in_order_and_reraises():
         for x in read_ahead(read, range(10), depth=2):
             got.append(x)
     assert got == [0, 1, 2, 3]
+
+
+def test_describe_findings_names_the_first_files_and_counts_the_rest():
+    from segtrain.io_utils import describe_findings
+
+    findings = [("'cat'", {"c.json", "a.json", "d.json", "b.json"}, " (did you mean 'Cat'?)"), ("(1,2,3) 5 px", ["x.png"], "")]
+    assert describe_findings(findings) == ("'cat' in a.json, b.json, c.json (+1 more files) (did you mean 'Cat'?); "
+                                           "(1,2,3) 5 px in x.png")
+    assert describe_findings(findings, limit=1) == "'cat' in a.json, b.json, c.json (+1 more files) (did you mean 'Cat'?); and 1 more"

@@ -31,6 +31,7 @@ from segtrain.io_utils import (
     IMAGE_EXTENSIONS,
     PNG_COMPRESS_LEVEL,
     Progress,
+    describe_findings,
     is_image_file,
     make_output_dir,
     open_image,
@@ -44,8 +45,6 @@ from segtrain.tools.importers.run import summary as import_summary
 
 MODES = ("rgb-to-index", "palette-to-raw", "index-to-palette", "index-to-rgb", "remap")
 UNKNOWN_POLICIES = ("error", "void")
-_FIRST_FILES = 3  # files named per unknown colour / value in reports
-_MAX_LISTED = 20  # unknown colours / values named in one message
 
 
 # --------------------------------------------------------------------------- value maps
@@ -349,14 +348,8 @@ class ConversionReport:
     def describe_unknown(self) -> str:
         """'(r,g,b) N px in a.png, b.png (+k more files); ...', most pixels first."""
         items = sorted(self.unknown.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        parts = []
-        for key, (pixels, names) in items[:_MAX_LISTED]:
-            first = sorted(names)[:_FIRST_FILES]
-            more = f" (+{len(names) - len(first)} more files)" if len(names) > len(first) else ""
-            parts.append(f"{describe_key(key, self.keys_are_colors)} {pixels} px in {', '.join(first)}{more}")
-        if len(items) > _MAX_LISTED:
-            parts.append(f"and {len(items) - _MAX_LISTED} more")
-        return "; ".join(parts)
+        return describe_findings([(f"{describe_key(key, self.keys_are_colors)} {pixels} px", names, "")
+                                  for key, (pixels, names) in items])
 
 
 def convert_labels(

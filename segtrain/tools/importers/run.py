@@ -17,12 +17,10 @@ from pathlib import Path
 
 from segtrain.data.formats.palette import ColorTable
 from segtrain.errors import SegtrainError
-from segtrain.io_utils import PNG_COMPRESS_LEVEL, Progress, make_output_dir, remove_stale_temporaries, write_png
+from segtrain.io_utils import PNG_COMPRESS_LEVEL, Progress, describe_findings, make_output_dir, remove_stale_temporaries, write_png
 from segtrain.tools.importers import IMPORTERS
 from segtrain.tools.importers.base import ImportOptions, Item, LabelNames, load_class_list
 
-_FIRST_FILES = 3  # files named per unknown label
-_MAX_LISTED = 20  # unknown labels named in one message
 
 
 @dataclass
@@ -42,14 +40,7 @@ class ImportReport:
         """Each label with its first files and the closest class name, labels in most files first:
         'tv/monitor' in a.json, b.json (+2 more files) (did you mean 'tvmonitor'?); ..."""
         items = sorted(self.unknown.items(), key=lambda kv: (-len(kv[1][1]), kv[0]))
-        parts = []
-        for label, (_, files) in items[:_MAX_LISTED]:
-            first = sorted(files)[:_FIRST_FILES]
-            more = f" (+{len(files) - len(first)} more files)" if len(files) > len(first) else ""
-            parts.append(f"{label!r} in {', '.join(first)}{more}{names.suggestion(label)}")
-        if len(items) > _MAX_LISTED:
-            parts.append(f"and {len(items) - _MAX_LISTED} more")
-        return "; ".join(parts)
+        return describe_findings([(repr(label), files, names.suggestion(label)) for label, (_, files) in items])
 
 
 def _check_outputs(items: list[Item], input_path: Path, output_dir: Path) -> None:
