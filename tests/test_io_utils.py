@@ -155,4 +155,5 @@ def test_describe_findings_names_the_first_files_and_counts_the_rest():
     findings = [("'cat'", {"c.json", "a.json", "d.json", "b.json"}, " (did you mean 'Cat'?)"), ("(1,2,3) 5 px", ["x.png"], "")]
     assert describe_findings(findings) == ("'cat' in a.json, b.json, c.json (+1 more files) (did you mean 'Cat'?); "
                                            "(1,2,3) 5 px in x.png")
+    assert describe_findings([("v", ["a", "b", "c"], "")]) == "v in a, b, c"  # exactly three: nothing more
     assert describe_findings(findings, limit=1) == "'cat' in a.json, b.json, c.json (+1 more files) (did you mean 'Cat'?); and 1 more"
