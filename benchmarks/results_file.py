@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def command_line() -> str:
     """The command as a user would retype it: ``python benchmarks/<script> <args>``."""
     script = Path(sys.argv[0])
-    shown = f"benchmarks/{script.name}" if script.parent.name == "benchmarks" else str(script)
+    shown = f"benchmarks/{script.name}" if script.resolve().parent.name == "benchmarks" else str(script)
     return " ".join(["python", shown, *sys.argv[1:]])
 
 

@@ -4,10 +4,10 @@ backend, precision, package versions and git commit of the segtrain code that ra
 from __future__ import annotations
 
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 from segtrain.config import flatten
+from segtrain.machine import versions
 
 PACKAGES = ("segtrain", "keras", "numpy")
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -31,11 +31,8 @@ def git_commit(folder: Path = Path(__file__).resolve().parent) -> str | None:
 def run_facts(backend: str, precision: str) -> dict[str, str]:
     """Backend, dtype policy, versions of segtrain, Keras, NumPy and the backend, and the git commit when there is one."""
     facts = {"backend": backend, "precision": precision}
-    for package in (*PACKAGES, BACKEND_PACKAGES.get(backend, backend)):
-        try:
-            facts[f"version.{package}"] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
+    found = versions((*PACKAGES, BACKEND_PACKAGES.get(backend, backend)))
+    facts.update({f"version.{package}": version for package, version in found.items() if version and package != "python"})
     commit = git_commit()
     if commit:
         facts["git_commit"] = commit
