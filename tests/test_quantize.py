@@ -11,11 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
 
-import keras
 import numpy as np
 import pytest
 
-from conftest import need_module, sample_config
+from conftest import fit_tiny_unet, need_module, sample_config
 
 tf = need_module("tensorflow", "export")
 ort = need_module("onnxruntime", "export")
@@ -23,7 +22,6 @@ need_module("onnx", "export")
 need_module("tf2onnx", "export")
 
 from segtrain import cli
-from segtrain.config import save_config
 from segtrain.data.formats import get_format
 from segtrain.data.formats.splits import list_samples
 from segtrain.errors import SegtrainError
@@ -47,17 +45,7 @@ def trained_run(sample_root, tmp_path_factory):
     decoded = [fmt.read(s, config.data) for s in list_samples(config.data, "train")]
     x = np.stack([d.image for d in decoded]).astype("float32")
     y = np.stack([d.label for d in decoded]).astype("int32")
-    keras.utils.set_random_seed(0)
-    model = build_model("unet", 4, (None, None, 3), decoder="transposed", norm="batch", width=8, depth=2)
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.8  # moving statistics that settle within a few dozen steps
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
-    model.fit(x, y, batch_size=6, epochs=8, verbose=0)
-    save_config(config, run / "config.yaml")
-    (run / "checkpoints").mkdir(parents=True)
-    model.save(run / "checkpoints" / "best.keras")
+    model = fit_tiny_unet(config, x, y, width=8, learning_rate=0.01, epochs=8)
     return run, model, config
 
 

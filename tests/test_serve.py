@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import need_module, sample_config
+from conftest import fit_tiny_unet, need_module, sample_config
 
 need_module("fastapi", "serve")
 need_module("httpx", "dev")
@@ -35,11 +35,9 @@ cv2 = need_module("cv2", "export")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from segtrain.cli import main as cli_main  # noqa: E402
-from segtrain.config import save_config  # noqa: E402
 from segtrain.data.formats import get_format  # noqa: E402
 from segtrain.data.formats.decode import color_table  # noqa: E402
 from segtrain.data.formats.splits import list_samples  # noqa: E402
-from segtrain.models import build_model  # noqa: E402
 from segtrain.serve.app import Limits, create_app  # noqa: E402
 from segtrain.serve.runners import load_runner  # noqa: E402
 
@@ -57,17 +55,7 @@ def run(sample_root, tmp_path_factory):
     decoded = [fmt.read(s, config.data) for s in list_samples(config.data, "train")]
     x = np.stack([keras.ops.convert_to_numpy(keras.ops.image.resize(d.image.astype("float32"), RESIZE)) for d in decoded])
     y = np.stack([np.asarray(Image.fromarray(d.label).resize(RESIZE[::-1], Image.NEAREST)) for d in decoded]).astype("int32")
-    keras.utils.set_random_seed(0)
-    model = build_model("unet", 4, (None, None, 3), decoder="transposed", norm="batch", width=4, depth=2)
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.8
-    model.compile(optimizer=keras.optimizers.Adam(0.02),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
-    model.fit(x, y, batch_size=6, epochs=6, verbose=0)
-    save_config(config, folder / "config.yaml")
-    (folder / "checkpoints").mkdir(parents=True)
-    model.save(folder / "checkpoints" / "best.keras")
+    fit_tiny_unet(config, x, y, width=4, learning_rate=0.02, epochs=6)
     return folder, config
 
 
