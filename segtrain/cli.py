@@ -33,6 +33,7 @@ COMMANDS = {
     "checkerboard": ("segtrain.models.checkerboard", "score decoders' upsampling for checkerboard artifacts"),
     "publish": ("segtrain.tools.publish", "a run as a folder others load with one command (weights, config, classes, "
                 "val report, model card); optionally pushed to the Hugging Face Hub"),
+    "split-sequences": ("segtrain.tools.split_sequences", "count the video sequences of list files; hold whole sequences out as a validation split"),
     "serve": ("segtrain.serve.cli", "serve a checkpoint or an ONNX / TFLite export over HTTP, with a page to try it"),
 }
 

@@ -251,3 +251,50 @@ def test_a_transform_that_returns_float_images_is_one_error_line():
     image, mask = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
     with pytest.raises(SegtrainError, match="leave out Normalize/ToFloat"):
         augment(A.Compose([A.ToFloat()]), image, mask, seed=0)
+
+
+# --------------------------------------------------------------------------- data.crop_class_balance
+
+
+def _rare_patch_pair(rows: int = 100, cols: int = 120):
+    """An image whose pixels encode their position, and a mask that is void but for a 3x3 patch of class 2."""
+    yy, xx = np.mgrid[:rows, :cols]
+    image = np.stack([yy, xx, np.zeros_like(yy)], axis=-1).astype(np.uint8)
+    mask = np.full((rows, cols), 255, np.uint8)
+    mask[90:93, 2:5] = 2
+    return image, mask
+
+
+def _uniform_share_with_patch(rows: int, cols: int, h: int, w: int) -> float:
+    """Reference: the share of all h x w placements that hold a pixel of the patch (enumerated)."""
+    _, mask = _rare_patch_pair(rows, cols)
+    hits = [(mask[t:t + h, l:l + w] == 2).any() for t in range(rows - h + 1) for l in range(cols - w + 1)]
+    return float(np.mean(hits))
+
+
+@pytest.mark.parametrize("balance", [0.0, 0.5, 1.0])
+def test_class_balanced_crops_hold_the_rare_class_as_often_as_drawn(balance):
+    image, mask = _rare_patch_pair()
+    transform = train_transform(cfg(crop=[32, 32], hflip=False, crop_class_balance=balance))
+    uniform = _uniform_share_with_patch(100, 120, 32, 32)  # 0.0265: a uniform crop rarely sees the patch
+    n = 400
+    hits = 0
+    for seed in range(n):
+        out_image, out_mask = augment(transform, image, mask, seed=seed)
+        top, left = int(out_image[0, 0, 0]), int(out_image[0, 0, 1])  # image and mask cut at the same place
+        np.testing.assert_array_equal(out_mask, mask[top:top + 32, left:left + 32])
+        hits += bool((out_mask == 2).any())
+    expected = balance + (1 - balance) * uniform  # a balanced crop is centred on the patch, so always holds it
+    tolerance = 4 * np.sqrt(expected * (1 - expected) / n) + 1e-9
+    assert abs(hits / n - expected) <= tolerance, (hits / n, expected)
+
+
+def test_class_balanced_crops_are_seeded_and_fall_back_to_uniform_on_an_all_void_mask():
+    image, mask = _rare_patch_pair()
+    transform = train_transform(cfg(crop=[32, 32], hflip=False, crop_class_balance=1.0))
+    first = augment(transform, image, mask, seed=7)
+    augment(transform, image, mask, seed=8)
+    again = augment(transform, image, mask, seed=7)
+    np.testing.assert_array_equal(first[0], again[0])
+    corners = {augment(transform, image, np.full_like(mask, 255), seed=s)[0][0, 0, :2].tobytes() for s in range(20)}
+    assert len(corners) > 10  # no class to centre on: uniform placements, no error

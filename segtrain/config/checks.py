@@ -32,6 +32,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("data.noise", lambda v: 0.0 <= v <= 1.0, "in [0, 1] (a fraction of 255)"),
     ("data.blur", lambda v: v == 0.0 or 0.1 <= v <= 100.0, "0 (off) or a sigma in [0.1, 100] pixels"),
     ("data.elastic", lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"),
+    ("data.crop_class_balance", lambda v: 0.0 <= v <= 1.0, "a share of crops in [0, 1]"),
     ("data.grid_distortion", lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"),
     ("data.val_pad_to", *_at_least(1)),
     ("data.num_parallel_calls", lambda v: v >= 0, "0 (4 per core) or a positive number of threads"),

@@ -33,6 +33,7 @@ class DataConfig:
     mask_dir: str = "SegmentationClass"  # voc: mask folder; folders: masks folder
     # Training augmentation (albumentations). Validation only resizes/pads deterministically.
     crop: Union[list[int], None] = None  # [h, w] random crop (padded with void if smaller)
+    crop_class_balance: float = 0.0  # share of training crops centred on a pixel of a class drawn uniformly among those present
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random rescale range
     hflip: bool = True
     color_jitter: float = 0.0  # strength in [0, 1]; 0 disables

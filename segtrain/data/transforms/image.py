@@ -8,7 +8,7 @@ and prediction need no knowledge of the data pipeline.
 Training order: fixed resize (``data.resize``), random rescale (``data.scale``), geometry
 (``rot90``, ``rotate``/``shift``, ``elastic``, ``grid_distortion``), the user's own
 albumentations transforms (``data.augment``), pad to the crop size and random crop
-(``data.crop``), flips (``hflip``, ``vflip``), colour (``color_jitter``, ``brightness``/
+(``data.crop``; ``data.crop_class_balance``: crops centred on a class drawn uniformly), flips (``hflip``, ``vflip``), colour (``color_jitter``, ``brightness``/
 ``contrast``, ``gamma``), ``blur``, ``noise``. Validation: ``data.resize`` if set, then pad
 bottom/right to a multiple of ``data.val_pad_to``.
 """
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import albumentations as A
 import cv2
 import numpy as np
+from albumentations.augmentations.crops.transforms import BaseCrop
 
 from segtrain.data.formats.palette import VOID
 from segtrain.errors import SegtrainError
@@ -83,6 +84,34 @@ def _photometric(data_cfg: DataConfig) -> list:
     return steps
 
 
+class ClassBalancedCrop(BaseCrop):
+    """A ``height`` x ``width`` crop that, with probability ``balance``, is centred on a random pixel of
+    a class drawn uniformly among the classes in the mask (void left out), else placed uniformly.
+
+    A uniform crop shows a class in proportion to its area, so thin and small classes (CamVid's
+    poles, signs and pedestrians) are rarely in a crop at all; drawing the class first shows each
+    present class about equally often (nnU-Net's foreground oversampling, per class). The image
+    must already be at least the crop's size (``PadIfNeeded`` before it).
+    """
+
+    def __init__(self, height: int, width: int, balance: float, p: float = 1.0):
+        super().__init__(p=p)
+        self.height, self.width, self.balance = height, width, balance
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        mask = data["mask"]
+        rows, cols = mask.shape[:2]
+        top, left = self.py_random.randint(0, rows - self.height), self.py_random.randint(0, cols - self.width)
+        if self.py_random.random() < self.balance:
+            classes = [c for c in np.unique(mask) if c != VOID]
+            if classes:
+                ys, xs = np.nonzero(mask == classes[self.py_random.randrange(len(classes))])
+                k = self.py_random.randrange(len(ys))
+                top = min(max(int(ys[k]) - self.height // 2, 0), rows - self.height)
+                left = min(max(int(xs[k]) - self.width // 2, 0), cols - self.width)
+        return {"crop_coords": (left, top, left + self.width, top + self.height)}
+
+
 def train_transform(data_cfg: DataConfig) -> A.Compose:
     """The random training augmentation; seed it per sample with ``augment(..., seed=)``."""
     steps = _resize(data_cfg)
@@ -96,7 +125,8 @@ def train_transform(data_cfg: DataConfig) -> A.Compose:
     if data_cfg.crop is not None:
         h, w = data_cfg.crop
         steps.append(A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=VOID))
-        steps.append(A.RandomCrop(h, w))
+        balance = data_cfg.crop_class_balance
+        steps.append(ClassBalancedCrop(h, w, balance) if balance > 0 else A.RandomCrop(h, w))
     if data_cfg.hflip:
         steps.append(A.HorizontalFlip(p=0.5))
     if data_cfg.vflip:
