@@ -12,8 +12,17 @@ checks, class weights, seeds and the loop all come from segtrain.
 
 Budgets: ``full`` is the paper's recipe (360x480, batch 12, SGD 0.1/0.9, median-frequency
 weights) for a GPU, in mixed_bfloat16; ``cpu`` is the same recipe at quarter resolution and
-few epochs for 2 CPU cores; ``smoke`` is a few steps of a tiny model on the built-in sample
-dataset, for the test suite. The table is the script's output and is never edited by hand.
+few epochs for 2 CPU cores; ``recipe`` trains the best CPU recipe
+(configs/camvid/cpu_best_60min.yaml) once per ``--seeds`` value instead of the decoders;
+``smoke`` is a few steps of a tiny model on the built-in sample dataset, for the test suite.
+``--include TABLE.md`` adds the segtrain rows of earlier tables of this script (e.g. the
+``cpu`` budget's) with their file named, so one table holds the paper's rows, the paper
+recipe's CPU budget and the CPU recipe's seeds:
+
+    python benchmarks/reproduce_segnet_camvid.py --root ../shared/data/camvid --budget recipe --seeds 0,1 \
+        --include benchmarks/results/segnet_camvid_cpu.md --out benchmarks/results/segnet_camvid_recipe.md
+
+The table is the script's output and is never edited by hand.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ class Budget:
     description: str
     overrides: list[str] = field(default_factory=list)
     sample_data: bool = False  # replace the data section by configs/_base_/datasets/sample.yaml
+    config: str | None = None  # a config under configs/camvid trained once per seed instead of the decoders' configs
 
 
 BUDGETS = {
@@ -73,6 +83,11 @@ BUDGETS = {
         "median-frequency weights, hflip), float32",
         ["data.resize=[90, 120]", "train.epochs=4", "train.val_every=1", "train.mixed_precision=none"],
     ),
+    "recipe": Budget(
+        "the best CPU recipe, configs/camvid/cpu_best_60min.yaml as it is (U-Net width 32, 128x160 crops of "
+        "180x240 frames, CE + Dice, precise BN, poly over a 60-minute train.time_budget), one row per seed",
+        config="cpu_best_60min",
+    ),
     "smoke": Budget(
         "smoke test: built-in sample dataset resized to 32x32, width 8, 3 steps, batch 4",
         ["data.resize=[32, 32]", "data.crop=null", "data.scale=[1.0, 1.0]", "data.color_jitter=0.0",
@@ -82,13 +97,15 @@ BUDGETS = {
 }
 
 
-def build_config(decoder: str, budget: Budget, root: str, work_dir: Path, extra: list[str]) -> Config:
-    """The decoder's paper config + budget overrides + data.root/output_dir (+ the user's --set)."""
-    config_path = CONFIGS / f"segnet_basic_{decoder}.yaml"
+def build_config(decoder: str, budget: Budget, root: str, work_dir: Path, extra: list[str], seed: int | None = None) -> Config:
+    """The decoder's paper config (or the budget's own config, with ``train.seed``) + budget overrides +
+    data.root/output_dir (+ the user's --set)."""
+    config_path = CONFIGS / (f"{budget.config}.yaml" if budget.config else f"segnet_basic_{decoder}.yaml")
     raw = load_raw(config_path)
     if budget.sample_data:
         raw["data"] = {**load_raw(SAMPLE_BASE)["data"], "sample": True}
-    overrides = [*budget.overrides, f"data.root={root}", f"output_dir={work_dir / decoder}", *extra]
+    seeded = [] if seed is None else [f"train.seed={seed}"]
+    overrides = [*budget.overrides, *seeded, f"data.root={root}", f"output_dir={work_dir / decoder}", *extra]
     return from_dict(apply_overrides(raw, overrides), source=str(config_path))
 
 
@@ -142,11 +159,32 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def render_table(rows: list[dict], budget_name: str, config: Config, split: str, command: str) -> str:
+def included_rows(path: Path) -> list[str]:
+    """The segtrain rows of an earlier table of this script, each ending with the file it came from."""
+    if not path.is_file():
+        raise SegtrainError(f"--include {path}: no such file; name a table this script wrote (benchmarks/results/*.md)")
+    found = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| segtrain "):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rate = cells[6] if len(cells) == 8 else "n/a"  # tables from before the img/s column have 7 cells
+            found.append(f"| {' | '.join(cells[:6])} | {rate} | {cells[-1]}, from `{_shown(path)}` |")
+    if not found:
+        raise SegtrainError(f"--include {path}: no '| segtrain ...' rows in it; name a table this script wrote")
+    return found
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def render_table(rows: list[dict], budget_name: str, config: Config, split: str, command: str,
+                 included: list[str] = ()) -> str:
     """The markdown report: setup lines, then our rows and the paper's rows in one table."""
     data, train = config.data, config.train
     resolution = f"{data.resize[0]}x{data.resize[1]}" if data.resize else "native (360x480 for CamVid)"
-    length = f"{train.steps} steps" if train.steps else f"{train.epochs} epochs"
+    length = (f"a {train.time_budget.minutes:g}-minute time budget" if train.time_budget
+              else f"{train.steps} steps" if train.steps else f"{train.epochs} epochs")
     done = ", ".join(r["decoder"] for r in rows) or "none yet"
     lines = [
         f"# SegNet-Basic decoders on CamVid: segtrain ({budget_name} budget) vs the SegNet paper",
@@ -175,6 +213,7 @@ def render_table(rows: list[dict], budget_name: str, config: Config, split: str,
             f"{r['params']:,} | {_minutes(r['train_seconds'])} (best epoch {r['best_epoch']}/{r['epochs']}) | "
             f"{r['images_per_second']:.1f} ({100 * r['data_wait']:.0f}%) | {budget_name} / {r['split']} ({r['num_images']} images) |"
         )
+    lines.extend(included)
     for decoder, (name, acc, mean_acc, miou) in PAPER.items():
         lines.append(f"| paper: {name} [{decoder}] | {acc:.1f} | {mean_acc:.1f} | {miou:.1f} | n/a | n/a | n/a | "
                      "paper recipe / CamVid test (233 images) |")
@@ -190,6 +229,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--decoders", default=",".join(DECODERS), help="comma-separated subset of " + ",".join(DECODERS))
     parser.add_argument("--split", default="val", help="split to evaluate the best checkpoints on (val, test, ...)")
     parser.add_argument("--epochs", type=int, default=None, help="override the budget's epoch count")
+    parser.add_argument("--seeds", default="0", help="--budget recipe: comma-separated train.seed values, one row each")
+    parser.add_argument("--include", nargs="+", type=Path, default=[], metavar="TABLE.md",
+                        help="add the segtrain rows of earlier tables of this script (e.g. the cpu budget's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override applied last (repeatable); shown in the command line of the table")
     parser.add_argument("--out", default=None, help="markdown file for the table (default: <work-dir>/results.md)")
@@ -210,15 +252,21 @@ def main(argv: list[str] | None = None) -> int:
     extra = ([f"train.epochs={args.epochs}"] if args.epochs else []) + args.overrides
     root = str(Path(args.root).expanduser().resolve())
     command = "python benchmarks/reproduce_segnet_camvid.py " + shlex.join(argv)
-    configs = {d: build_config(d, budget, root, work_dir, extra) for d in decoders}
+    if budget.config:  # one row per seed of the budget's own config
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        configs = {f"recipe seed {s}": build_config(f"seed{s}", budget, root, work_dir, extra, seed=s) for s in seeds}
+    else:
+        configs = {d: build_config(d, budget, root, work_dir, extra) for d in decoders}
+    decoders = list(configs)
     first = configs[decoders[0]]
-    check_data(first, sorted({"train", "val", args.split}))
+    included = [row for path in args.include for row in included_rows(path.resolve())]
+    check_data(first, sorted({first.data.train_split, first.data.val_split, args.split}))
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for decoder in decoders:
         print(f"=== {decoder}: training in {configs[decoder].output_dir}", flush=True)
         rows.append(run_decoder(decoder, configs[decoder], args.split))
-        out.write_text(render_table(rows, args.budget, first, args.split, command), encoding="utf-8")
+        out.write_text(render_table(rows, args.budget, first, args.split, command, included), encoding="utf-8")
     print(out.read_text(encoding="utf-8"))
     print(f"wrote {out}")
     return 0

@@ -109,3 +109,27 @@ def test_gpu_camvid_script_exits_non_zero_when_a_training_run_fails(tmp_path):
     assert done.returncode == 3, done.stdout + done.stderr
     assert "the transposed run failed (exit 3" in done.stderr and "unpool run failed" not in done.stderr
     assert run("unpool bilinear").returncode == 0
+
+
+def test_recipe_budget_trains_the_cpu_recipe_config_once_per_seed(script, tmp_path):
+    config = script.build_config("seed1", script.BUDGETS["recipe"], str(tmp_path), tmp_path / "work", [], seed=1)
+    assert config.model.name == "unet" and config.train.seed == 1
+    assert config.train.time_budget is not None and config.train.time_budget.minutes == 60
+    assert config.data.crop == [128, 160] and config.output_dir == str(tmp_path / "work" / "seed1")
+
+
+def test_include_adds_an_earlier_tables_segtrain_rows_with_their_file(script, tmp_path):
+    earlier = tmp_path / "cpu.md"
+    earlier.write_text("| decoder | global acc | class-avg acc | mIoU | params | training time | budget / split |\n"
+                       "|---|---|---|---|---|---|---|\n"
+                       "| segtrain unpool | 41.8 | 39.5 | 18.0 | 1,417,099 | 20.8 min | cpu / val (101 images) |\n"
+                       "| paper: SegNet-Basic | 82.7 | 62.0 | 47.7 | n/a | n/a | paper |\n")
+    (row,) = script.included_rows(earlier)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["segtrain unpool", "41.8", "39.5", "18.0"] and cells[6] == "n/a"
+    assert cells[7] == f"cpu / val (101 images), from `{earlier}`"
+    with pytest.raises(SegtrainError, match="no such file"):
+        script.included_rows(tmp_path / "missing.md")
+    (tmp_path / "empty.md").write_text("| paper: x | 1 |\n")
+    with pytest.raises(SegtrainError, match=re.escape("no '| segtrain ...' rows")):
+        script.included_rows(tmp_path / "empty.md")
