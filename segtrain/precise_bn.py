@@ -40,6 +40,7 @@ import numpy as np
 from keras import ops
 
 from segtrain.data.loading.batches import build_batches, numpy_batches
+from segtrain.engines import compile_forward
 from segtrain.errors import SegtrainError
 
 
@@ -71,8 +72,6 @@ class BatchMoments:
     """
 
     def __init__(self, model: keras.Model):
-        from segtrain.engines import compile_forward  # engines import every backend's helpers lazily; precise BN runs after the backend is up
-
         self.model = model
         self.layers = batchnorm_layers(model)
         self._seen: dict[str, list] = {}
