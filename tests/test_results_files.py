@@ -5,7 +5,9 @@ A figure "cites" a file when its table row, or its paragraph, names a path under
 row, unless a row cites its own; code blocks are left out). Every decimal number in such a unit, outside backticks and bounds (``>= 0.8x``),
 must equal a number of a cited file at the precision the text shows (or that number x100, for
 percentages). The files are written by the scripts in benchmarks/ (results_file.py), so a
-figure edited by hand, or a result re-measured without updating the text, fails here.
+figure edited by hand, or a result re-measured without updating the text, fails here. A speed
+(img/s, samples/s, ms/step, ...) quoted outside backticks must cite a results file or say that it
+has none ("no results file").
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?:e-?\d+)?(?![\d.]*\d)")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
-def units(text: str) -> list[tuple[str, list[str]]]:
-    """(text of a unit, the results paths it cites): paragraphs, and table rows with the citations
-    of their own row or, failing that, of the paragraph just before the table. A list item is a paragraph."""
+def all_units(text: str) -> list[tuple[str, list[str]]]:
+    """(text of a unit, the results paths it cites) for every paragraph and table row, citing or not:
+    a table row has the citations of its own row or, failing that, of the paragraph just before the
+    table. A list item is a paragraph."""
     text = re.sub(r"```.*?```\n?", "", text, flags=re.S)  # commands: their paths are outputs, not citations
     found, blocks = [], re.split(r"\n\s*\n|\n(?=[*-] )", text)  # paragraphs, and list items each on its own
     previous_citations: list[str] = []
@@ -37,7 +40,12 @@ def units(text: str) -> list[tuple[str, list[str]]]:
         else:
             previous_citations = CITATION.findall(block)
             found.append((block, previous_citations))
-    return [(unit, cited) for unit, cited in found if cited]
+    return found
+
+
+def units(text: str) -> list[tuple[str, list[str]]]:
+    """The units of ``all_units`` that cite a results file."""
+    return [(unit, cited) for unit, cited in all_units(text) if cited]
 
 
 def cited_files(citation: str) -> list[Path]:
@@ -92,3 +100,29 @@ def test_the_checker_catches_a_figure_edited_by_hand(tmp_path):
     found = units(text)
     assert [cited for _, cited in found] == [["benchmarks/results/x.md"]] * 3
     assert figures("speed 1.24x `--lr 0.1` (benchmarks/results/v1.2.md), target >= 0.8x") == ["1.24"]
+
+
+# A throughput or time per step is always a measurement: outside backticks it must cite a results
+# file, or say plainly that it has none (an earlier session's figure kept for context).
+SPEED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s*(?:img/s|images/s|samples/s|MP/s|Mpx/s|files/s|steps/s|patches/s"
+                   r"|ms/step|s/step|ms/image|s/image|s/img)\b")
+NO_RESULTS_FILE = re.compile(r"no results files?\b", re.I)
+
+
+def uncited_speeds(text: str) -> list[str]:
+    """Speeds quoted in units that neither cite a results file nor say they have none."""
+    return [speed for unit, cited in all_units(text) if not cited and not NO_RESULTS_FILE.search(unit)
+            for speed in SPEED.findall(re.sub(r"`[^`]*`", " ", unit))]
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda d: d.name)
+def test_every_quoted_speed_cites_a_results_file(doc):
+    speeds = uncited_speeds(doc.read_text(encoding="utf-8"))
+    assert not speeds, f"{doc.relative_to(REPO)}: {speeds} quoted without a benchmarks/results/ file (or 'no results file')"
+
+
+def test_the_speed_check_catches_an_uncited_speed():
+    assert uncited_speeds("The loader reached 52.5 samples/s here.") == ["52.5 samples/s"]
+    assert uncited_speeds("It reached 52.5 samples/s (benchmarks/results/loader.md).") == []
+    assert uncited_speeds("An earlier session reached 52.5 samples/s (no results file).") == []
+    assert uncited_speeds("Run `bench.py --min 3 img/s` or see the table.\n\n| a | 3 img/s |") == ["3 img/s"]
