@@ -39,7 +39,8 @@ from segtrain.data.formats import get_format  # noqa: E402
 from segtrain.data.formats.decode import color_table  # noqa: E402
 from segtrain.data.formats.splits import list_samples  # noqa: E402
 from segtrain.serve.app import Limits, create_app  # noqa: E402
-from segtrain.serve.runners import load_runner  # noqa: E402
+from segtrain.data.formats.palette import ColorTable  # noqa: E402
+from segtrain.serve.runners import Runner, load_runner  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESIZE = [48, 48]  # the sample images are 64x64: every request is predicted at another size and resized back
@@ -355,3 +356,26 @@ def test_predict_video_writes_the_per_image_overlays(run, tmp_path, capsys):
     assert cli_main(["predict", "--checkpoint", str(checkpoint), "--video", str(tmp_path / "missing.avi"), "--output", str(avi)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'missing.avi'}: cannot open the video") and err.count("\n") == 1
+
+
+def test_a_model_failure_is_a_one_line_500_and_the_service_keeps_serving(tmp_path, caplog):
+    calls = []
+
+    def forward(batch):  # fails on the first request only
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("out of memory in conv2d")
+        return np.zeros((*batch.shape[:3], 3), np.float32)
+
+    runner = Runner("fake", Path("fake.onnx"), forward, None, 3, 3, None)
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    table = ColorTable(("a", "b", "c"), np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]]))
+    with TestClient(create_app(runner, table), raise_server_exceptions=False) as c:
+        failed = _post(c, tmp_path / "a.png")
+        assert failed.status_code == 500
+        assert failed.json() == {"error": "the model failed on this image (RuntimeError: out of memory in conv2d); "
+                                          "see the server's log"}
+        ok = _post(c, tmp_path / "a.png")
+        assert ok.status_code == 200 and np.asarray(Image.open(io.BytesIO(ok.content))).max() == 0
+    logged = [r.getMessage() for r in caplog.records if r.name == "segtrain.serve"]
+    assert len(logged) == 1 and "out of memory in conv2d" in logged[0] and "\n" not in logged[0]

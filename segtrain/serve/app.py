@@ -12,6 +12,7 @@ finish. Everything a client can get wrong is a 4xx with ``{"error": "<one line>"
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,7 +140,12 @@ def create_app(runner: Runner, table: ColorTable, limits: Limits = Limits(), alp
             raise BadUpload(400, f"?format={answer}: use format=png (the mask, the default) or format=json (class shares)")
         with_overlay = _flag(request, "overlay")
         image = await run_in_threadpool(decode_upload, await _uploaded_bytes(request, limits), runner.channels, limits.max_pixels)
-        mask = await batcher.submit(image)
+        try:
+            mask = await batcher.submit(image)
+        except Exception as err:  # the model failed, not the request: one line here and in the server's log
+            message = f"the model failed on this image ({type(err).__name__}: {err}); see the server's log"
+            logging.getLogger("segtrain.serve").error("%s (%s)", message, runner.source)
+            raise BadUpload(500, message) from None
         if answer == "json":
             return JSONResponse(_shares(runner, table, mask))
         if with_overlay:
