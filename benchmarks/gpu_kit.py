@@ -34,6 +34,7 @@ LIMIT_MIB = 64
 WHEELS = ["keras==3.15.1", "namex==0.1.0", "optree==0.20.0", "albumentations==2.0.8", "albucore==0.0.24",
           "pydantic==2.14.4", "pydantic_core==2.50.5", "annotated-types==0.8.0", "typing-inspection==0.4.5",
           "stringzilla==5.3.2", "simsimd==6.5.16"]
+PYTHON = "3.12"  # the device machine's Python
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 
 
@@ -69,7 +70,7 @@ def pack_camvid(source: Path, out: Path, quality: int) -> list[float]:
 def download_wheels(out: Path) -> None:
     platforms = [x for p in PLATFORMS for x in ("--platform", p)]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(out), *WHEELS],
+                    "--python-version", PYTHON, "--implementation", "cp", *platforms, "-d", str(out), *WHEELS],
                    check=True)
 
 
@@ -106,7 +107,8 @@ def main() -> None:
     figures.update(tracked_mib=tree, travels_mib=total, wheels_counted=wheels.is_dir())
     write_results("gpu_kit", figures, ["```", *lines, "```"],
                   ["PSNR of each JPEG frame against its PNG (8-bit RGB); sizes are the files' bytes / 2^20. "
-                   "`travels` adds the tracked files of the checkout and `.whl` if it exists."])
+                   "`travels` adds the tracked files of the checkout and `.whl` if it exists. "
+                   f"Wheels: `pip download --python-version {PYTHON}` ({', '.join(WHEELS)})."])
     if total > LIMIT_MIB:
         sys.exit(f"error: {total:.1f} MiB is over the device tool's {LIMIT_MIB} MiB; lower --quality")
 
