@@ -43,8 +43,7 @@ class ParityReport:
 
     ``limit = atol * max(1, scale)`` where ``scale`` is the largest |Keras logit|: ``atol``
     is absolute for logits within +-1 and relative beyond, since fp32 rounding grows with
-    the magnitude (a full-width SegNet-Basic reaches |logits| ~ 60 at initialisation, and
-    OpenCV's different summation order then differs by ~1.5e-4 = 2.4e-6 relative).
+    the magnitude (OpenCV sums in another order; docs/export.md, benchmarks/export_parity_extremes.py).
     """
 
     path: Path
