@@ -7,6 +7,14 @@ checkpoint) and a validation cost here, and ``plan_steps`` fixes the number of s
 remaining work fits in what is left of the budget. The schedule then spans exactly that count,
 which ``state.json`` keeps, so ``--resume`` continues the same plan instead of planning again.
 
+A probe of a few steps can be optimistic: a run whose data loading stalls now and then (a volume
+decoded again after validation evicted it from the cache) or whose steps slow down later runs
+longer than planned. So at the first validation a whole validation cycle after the plan, the run
+checks its own pace: the seconds per step since the plan, everything included (epoch ends,
+validation, waiting for data), and re-plans the remaining steps at that pace when it differs from
+the plan by more than 5 % (``BudgetClock.replan``). The schedule then spans the new count (a small bend early in the run);
+a run resumed before that validation keeps its first plan.
+
 The probe steps must fall inside the schedule's warmup when the schedule decays over the run
 (poly, cosine): warmup does not depend on the run length, so the probe steps are the same steps
 whatever length is planned after them. The last epoch may be partial (it ends at the planned step).
@@ -67,6 +75,7 @@ class BudgetClock:
         self.started = started
         self._ticks: list[float] = []
         self._first_began: float | None = None
+        self._planned: tuple[float, int] | None = None  # (when, at which step) this process planned
 
     def steps_begin(self) -> None:
         """Steps are about to run (an epoch's loop starts): the first probe step is timed from here."""
@@ -92,11 +101,32 @@ class BudgetClock:
     def plan(self, done: int, steps_per_epoch: int, val_every: int, costs: Costs, also: float) -> dict:
         """The plan kept in ``state.json``: the step count and what it was planned from; ``also``:
         seconds still to spend before the first planned step (compiling the step again, a checkpoint)."""
-        spent = self.elapsed() + also
+        now = time.perf_counter()
+        spent = now - self.started + also
         steps = plan_steps(self.seconds - spent, done, steps_per_epoch, val_every, costs)
+        self._planned = (now + also, done)
         return {"minutes": self.seconds / 60.0, "steps": steps, "planned_at_step": done,
                 "spent_seconds": round(spent, 2), **{f"{k}_seconds": round(v, 4) for k, v in asdict(costs).items()},
                 "planned_seconds": round(spent + remaining_seconds(done, steps, steps_per_epoch, val_every, costs), 2)}
+
+
+    def replan(self, plan: dict, done: int, steps_per_epoch: int, val_every: int) -> dict | None:
+        """At the first validation a whole validation cycle or more after the plan: the plan re-made at the
+        pace since then (seconds per step, epoch ends, validations and data waits included), or None when
+        it is within 5 % of the plan's remaining steps, or when this process did not plan (a resumed run
+        keeps its plan)."""
+        if self._planned is None or done - self._planned[1] < val_every * steps_per_epoch:
+            return None  # not planned here, or less than a whole validation cycle since: its pace would mislead
+        when, at_step = self._planned
+        self._planned = None  # once per run
+        pace = (time.perf_counter() - when) / (done - at_step)
+        left = self.seconds - self.elapsed() - plan["validation_seconds"]  # the last step's validation comes on top
+        steps = max(plan_steps(left, done, steps_per_epoch, val_every, Costs(step=pace, epoch_end=0.0, validation=0.0)),
+                    done + 1)
+        if abs(steps - plan["steps"]) <= 0.05 * max(plan["steps"] - done, 1):
+            return None
+        return {**plan, "steps": steps, "replanned_at_step": done, "replanned_step_seconds": round(pace, 4),
+                "planned_seconds": round(self.elapsed() + (steps - done) * pace + plan["validation_seconds"], 2)}
 
 
 def describe(plan: dict, steps_per_epoch: int) -> str:

@@ -454,6 +454,22 @@ class Trainer:
         self.console.line(describe(plan, self.steps_per_epoch))
         self.log.note(describe(plan, self.steps_per_epoch))
 
+    def _replan_budget(self, state: LoopState) -> None:
+        """``train.time_budget``, at the first validation after the plan: re-plan at the pace the run has kept."""
+        plan = self.budget.replan(state.time_budget, state.step, self.steps_per_epoch, self.config.train.val_every)
+        if plan is None:
+            return
+        line = (f"train.time_budget: {plan['replanned_step_seconds']:.3f} s per step since the plan, everything included "
+                f"(planned {plan['step_seconds']:.3f} s per step): re-planned from {state.time_budget['steps']} to "
+                f"{plan['steps']} steps, to end at {plan['planned_seconds']:.0f} s")
+        state.time_budget = plan
+        self.total_steps = state.total_steps = plan["steps"]
+        self.epochs = state.epoch + 1 + math.ceil((self.total_steps - state.step) / self.steps_per_epoch)
+        self.schedule.total_steps = max(self.total_steps // self.config.train.accumulate_steps, 1)
+        self._train_step = self.engine.make_train_step(self.model, self.optimizer, self._loss_share)
+        self.console.line(line)
+        self.log.note(line)
+
     def _finish_step(self, state: LoopState, loss, lr, batch, steps_here: int, cbs: LoopCallbacks) -> None:
         """Read a dispatched step's loss and count it (divergence check, logs, callbacks).
 
@@ -508,8 +524,11 @@ class Trainer:
                "images_per_second": round(clock.batches * self.config.train.batch_size / max(seconds, 1e-9), 2),
                "data_wait": round(clock.waited / max(seconds, 1e-9), 4)}
         last = state.step >= self.total_steps or bool(cbs.stopped_by)  # a callback's stop mid-epoch: validate it
+        validation = (epoch + 1) % self.config.train.val_every == 0 or last
         with self.average.applied():
-            self._validate_into(row, state, validation=(epoch + 1) % self.config.train.val_every == 0 or last)
+            self._validate_into(row, state, validation=validation)
+        if validation and not last and self.budget is not None and state.time_budget is not None:
+            self._replan_budget(state)
         cbs("on_epoch_end", epoch, logs=epoch_logs(row))
         state.stopped_by = cbs.stopped_by or count_validation(self.config.train.early_stopping, state, row)
         state.history.append(row)
