@@ -19,7 +19,6 @@ import pytest
 from conftest import need_backend
 from test_training import in_memory, make_config, make_data, tiny_model
 
-from segtrain.config import from_dict
 from segtrain.errors import SegtrainError
 from segtrain.metrics import ConfusionMatrix
 from segtrain.training import Trainer
