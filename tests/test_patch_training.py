@@ -2,12 +2,15 @@
 
 import math
 
+from collections import OrderedDict
+
 import numpy as np
 import pytest
 
 from conftest import need_module
 from segtrain.config import from_dict
 from segtrain.data.loading.numpy_batches import NumpyLoader
+from segtrain.data.loading import patch_plans
 from segtrain.data.loading.patch_plans import PatchLoader
 from segtrain.data.loading.tf_batches import BatchIterator, build_dataset, steps_per_epoch
 from segtrain.data.formats.splits import list_samples
@@ -132,11 +135,30 @@ def test_each_case_is_decoded_once_per_epoch(volumes, monkeypatch):
     reads = []
     real = nifti.read_case
     monkeypatch.setattr(nifti, "read_case", lambda case, cfg: reads.append(case.name) or real(case, cfg))
+    monkeypatch.setattr(patch_plans, "_shared", OrderedDict())  # no cases decoded by an earlier test
     config = _nifti_config(volumes, data={"cached_cases": 1})
     loader = NumpyLoader(config, "train", True, epoch=0, workers=1)
     assert len(list(loader)) == 6
     assert sorted(reads) == ["case0", "case1", "case2"]
     assert len(loader._load._cache) == 1
+
+
+def test_every_epochs_pipeline_shares_one_case_cache(volumes, monkeypatch):
+    """The trainer builds a pipeline per epoch, and tf.data keeps finished pipelines' loaders alive: with a
+    cache per loader every epoch decoded its cases again and kept them (a BRATS run grew ~100 MB an epoch
+    until it was killed). One cache per config: three cases, four epochs, three reads, at most three kept."""
+    import segtrain.data.formats.nifti as nifti
+
+    monkeypatch.setattr(patch_plans, "_shared", OrderedDict())
+    reads = []
+    real = nifti.read_case
+    monkeypatch.setattr(nifti, "read_case", lambda case, cfg: reads.append(case.name) or real(case, cfg))
+    config = _nifti_config(volumes, data={"cached_cases": 3})
+    for epoch in range(4):
+        assert len(_batches(build_dataset(config, "train", True, epoch=epoch))) == 6
+    assert sorted(reads) == ["case0", "case1", "case2"]
+    (cache, _), = patch_plans._shared.values()
+    assert len(cache) == 3
 
 
 def test_a_signal_dataset_gives_windows(tmp_path):

@@ -72,11 +72,35 @@ class _Case:
     bounds: tuple[np.ndarray, np.ndarray] | None  # the region mask's bounding box
 
 
+_SHARED_GROUPS = 4  # (config, cases, training) groups whose decoded cases are kept; older groups are dropped
+_shared: OrderedDict[tuple, tuple[OrderedDict, threading.Lock]] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def _shared_cache(key: tuple) -> tuple[OrderedDict, threading.Lock]:
+    """The decoded-case cache of ``key``, shared by every loader of that key in this process.
+
+    The trainer builds a new pipeline, so a new loader, every epoch, and tf.data keeps the
+    ``tf.numpy_function`` of a finished pipeline alive; a cache per loader decoded every case
+    again each epoch and kept each epoch's cases in memory (a BRATS run grew by ~100 MB an epoch
+    until the kernel killed it at epoch 133). One cache per key bounds memory by
+    ``data.cached_cases`` per key whatever the number of epochs, and decodes a case once.
+    """
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = (OrderedDict(), threading.Lock())
+            while len(_shared) > _SHARED_GROUPS:
+                _shared.popitem(last=False)
+        _shared.move_to_end(key)
+        return _shared[key]
+
+
 class PatchLoader:
     """(case index, patch seed) -> (image patch float32 (patch..., C), label patch uint8 (patch...)).
 
     Thread-safe; keeps at most ``data.cached_cases`` decoded cases (least recently used
-    dropped). Decoding holds a lock, so two threads that need the same case decode it once.
+    dropped), in a cache shared by the loaders of the same config, cases and mode (``_shared_cache``).
+    Decoding holds a lock, so two threads that need the same case decode it once.
     """
 
     def __init__(self, cases: list, data_cfg: DataConfig, training: bool):
@@ -84,8 +108,7 @@ class PatchLoader:
         self.patch = patch_size(data_cfg)
         self._read = get_format(data_cfg.format).read
         self.augment = nd_augment(data_cfg) if training else None
-        self._cache: OrderedDict[int, _Case] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache, self._lock = _shared_cache((repr(data_cfg), tuple(map(repr, cases)), training))
 
     def _decode(self, index: int) -> _Case:
         decoded = self._read(self.cases[index], self.data_cfg)
