@@ -7,8 +7,8 @@ checkpoint) and a validation cost here, and ``plan_steps`` fixes the number of s
 remaining work fits in what is left of the budget. The schedule then spans exactly that count,
 which ``state.json`` keeps, so ``--resume`` continues the same plan instead of planning again.
 
-A probe of a few steps can be optimistic: a run whose data loading stalls now and then (a volume
-decoded again after validation evicted it from the cache) or whose steps slow down later runs
+A probe of a few steps can be optimistic: a run whose data loading stalls now and then (cases decoded
+again, a machine that gets busier) or whose steps slow down later runs
 longer than planned. So at the first validation a whole validation cycle after the plan, the run
 checks its own pace: the seconds per step since the plan, everything included (epoch ends,
 validation, waiting for data), and re-plans the remaining steps at that pace when it differs from
