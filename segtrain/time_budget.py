@@ -7,12 +7,12 @@ checkpoint) and a validation cost here, and ``plan_steps`` fixes the number of s
 remaining work fits in what is left of the budget. The schedule then spans exactly that count,
 which ``state.json`` keeps, so ``--resume`` continues the same plan instead of planning again.
 
-A probe of a few steps can be optimistic: a run whose data loading stalls now and then (cases decoded
-again, a machine that gets busier) or whose steps slow down later runs
-longer than planned. So at the first validation a whole validation cycle after the plan, the run
-checks its own pace: the seconds per step since the plan, everything included (epoch ends,
-validation, waiting for data), and re-plans the remaining steps at that pace when it differs from
-the plan by more than 5 % (``BudgetClock.replan``). The schedule then spans the new count (a small bend early in the run);
+A probe of a few steps can be optimistic: a run whose data loading stalls now and then, or whose
+steps slow down later (a machine that gets busier), runs longer than planned. So at the first
+validation a whole validation cycle after the plan, the run checks its own pace: the seconds per
+step since the plan, everything included (epoch ends, validation, waiting for data), and re-plans
+the remaining steps at that pace when it differs from the plan by more than 5 %
+(``BudgetClock.replan``). The schedule then spans the new count (a small bend early in the run);
 a run resumed before that validation keeps its first plan.
 
 The probe steps must fall inside the schedule's warmup when the schedule decays over the run
@@ -109,7 +109,6 @@ class BudgetClock:
                 "spent_seconds": round(spent, 2), **{f"{k}_seconds": round(v, 4) for k, v in asdict(costs).items()},
                 "planned_seconds": round(spent + remaining_seconds(done, steps, steps_per_epoch, val_every, costs), 2)}
 
-
     def replan(self, plan: dict, done: int, steps_per_epoch: int, val_every: int) -> dict | None:
         """At the first validation a whole validation cycle or more after the plan: the plan re-made at the
         pace since then (seconds per step, epoch ends, validations and data waits included), or None when
@@ -119,14 +118,16 @@ class BudgetClock:
             return None  # not planned here, or less than a whole validation cycle since: its pace would mislead
         when, at_step = self._planned
         self._planned = None  # once per run
-        pace = (time.perf_counter() - when) / (done - at_step)
-        left = self.seconds - self.elapsed() - plan["validation_seconds"]  # the last step's validation comes on top
+        now = time.perf_counter()
+        pace = (now - when) / (done - at_step)
+        spent = now - self.started
+        left = self.seconds - spent - plan["validation_seconds"]  # the last step's validation comes on top
         steps = max(plan_steps(left, done, steps_per_epoch, val_every, Costs(step=pace, epoch_end=0.0, validation=0.0)),
                     done + 1)
         if abs(steps - plan["steps"]) <= 0.05 * max(plan["steps"] - done, 1):
             return None
         return {**plan, "steps": steps, "replanned_at_step": done, "replanned_step_seconds": round(pace, 4),
-                "planned_seconds": round(self.elapsed() + (steps - done) * pace + plan["validation_seconds"], 2)}
+                "planned_seconds": round(spent + (steps - done) * pace + plan["validation_seconds"], 2)}
 
 
 def describe(plan: dict, steps_per_epoch: int) -> str:

@@ -445,11 +445,7 @@ class Trainer:
         costs = Costs(step=budget.step_seconds(), epoch_end=bn_seconds + save_seconds, validation=validation_seconds)
         plan = budget.plan(state.step, self.steps_per_epoch, cfg.val_every, costs,
                            also=budget.compile_seconds() + save_seconds)
-        state.time_budget = plan
-        self.total_steps = state.total_steps = plan["steps"]
-        self.epochs = state.epoch + math.ceil((self.total_steps - state.step + state.batch) / self.steps_per_epoch)
-        self.schedule.total_steps = max(self.total_steps // cfg.accumulate_steps, 1)
-        self._train_step = self.engine.make_train_step(self.model, self.optimizer, self._loss_share)
+        self._adopt_plan(state, plan)
         self._save(state)
         self.console.line(describe(plan, self.steps_per_epoch))
         self.log.note(describe(plan, self.steps_per_epoch))
@@ -462,13 +458,17 @@ class Trainer:
         line = (f"train.time_budget: {plan['replanned_step_seconds']:.3f} s per step since the plan, everything included "
                 f"(planned {plan['step_seconds']:.3f} s per step): re-planned from {state.time_budget['steps']} to "
                 f"{plan['steps']} steps, to end at {plan['planned_seconds']:.0f} s")
-        state.time_budget = plan
-        self.total_steps = state.total_steps = plan["steps"]
-        self.epochs = state.epoch + 1 + math.ceil((self.total_steps - state.step) / self.steps_per_epoch)
-        self.schedule.total_steps = max(self.total_steps // self.config.train.accumulate_steps, 1)
-        self._train_step = self.engine.make_train_step(self.model, self.optimizer, self._loss_share)
+        self._adopt_plan(state, plan)
         self.console.line(line)
         self.log.note(line)
+
+    def _adopt_plan(self, state: LoopState, plan: dict) -> None:
+        """Run for ``plan["steps"]``: the state keeps the plan, the schedule spans the count, the step is compiled for it."""
+        state.time_budget = plan
+        self.total_steps = state.total_steps = plan["steps"]
+        self.epochs = state.epoch + math.ceil((self.total_steps - state.step + state.batch) / self.steps_per_epoch)
+        self.schedule.total_steps = max(self.total_steps // self.config.train.accumulate_steps, 1)
+        self._train_step = self.engine.make_train_step(self.model, self.optimizer, self._loss_share)
 
     def _finish_step(self, state: LoopState, loss, lr, batch, steps_here: int, cbs: LoopCallbacks) -> None:
         """Read a dispatched step's loss and count it (divergence check, logs, callbacks).
