@@ -32,17 +32,11 @@ def sequence_of(line: str, pattern: re.Pattern) -> str:
     return found.group(1)
 
 
-def count_sequences(lists: list[Path], pattern: re.Pattern) -> dict[str, collections.Counter]:
-    """List file name -> frames per sequence."""
-    return {str(path): collections.Counter(sequence_of(line, pattern) for line in read_lines(path)) for path in lists}
-
-
-def split_by_sequence(lists: list[Path], holdout: set[str], pattern: re.Pattern) -> tuple[list[str], list[str]]:
-    """(lines of the other sequences, lines of the held-out ones), in list order, from all lists."""
+def split_by_sequence(lines: list[str], holdout: set[str], pattern: re.Pattern) -> tuple[list[str], list[str]]:
+    """(lines of the other sequences, lines of the held-out ones), in list order."""
     train, val = [], []
-    for path in lists:
-        for line in read_lines(path):
-            (val if sequence_of(line, pattern) in holdout else train).append(line)
+    for line in lines:
+        (val if sequence_of(line, pattern) in holdout else train).append(line)
     return train, val
 
 
@@ -56,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     pattern = re.compile(args.pattern)
-    counts = count_sequences(args.lists, pattern)
-    for name, counter in counts.items():
-        print(f"{name}: {sum(counter.values())} frames: " + ", ".join(f"{s} {n}" for s, n in sorted(counter.items())))
+    listed = {path: read_lines(path) for path in args.lists}
+    counts = {path: collections.Counter(sequence_of(line, pattern) for line in lines) for path, lines in listed.items()}
+    for path, counter in counts.items():
+        print(f"{path}: {sum(counter.values())} frames: " + ", ".join(f"{s} {n}" for s, n in sorted(counter.items())))
     if not args.holdout:
         return 0
     if args.output is None:
@@ -67,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.holdout) - known)
     if unknown:
         raise SegtrainError(f"--holdout {' '.join(unknown)}: no such sequence in the lists; they have {', '.join(sorted(known))}")
-    train, val = split_by_sequence(args.lists, set(args.holdout), pattern)
+    train, val = split_by_sequence([line for lines in listed.values() for line in lines], set(args.holdout), pattern)
     stem = args.name or "holdout_" + "_".join(args.holdout)
     args.output.mkdir(parents=True, exist_ok=True)
     for suffix, lines in (("train", train), ("val", val)):
