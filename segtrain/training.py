@@ -358,8 +358,10 @@ class Trainer:
                     raise stop.interrupted(state.step, self.store.dir)
         cbs("on_train_end")
         if state.time_budget is not None:
-            self.console.line(f"train.time_budget: ended at {time.perf_counter() - self._started:.0f} s of this "
-                              f"process (planned {state.time_budget['planned_seconds']:.0f} s)")
+            ended = (f"train.time_budget: ended at {time.perf_counter() - self._started:.0f} s of this "
+                     f"process (planned {state.time_budget['planned_seconds']:.0f} s)")
+            self.console.line(ended)
+            self.log.note(ended)
         if state.stopped_by:
             self.console.line(f"stopped at epoch {state.epoch} (step {state.step} of {self.total_steps}): {state.stopped_by}")
             self.log.note(f"stopped at epoch {state.epoch} (step {state.step}): {state.stopped_by}")

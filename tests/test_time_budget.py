@@ -85,6 +85,7 @@ def test_the_schedule_reaches_zero_at_the_planned_step_and_the_plan_is_kept(tmp_
     assert state["history"][-1]["lr"] == 0.0
     out = capsys.readouterr().out
     assert "train.time_budget: 5 min -> 11 steps (2.75 epochs of 4;" in out and "train.time_budget: ended at" in out
+    assert "train.time_budget: ended at" in (tmp_path / "run" / "run.log").read_text()  # planned vs actual, kept
 
 
 @pytest.mark.slow  # several runs with precise BN, validation and checkpoints
