@@ -8,12 +8,12 @@ remaining work fits in what is left of the budget. The schedule then spans exact
 which ``state.json`` keeps, so ``--resume`` continues the same plan instead of planning again.
 
 A probe of a few steps can be optimistic: a run whose data loading stalls now and then, or whose
-steps slow down later (a machine that gets busier), runs longer than planned. So at the first
-validation a whole validation cycle after the plan, the run checks its own pace: the seconds per
-step since the plan, everything included (epoch ends, validation, waiting for data), and re-plans
-the remaining steps at that pace when it differs from the plan by more than 5 %
-(``BudgetClock.replan``). The schedule then spans the new count (a small bend early in the run);
-a run resumed before that validation keeps its first plan.
+steps slow down later (a machine that gets busier or quieter), runs longer or shorter than
+planned. So at every validation a whole validation cycle or more after the last plan, the run
+checks its own pace: the seconds per step since that plan, everything included (epoch ends,
+validation, waiting for data), and re-plans the remaining steps at that pace when they differ
+from the plan by more than 5 % (``BudgetClock.replan``). The schedule then spans the new count
+(a small bend of the curve); a resumed run keeps the plan it resumed with.
 
 The probe steps must fall inside the schedule's warmup when the schedule decays over the run
 (poly, cosine): warmup does not depend on the run length, so the probe steps are the same steps
@@ -75,7 +75,7 @@ class BudgetClock:
         self.started = started
         self._ticks: list[float] = []
         self._first_began: float | None = None
-        self._planned: tuple[float, int] | None = None  # (when, at which step) this process planned
+        self._planned: tuple[float, int] | None = None  # (when, at which step) this process last planned
 
     def steps_begin(self) -> None:
         """Steps are about to run (an epoch's loop starts): the first probe step is timed from here."""
@@ -110,14 +110,13 @@ class BudgetClock:
                 "planned_seconds": round(spent + remaining_seconds(done, steps, steps_per_epoch, val_every, costs), 2)}
 
     def replan(self, plan: dict, done: int, steps_per_epoch: int, val_every: int) -> dict | None:
-        """At the first validation a whole validation cycle or more after the plan: the plan re-made at the
-        pace since then (seconds per step, epoch ends, validations and data waits included), or None when
-        it is within 5 % of the plan's remaining steps, or when this process did not plan (a resumed run
-        keeps its plan)."""
+        """At a validation a whole validation cycle or more after the last plan: the plan re-made at the
+        pace since that plan (seconds per step, epoch ends, validations and data waits included), or None
+        when it is within 5 % of the plan's remaining steps (the pace is then measured on, from the same
+        start), or when this process did not plan (a resumed run keeps its plan)."""
         if self._planned is None or done - self._planned[1] < val_every * steps_per_epoch:
             return None  # not planned here, or less than a whole validation cycle since: its pace would mislead
         when, at_step = self._planned
-        self._planned = None  # once per run
         now = time.perf_counter()
         pace = (now - when) / (done - at_step)
         spent = now - self.started
@@ -126,7 +125,9 @@ class BudgetClock:
                     done + 1)
         if abs(steps - plan["steps"]) <= 0.05 * max(plan["steps"] - done, 1):
             return None
+        self._planned = (now, done)
         return {**plan, "steps": steps, "replanned_at_step": done, "replanned_step_seconds": round(pace, 4),
+                "replans": plan.get("replans", 0) + 1,
                 "planned_seconds": round(spent + (steps - done) * pace + plan["validation_seconds"], 2)}
 
 

@@ -453,7 +453,7 @@ class Trainer:
         self.log.note(describe(plan, self.steps_per_epoch))
 
     def _replan_budget(self, state: LoopState) -> None:
-        """``train.time_budget``, at the first validation after the plan: re-plan at the pace the run has kept."""
+        """``train.time_budget``, at a validation a whole cycle after the last plan: re-plan at the pace kept since."""
         plan = self.budget.replan(state.time_budget, state.step, self.steps_per_epoch, self.config.train.val_every)
         if plan is None:
             return

@@ -145,15 +145,17 @@ class FakeTime:
 
 
 class Paced(keras.callbacks.Callback):
-    """Steps cost 0.125 s of the fake clock while the run probes, then 1 s: the probe was optimistic."""
+    """Steps cost 0.125 s of the fake clock while the run probes, then 1 s: the probe was optimistic;
+    from step ``quieter_after`` on, 0.5 s (the machine got quieter)."""
 
-    def __init__(self, clock: FakeTime):
+    def __init__(self, clock: FakeTime, quieter_after: int | None = None):
         super().__init__()
-        self.clock, self.steps = clock, 0
+        self.clock, self.steps, self.quieter_after = clock, 0, quieter_after
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
-        self.clock.now += 0.125 if self.steps <= 3 else 1.0
+        quieter = self.quieter_after is not None and self.steps > self.quieter_after
+        self.clock.now += 0.125 if self.steps <= 3 else 0.5 if quieter else 1.0
 
 
 @pytest.mark.slow  # a few dozen steps with precise BN, validation and checkpoints
@@ -175,3 +177,21 @@ def test_a_run_slower_than_its_probe_replans_at_its_pace_and_ends_on_budget(tmp_
     assert trainer.schedule.total_steps == 32 and state["history"][-1]["lr"] == 0.0
     assert clock.now - 1000.0 == 0.375 + 29 * 1.0  # 29.375 s: on budget
     assert "re-planned from 240 to 32 steps" in out
+
+
+@pytest.mark.slow  # a few dozen steps with precise BN, validation and checkpoints
+def test_a_run_whose_pace_changes_again_replans_again(tmp_path, monkeypatch, capsys):
+    clock = FakeTime()
+    monkeypatch.setattr(time_budget, "time", clock)
+    monkeypatch.setattr(training, "time", clock)
+    trainer = budgeted(tmp_path, [Paced(clock, quieter_after=16)], val_every=2,
+                       time_budget={"minutes": 0.5, "probe_steps": 3})
+    result = trainer.fit()
+    plan = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())["time_budget"]
+    out = capsys.readouterr().out
+    assert "re-planned from 240 to 32 steps" in out  # step 16, as above
+    # Step 24 (the next whole cycle): 8 steps at 0.5 s since step 16; 17.375 s spent, 12.625 s left: 25 more.
+    assert "re-planned from 32 to 49 steps" in out
+    assert plan["replans"] == 2 and plan["replanned_at_step"] == 24 and plan["replanned_step_seconds"] == 0.5
+    assert result["steps"] == 49 and trainer.schedule.total_steps == 49
+    assert clock.now - 1000.0 == 17.375 + 25 * 0.5  # 29.875 s of 30: on budget; later validations kept the plan
