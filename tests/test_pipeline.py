@@ -54,6 +54,14 @@ def test_training_batches_have_the_contract_types(root):
     assert set(np.unique(masks).tolist()) <= {0, 1, 2, 3, 255}
 
 
+def test_autotuning_is_off_so_an_epochs_iterator_dies_at_once(root):
+    # An autotuned iterator's destructor waits for the tuning thread's sleep (up to 20 s): epochs that
+    # ended 20-41 s after their pipeline started stalled until 41 s (benchmarks/bench_epoch_end.py).
+    for training in (True, False):
+        options = build_dataset(make_config(root), "train" if training else "val", training).options()
+        assert options.autotune.enabled is False and options.deterministic is True
+
+
 def test_same_seed_same_batches_other_seed_differs(root):
     a = collect(build_dataset(make_config(root, seed=7, **AUGMENTED), "train", True, epoch=2))
     b = collect(build_dataset(make_config(root, seed=7, **AUGMENTED), "train", True, epoch=2))

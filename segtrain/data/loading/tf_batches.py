@@ -131,6 +131,15 @@ def _index_stream(arrays, total: int, batch_size: int, training: bool, epoch: in
     return stream
 
 
+# Batches decoded ahead, set here because tf.data's autotuning is off: its tuning thread sleeps in
+# doubling periods (10 ms, 20 ms, ... 20.48 s), and destroying an iterator can wait for the sleep
+# to end. The trainer builds one pipeline per epoch, so some epochs (of 28 s and 30 s in
+# benchmarks/bench_epoch_end.py; a third of the CPU recipe's 23-30 s epochs) waited, the machine
+# idle, until about 41 s after their pipeline started. The parallelism is explicit
+# (``default_parallel_calls``), so autotuning had only the prefetch depth left to choose.
+PREFETCH_BATCHES = 2
+
+
 def default_parallel_calls() -> int:
     """Decodes in flight when ``data.num_parallel_calls`` is 0: four per core.
 
@@ -184,7 +193,8 @@ def build_dataset(
         ds = ds.padded_batch(batch_size, padding_values=pad, drop_remainder=training)
     options = tf.data.Options()
     options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    options.autotune.enabled = False  # see PREFETCH_BATCHES
+    return ds.with_options(options).prefetch(PREFETCH_BATCHES)
 
 
 def steps_per_epoch(config: Config, split: str = "train", training: bool = True, batch_size: int | None = None) -> int:
