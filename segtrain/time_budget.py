@@ -11,8 +11,8 @@ A probe of a few steps can be optimistic: a run whose data loading stalls now an
 steps slow down later (a machine that gets busier or quieter), runs longer or shorter than
 planned. So at every validation a whole validation cycle or more after the last plan, the run
 checks its own pace: the seconds per step since that plan, everything included (epoch ends,
-validation, waiting for data), and re-plans the remaining steps at that pace when they differ
-from the plan by more than 5 % (``BudgetClock.replan``). The schedule then spans the new count
+validation, waiting for data), and re-plans the remaining steps at that pace when the change is
+worth more than 1 % of the budget (``BudgetClock.replan``). The schedule then spans the new count
 (a small bend of the curve); a resumed run keeps the plan it resumed with.
 
 The probe steps must fall inside the schedule's warmup when the schedule decays over the run
@@ -25,6 +25,12 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
+
+
+# A re-plan changes the step count only when the steps it adds or removes are worth more than this
+# share of the budget at the measured pace: less would not move the end noticeably, and each re-plan
+# bends the schedule and compiles the step again.
+REPLAN_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,8 @@ class BudgetClock:
     def replan(self, plan: dict, done: int, steps_per_epoch: int, val_every: int) -> dict | None:
         """At a validation a whole validation cycle or more after the last plan: the plan re-made at the
         pace since that plan (seconds per step, epoch ends, validations and data waits included), or None
-        when it is within 5 % of the plan's remaining steps (the pace is then measured on, from the same
-        start), or when this process did not plan (a resumed run keeps its plan)."""
+        when the two plans differ by steps worth ``REPLAN_SHARE`` of the budget or less (the pace is then
+        measured on, from the same start), or when this process did not plan (a resumed run keeps its plan)."""
         if self._planned is None or done - self._planned[1] < val_every * steps_per_epoch:
             return None  # not planned here, or less than a whole validation cycle since: its pace would mislead
         when, at_step = self._planned
@@ -123,8 +129,8 @@ class BudgetClock:
         left = self.seconds - spent - plan["validation_seconds"]  # the last step's validation comes on top
         steps = max(plan_steps(left, done, steps_per_epoch, val_every, Costs(step=pace, epoch_end=0.0, validation=0.0)),
                     done + 1)
-        if abs(steps - plan["steps"]) <= 0.05 * max(plan["steps"] - done, 1):
-            return None
+        if abs(steps - plan["steps"]) * pace <= REPLAN_SHARE * self.seconds:
+            return None  # not worth a bend of the schedule and compiling the step again
         self._planned = (now, done)
         return {**plan, "steps": steps, "replanned_at_step": done, "replanned_step_seconds": round(pace, 4),
                 "replans": plan.get("replans", 0) + 1,

@@ -195,3 +195,18 @@ def test_a_run_whose_pace_changes_again_replans_again(tmp_path, monkeypatch, cap
     assert plan["replans"] == 2 and plan["replanned_at_step"] == 24 and plan["replanned_step_seconds"] == 0.5
     assert result["steps"] == 49 and trainer.schedule.total_steps == 49
     assert clock.now - 1000.0 == 17.375 + 25 * 0.5  # 29.875 s of 30: on budget; later validations kept the plan
+
+
+@pytest.mark.parametrize("pace, steps", [(0.502, None), (0.52, 115)])
+def test_a_replan_happens_only_when_its_steps_are_worth_more_than_one_percent_of_the_budget(monkeypatch, pace, steps):
+    clock = FakeTime()
+    monkeypatch.setattr(time_budget, "time", clock)
+    budget = time_budget.BudgetClock(1.0, 3, started=clock.now)
+    clock.now += 5.0
+    plan = budget.plan(10, 10, 1, time_budget.Costs(step=0.5, epoch_end=0.0, validation=0.0), also=0.0)
+    assert plan["steps"] == 120  # 55 s left at 0.5 s a step
+    clock.now += 10 * pace
+    replanned = budget.replan(plan, 20, 10, 1)
+    # 0.502 s: 99 more steps fit, 1 fewer than planned, worth 0.5 s <= 0.6 s (1 % of 60 s): kept.
+    # 0.52 s: 95 more fit, 5 fewer, worth 2.6 s: re-planned.
+    assert (replanned and replanned["steps"]) == steps
