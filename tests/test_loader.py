@@ -152,6 +152,7 @@ def test_errors_are_the_pipelines_one_line_segtrain_errors(tmp_path, root, decod
         list(build_dataset(config, "val", False, batch_size=2))
     message = str(ours.value)
     assert message.startswith(str(bad)) and "\n" not in message
+    assert ours.value.__cause__ is None  # no worker's traceback attached
     assert message == str(data_error(theirs.value))
     with pytest.raises(SegtrainError, match=r"^train\.batch_size: 64 is larger than the 60 samples of split 'train'"):
         NumpyLoader(make_config(root, batch_size=64), "train", True)
