@@ -6,11 +6,14 @@ Measured in one process, each a few times (median reported):
             one warm-up epoch; data.num_parallel_calls at its default (4 per core)
   numpy     segtrain NumpyLoader (the JAX/PyTorch path): the same batches from a thread pool, one
             loader per epoch as the trainer builds them (start-up included)
+  pipeline procs, numpy procs
+            the same two with data.decode_processes = the CPU count (worker processes instead of
+            threads); the pool's start-up is in the warm-up epoch, as it is paid once per run
   raw x1    Pillow decode of image + mask only, one core (the floor cost of reading the files)
   raw x2    the same on two worker processes
   naive     the Keras-tutorial loader: Python generator, cv2.imread, per-class loop building one-hot masks
 
-Target (issue 31): pipeline and numpy >= 0.95x raw x2.  Usage:
+Target (issue 31): pipeline and numpy (or their procs rows) >= 0.95x raw x2.  Usage:
   python benchmarks/bench_pipeline.py [--root ../shared/data/camvid] [--images 160] [--repeats 3]
 """
 
@@ -105,6 +108,8 @@ def main() -> None:
     data = {"format": "camvid", "root": args.root, "classes": "camvid", "num_classes": NUM_CLASSES,
             "ignore_index": 11, "crop": [CROP, CROP], "hflip": True}
     config = from_dict({"data": data, "train": {"batch_size": BATCH, "seed": 0}})
+    processes = os.cpu_count() or 1
+    procs_config = from_dict({"data": {**data, "decode_processes": processes}, "train": {"batch_size": BATCH, "seed": 0}})
     samples = list_samples(config.data, "train")[: args.images]
     pairs = [(str(s.image), str(s.mask)) for s in samples]
 
@@ -114,16 +119,20 @@ def main() -> None:
     from segtrain.engines import thread_settings  # (TensorFlow's thread pools)
 
     steps = len(samples) // BATCH
-    batches = iter(build_dataset(config, "train", True, samples=samples, repeat=True))
-    time_pipeline(batches, steps)  # warm-up epoch: TensorFlow start-up, tracing, thread pools
-    # Consecutive epochs (a repeating dataset keeps prefetching in the background, so it is
-    # timed first and then dropped, so it neither gets a head start nor steals the baselines' CPU).
-    results = {"pipeline": [time_pipeline(batches, steps) for _ in range(args.repeats)]}
-    del batches
-    gc.collect()
-    results.update({"numpy": [], "raw x1": [], "raw x2": [], "naive": []})
+    results = {}
+    for name, cfg in (("pipeline", config), ("pipeline procs", procs_config)):
+        batches = iter(build_dataset(cfg, "train", True, samples=samples, repeat=True))
+        time_pipeline(batches, steps)  # warm-up epoch: TensorFlow start-up, tracing, thread pools, worker processes
+        # Consecutive epochs (a repeating dataset keeps prefetching in the background, so it is
+        # timed first and then dropped, so it neither gets a head start nor steals the baselines' CPU).
+        results[name] = [time_pipeline(batches, steps) for _ in range(args.repeats)]
+        del batches
+        gc.collect()
+    results.update({"numpy": [], "numpy procs": [], "raw x1": [], "raw x2": [], "naive": []})
     for epoch in range(args.repeats):  # round-robin, so a burst of load on the machine hits all alike
         results["numpy"].append(time_pipeline(iter(NumpyLoader(config, "train", True, epoch=epoch, samples=samples)), steps))
+        # the same pool as "pipeline procs" (same samples and data config), already started
+        results["numpy procs"].append(time_pipeline(iter(NumpyLoader(procs_config, "train", True, epoch=epoch, samples=samples)), steps))
         results["raw x1"].append(time_raw(pairs, 1))
         results["raw x2"].append(time_raw(pairs, 2))
         results["naive"].append(time_naive(pairs))
@@ -132,15 +141,16 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, median of {args.repeats}")
     for name, value in med.items():
         runs = ", ".join(f"{v:.1f}" for v in results[name])
-        print(f"  {name:<9} {value:8.1f} samples/s   ({runs})")
-    ratios = {f"{a} / {b}": med[a] / med[b] for a in ("pipeline", "numpy") for b in ("raw x2", "raw x1", "naive")}
+        print(f"  {name:<14} {value:8.1f} samples/s   ({runs})")
+    ratios = {f"{a} / {b}": med[a] / med[b] for a in ("pipeline", "numpy", "pipeline procs", "numpy procs")
+              for b in ("raw x2", "raw x1", "naive")}
     for name, value in ratios.items():
-        print(f"  ratio {name:<18} = {value:.2f}" + ("  (target >= 0.95)" if name.endswith("raw x2") else ""))
+        print(f"  ratio {name:<23} = {value:.2f}" + ("  (target >= 0.95)" if name.endswith("raw x2") else ""))
     write_results("pipeline_camvid", {"args": vars(args), "samples_per_second": results, "medians": med, "ratios": ratios,
                                       "threads": thread_settings(),
-                                      "num_parallel_calls": default_parallel_calls()},
+                                      "num_parallel_calls": default_parallel_calls(), "decode_processes": processes},
                   [f"CamVid train, first {len(pairs)} pairs, batch {BATCH}, crop {CROP}x{CROP}, median of {args.repeats}; "
-                   f"tf.data num_parallel_calls {default_parallel_calls()}", "",
+                   f"tf.data num_parallel_calls {default_parallel_calls()}; procs: decode_processes {processes}", "",
                    "| loader | samples/s (median) | rounds |", "|---|---|---|",
                    *(f"| {k} | {v:.1f} | {', '.join(f'{x:.1f}' for x in results[k])} |" for k, v in med.items()), "",
                    *(f"Ratio {k}: **{v:.2f}**  " for k, v in ratios.items())])

@@ -176,6 +176,7 @@ def test_output_dir_in_the_file_wins_over_the_default(bases, tmp_path):
     ("train.seed=-1", "train.seed"),
     ("model.width=0", "model.width"),
     ("data.num_parallel_calls=-7", "data.num_parallel_calls"),
+    ("data.decode_processes=-1", "data.decode_processes"),
     ("train.checkpoint_every_steps=-1", "train.checkpoint_every_steps"),
     ("data.rotate=200", "data.rotate"),
     ("data.shift=-0.1", "data.shift"),

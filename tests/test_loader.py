@@ -135,7 +135,8 @@ def test_cache_decodes_once_and_changes_nothing(root, monkeypatch):
     assert len(calls) == len(set(calls)) == 60
 
 
-def test_errors_are_the_pipelines_one_line_segtrain_errors(tmp_path, root):
+@pytest.mark.parametrize("decode_processes", [0, 2])
+def test_errors_are_the_pipelines_one_line_segtrain_errors(tmp_path, root, decode_processes):
     import tensorflow as tf
 
     from segtrain.data.loading.tf_batches import build_dataset, data_error
@@ -144,13 +145,14 @@ def test_errors_are_the_pipelines_one_line_segtrain_errors(tmp_path, root):
     shutil.copytree(root, copy)
     bad = copy / "SegmentationClass" / "sample_0061.png"
     bad.write_bytes(bad.read_bytes()[:50])
-    config = make_config(copy)
+    config = make_config(copy, decode_processes=decode_processes)
     with pytest.raises(SegtrainError) as ours:
         list(NumpyLoader(config, "val", False, batch_size=2))
     with pytest.raises(tf.errors.OpError) as theirs:
         list(build_dataset(config, "val", False, batch_size=2))
     message = str(ours.value)
     assert message.startswith(str(bad)) and "\n" not in message
+    assert ours.value.__cause__ is None  # no worker's traceback attached
     assert message == str(data_error(theirs.value))
     with pytest.raises(SegtrainError, match=r"^train\.batch_size: 64 is larger than the 60 samples of split 'train'"):
         NumpyLoader(make_config(root, batch_size=64), "train", True)

@@ -120,7 +120,8 @@ def test_validation_in_file_order_and_padded_batches(tmp_path, root):
     np.testing.assert_array_equal(images[..., 0], np.where(expected == 1, 100, 0))
 
 
-def test_bad_file_error_names_the_file(tmp_path, root):
+@pytest.mark.parametrize("decode_processes", [0, 2])
+def test_bad_file_error_names_the_file(tmp_path, root, decode_processes):
     import shutil
 
     copy = tmp_path / "copy"
@@ -128,7 +129,7 @@ def test_bad_file_error_names_the_file(tmp_path, root):
     bad = copy / "SegmentationClass" / "sample_0061.png"
     bad.write_bytes(bad.read_bytes()[:50])
     with pytest.raises(tf.errors.OpError) as info:
-        collect(build_dataset(make_config(copy), "val", False))
+        collect(build_dataset(make_config(copy, decode_processes=decode_processes), "val", False))
     err = data_error(info.value)
     assert err is not None and str(err).startswith(str(bad))
 
@@ -162,7 +163,8 @@ def test_decoded_cache_gives_the_same_batches_and_decodes_once(root, monkeypatch
     assert len(calls) == len(set(calls)) == 80
 
 
-def test_batch_iterator_turns_a_bad_file_into_its_error_and_leaves_no_live_iterator(root):
+@pytest.mark.parametrize("decode_processes", [0, 2])
+def test_batch_iterator_turns_a_bad_file_into_its_error_and_leaves_no_live_iterator(root, decode_processes):
     """Issue 14.1: an iterator kept alive by the exception's frames until interpreter shutdown hung the
     process there; BatchIterator must have destroyed it (no garbage collection needed) when the error arrives."""
     import gc
@@ -171,7 +173,7 @@ def test_batch_iterator_turns_a_bad_file_into_its_error_and_leaves_no_live_itera
     from segtrain.data.loading.tf_batches import BatchIterator
     from segtrain.errors import SegtrainError
 
-    config = make_config(root, num_classes=3, classes=["a", "b", "c"])  # the sample masks hold class 3
+    config = make_config(root, num_classes=3, classes=["a", "b", "c"], decode_processes=decode_processes)  # the sample masks hold class 3
     gc.disable()
     try:
         with BatchIterator(build_dataset(config, "train", True)) as batches:

@@ -6,7 +6,8 @@ the decoding are ``plans.py``'s, the same code the tf.data pipeline runs, so for
 (seed, epoch, position) both yield identical batches (tested batch for batch).
 
 Samples decode and augment on a pool of worker threads (Pillow, OpenCV and NumPy release the
-GIL while they work); at most ``prefetch_batches`` batches are decoded ahead of the consumer,
+GIL while they work), or with ``data.decode_processes`` on that many worker processes
+(``worker_pool.py``); at most ``prefetch_batches`` batches are decoded ahead of the consumer,
 and batches come out in order. A bad file raises the decoder's one-line ``SegtrainError``
 itself, not a wrapper.
 """
@@ -14,8 +15,10 @@ itself, not a wrapper.
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -24,6 +27,7 @@ from segtrain.config import Config
 from segtrain.data.formats import Sample
 from segtrain.data.formats.palette import VOID
 from segtrain.data.loading.plans import split_plan
+from segtrain.data.loading.worker_pool import ProcessLoader
 
 
 class NumpyLoader:
@@ -33,8 +37,9 @@ class NumpyLoader:
     Training: order and augmentation seeded by (train.seed, epoch), incomplete last batch
     dropped. Validation: file order, deterministic resize/pad, batches of 1 by default, padded
     with image 0 / mask 255 when sizes differ. ``skip_batches`` skips whole batches before
-    decoding; ``len()`` is the number of batches left to yield. ``workers`` defaults to
-    ``data.num_parallel_calls``, or the CPU count when that is 0.
+    decoding; ``len()`` is the number of batches left to yield. ``workers`` (threads) defaults to
+    ``data.num_parallel_calls``, or the CPU count when that is 0; ``data.decode_processes``
+    replaces the threads with that many worker processes.
     """
 
     def __init__(
@@ -53,11 +58,12 @@ class NumpyLoader:
         plan, self.batch_size = split_plan(config, split, training, batch_size, samples)
         self.training = training
         self._load = plan.load
+        self._processes = ProcessLoader(plan.load, plan.processes) if plan.processes else None
         self._fixed_shape = None not in plan.shape
         start = skip_batches * self.batch_size
         used = (plan.total // self.batch_size) * self.batch_size if training else plan.total
         self._indices, self._seeds = plan.arrays(epoch, min(start, used), used)
-        self.workers = workers or config.data.num_parallel_calls or os.cpu_count() or 1
+        self.workers = plan.processes or workers or config.data.num_parallel_calls or os.cpu_count() or 1
         self.prefetch_batches = max(1, prefetch_batches)
 
     def __len__(self) -> int:
@@ -68,8 +74,8 @@ class NumpyLoader:
         return image.astype(np.float32), mask  # cast on the worker, as build_dataset does in its parallel map
 
     def _collate(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        if self._fixed_shape:
-            return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        if self._fixed_shape:  # worker processes send uint8 images (a quarter of the bytes), cast here
+            return np.stack([p[0] for p in pairs], dtype=np.float32), np.stack([p[1] for p in pairs])
         # tf.data padded_batch: pad bottom/right to the largest sample of the batch
         h = max(p[1].shape[0] for p in pairs)
         w = max(p[1].shape[1] for p in pairs)
@@ -80,23 +86,32 @@ class NumpyLoader:
             masks[i, : mask.shape[0], : mask.shape[1]] = mask
         return images, masks
 
+    def _runner(self, stack: contextlib.ExitStack) -> tuple[Callable[..., Future], Callable[[Future], tuple]]:
+        """(submit(index, seed), result(future)): the worker processes, or a thread pool for one pass, joined by ``stack``."""
+        if self._processes is not None:
+            return self._processes.submit, self._processes.result
+        threads = stack.enter_context(ThreadPoolExecutor(self.workers, thread_name_prefix="segtrain-loader"))
+        return functools.partial(threads.submit, self._sample), Future.result
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         jobs = zip(self._indices, self._seeds)
         depth = max(self.workers, self.prefetch_batches * self.batch_size)  # samples submitted ahead
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="segtrain-loader")
         pending: collections.deque[Future] = collections.deque()
-        try:
-            for job in jobs:
-                pending.append(pool.submit(self._sample, *job))
-                if len(pending) >= depth:
-                    break
-            while pending:
-                batch = []
-                while pending and len(batch) < self.batch_size:
-                    batch.append(pending.popleft().result())  # re-raises a worker's SegtrainError as is
-                    job = next(jobs, None)
-                    if job is not None:
-                        pending.append(pool.submit(self._sample, *job))
-                yield self._collate(batch)
-        finally:  # also when the consumer stops early or a sample failed: no decoding left running
-            pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.ExitStack() as stack:
+            submit, result = self._runner(stack)
+            try:
+                for job in jobs:
+                    pending.append(submit(*job))
+                    if len(pending) >= depth:
+                        break
+                while pending:
+                    batch = []
+                    while pending and len(batch) < self.batch_size:
+                        batch.append(result(pending.popleft()))  # re-raises a worker's SegtrainError as is
+                        job = next(jobs, None)
+                        if job is not None:
+                            pending.append(submit(*job))
+                    yield self._collate(batch)
+            finally:  # also when the consumer stops early or a sample failed: nothing queued is left to run
+                for future in pending:
+                    future.cancel()

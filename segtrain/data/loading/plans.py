@@ -70,6 +70,12 @@ class SampleLoader:
                     data_cfg.num_classes, data_cfg.ignore_index, sorted(data_cfg.label_map.items()))
         self._cache_key = repr(decoding) if data_cfg.cache else None
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_local": None}  # pickled for decode worker processes (worker_pool.py): no threads' transforms
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _local=threading.local())
+
     def _decode(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         if self._cache_key is None:
             return self._pair(sample)
@@ -108,6 +114,7 @@ class SamplePlan:
     load: Callable[[np.int64, np.int64], tuple[np.ndarray, np.ndarray]]  # (index, seed) -> (image, mask); thread-safe
     shape: tuple  # the spatial shape every sample has, None entries where it varies
     image_dtype: type  # np.uint8 for 2-D images (0..255), np.float32 for z-scored patches
+    processes: int = 0  # worker processes that run ``load`` (worker_pool.py); 0 = the batch source's threads
 
 
 def _in_order(epoch: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +143,10 @@ def sample_plan(config: Config, samples: list, training: bool) -> SamplePlan:
         arrays = lambda e, a, b: epoch_arrays(n, seed, e, a, b)  # noqa: E731
     else:
         arrays = _in_order
-    return SamplePlan(n, arrays, SampleLoader(samples, data_cfg, training), static_hw(data_cfg, training), np.uint8)
+    # Only 2-D images decode in processes: patch loaders share decoded cases between threads, and a
+    # scene's open file handles stay in the process that opened them.
+    return SamplePlan(n, arrays, SampleLoader(samples, data_cfg, training), static_hw(data_cfg, training), np.uint8,
+                      data_cfg.decode_processes)
 
 
 def split_plan(config: Config, split: str, training: bool, batch_size: int | None = None,

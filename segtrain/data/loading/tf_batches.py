@@ -6,6 +6,8 @@ the decoded pairs, for datasets that fit in RAM: decoding is then paid once, not
 Python (Pillow decodes palette PNGs correctly, albumentations augments) through
 ``tf.numpy_function`` with ``num_parallel_calls``; Pillow and OpenCV release the GIL while
 they work, so several samples decode at once, and ``deterministic=True`` keeps the order.
+With ``data.decode_processes``, each call hands its sample to a worker process
+(``worker_pool.py``) and waits for it with the GIL released.
 
 Exact resume: the order and the per-sample seeds come from ``plans.py`` and ``seeds.py`` (NumPy, shared
 with the TensorFlow-free ``numpy_batches.py``): in training, epoch ``e`` is a permutation seeded by
@@ -34,6 +36,7 @@ from segtrain.data.formats import Sample, input_channels
 from segtrain.data.formats.palette import VOID
 from segtrain.data.formats.splits import list_samples
 from segtrain.data.loading.plans import sample_plan, split_plan
+from segtrain.data.loading.worker_pool import ProcessLoader
 from segtrain.errors import SegtrainError
 
 _ERROR_TAG = "SegtrainError: "
@@ -173,7 +176,7 @@ def build_dataset(
     """
     data_cfg = config.data
     plan, batch_size = split_plan(config, split, training, batch_size, samples)
-    loader = _Loader(plan.load)
+    loader = _Loader(ProcessLoader(plan.load, plan.processes) if plan.processes else plan.load)
     spatial = plan.shape
     channels = input_channels(data_cfg)
 
