@@ -2,7 +2,8 @@
 
     python benchmarks/summarize_run.py benchmarks/results/camvid_cpu_best
 
-Writes the total of the per-epoch training seconds (minutes), the final and best val mIoU
+Writes the total of the per-epoch training seconds (minutes) and of the time in them spent waiting
+for data (log.csv's data_wait share), the final and best val mIoU
 with their epochs, the learning curve (every validated epoch), the per-class IoU of the final
 and of the best epoch, and, for a ``train.time_budget`` run, the plan from state.json (its
 planned seconds) next to the wall time run.log (or a saved console.log) reports, so a quoted figure is in a file.
@@ -51,6 +52,8 @@ def summarize(run: Path) -> dict:
                "final_iou": _iou(last), "best_iou": _iou(best),
                "curve": [{"epoch": int(r["epoch"]), "step": int(r["step"]), "val_miou": float(r["val_miou"]),
                           "val_pixel_accuracy": float(r["val_pixel_accuracy"])} for r in scored]}
+    if "data_wait" in rows[0]:  # logs from before the column have none
+        summary["data_wait_minutes"] = sum(float(r["seconds"]) * float(r["data_wait"] or 0) for r in rows) / 60
     budget = time_budget(run)
     if budget is not None:
         summary["time_budget"] = budget

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize_run.py"
-LOG = """epoch,step,loss,lr,val_miou,val_pixel_accuracy,val_mean_accuracy,seconds,iou_Sky,iou_Pole
-1,10,2.0,0.1,,,,30.5,,
-2,20,1.5,0.05,0.40,0.70,0.5,20.0,0.9,0.1
-3,30,1.2,0.02,,,,20.0,,
-4,40,1.0,0.0,0.35,0.72,0.5,19.5,0.8,0.2
+LOG = """epoch,step,loss,lr,val_miou,val_pixel_accuracy,val_mean_accuracy,seconds,data_wait,iou_Sky,iou_Pole
+1,10,2.0,0.1,,,,30.5,0.0,,
+2,20,1.5,0.05,0.40,0.70,0.5,20.0,0.5,0.9,0.1
+3,30,1.2,0.02,,,,20.0,0.25,,
+4,40,1.0,0.0,0.35,0.72,0.5,19.5,0.0,0.8,0.2
 """
 
 
@@ -30,6 +30,7 @@ def test_curve_best_and_final_epochs(summarize, tmp_path):
     summary = summarize(tmp_path)
     assert summary["steps"] == 40 and summary["epochs"] == 4
     assert summary["training_minutes"] == pytest.approx(90.0 / 60)
+    assert summary["data_wait_minutes"] == pytest.approx((10.0 + 5.0) / 60)
     assert [(p["epoch"], p["val_miou"]) for p in summary["curve"]] == [(2, 0.40), (4, 0.35)]
     assert (summary["best_epoch"], summary["final_epoch"]) == (2, 4)
     assert summary["best_iou"] == {"Sky": 0.9, "Pole": 0.1}
