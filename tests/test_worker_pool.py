@@ -133,6 +133,7 @@ def test_a_loader_that_cannot_be_pickled_is_one_error_line():
 @SOURCES
 def test_a_killed_worker_is_one_error_line_naming_the_key_and_the_next_loader_works(sample_root, source):
     config = make_config(sample_root, decode_processes=2, **AUGMENTED)
+    worker_pool.shutdown_pools()  # earlier tests' kept pools: the only workers running are this loader's
     with deadline(120), pytest.raises(SegtrainError, match=DIED) as info:
         with source(config, "train", True) as batches:
             for i, _ in enumerate(batches):
