@@ -4,7 +4,8 @@ On JAX and PyTorch the data layer is the TensorFlow-free ``NumpyLoader`` (decodi
 augmenting on worker threads); on TensorFlow it is tf.data. Both loops are segtrain's
 ``Trainer`` with the same model, loss, optimizer and batch shape; one is fed by the real
 pipeline on ../shared/data/camvid (decode PNGs, augment, batch), the other by in-memory NumPy
-batches of the same shape. Step time = interval between consecutive ``on_train_batch_end``
+batches of the same shape; a third row uses ``data.decode_processes`` worker processes instead
+of threads. Step time = interval between consecutive ``on_train_batch_end``
 calls, warm-up steps dropped, rounds interleaved; the ratio of medians is the starvation
 ratio (target <= 1.05).
 
@@ -36,6 +37,7 @@ from segtrain.training import Trainer  # noqa: E402
 from results_file import write_results  # noqa: E402  (benchmarks/results_file.py)
 
 WARMUP = 5
+PROCESSES = "data_layer_processes"  # the data layer with data.decode_processes (--decode-processes)
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
 
@@ -102,10 +104,11 @@ class FirstBatches:
             yield next(iterator)
 
 
-def data_layer(args):
+def data_layer(args, processes: int = 0):
     def make(config, epoch, skip):
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache=False,
-                                                                      num_parallel_calls=args.workers))
+                                                                      num_parallel_calls=args.workers,
+                                                                      decode_processes=processes))
         batches = build_batches(config, "train", True, epoch=epoch, skip_batches=skip)
         if hasattr(batches, "take"):  # tf.data
             return batches.take(args.steps)
@@ -144,24 +147,30 @@ def interleaved_rounds(measurements: dict[str, Callable[[], float]], rounds: int
 def main() -> None:
     parser = step_arguments(__doc__.splitlines()[0], rounds=3)
     parser.add_argument("--workers", type=int, default=0, help="data.num_parallel_calls (0: the default)")
+    parser.add_argument("--decode-processes", type=int, default=os.cpu_count() or 1,
+                        help="data.decode_processes of the third row (0: no third row)")
     args = parser.parse_args()
     print(f"backend {keras.backend.backend()}, SegNet-Basic width {args.width}, batch {args.batch} x "
           f"{args.size}x{args.size}, {args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs, Keras {keras.__version__}")
-    med, times = interleaved_rounds({"memory": lambda: time_trainer(args, in_memory(args)),
-                                     "data_layer": lambda: time_trainer(args, data_layer(args))}, args.rounds)
-    paired = [d / m for m, d in zip(times["memory"], times["data_layer"])]  # neighbours in time share the machine's state
-    print(f"starvation  data layer / in-memory batches = {statistics.median(paired):.3f} median of the rounds' ratios "
-          f"({', '.join(f'{r:.3f}' for r in paired)}); ratio of medians {med['data_layer'] / med['memory']:.3f}  "
-          "(target <= 1.05)")
+    measurements = {"memory": lambda: time_trainer(args, in_memory(args)),
+                    "data_layer": lambda: time_trainer(args, data_layer(args))}
+    if args.decode_processes:
+        measurements[PROCESSES] = lambda: time_trainer(args, data_layer(args, args.decode_processes))
+    med, times = interleaved_rounds(measurements, args.rounds)
+    # neighbours in time share the machine's state: the median of each round's ratio
+    paired = {k: [d / m for m, d in zip(times["memory"], times[k])] for k in times if k != "memory"}
+    for k, ratios in paired.items():
+        print(f"starvation  {k} / in-memory batches = {statistics.median(ratios):.3f} median of the rounds' ratios "
+              f"({', '.join(f'{r:.3f}' for r in ratios)}); ratio of medians {med[k] / med['memory']:.3f}  (target <= 1.05)")
     backend = keras.backend.backend()
     write_results(f"starvation_{backend}", {"args": {k: str(v) for k, v in vars(args).items()}, "backend": backend,
                                             "median_step_seconds": med, "rounds": times, "paired_ratios": paired,
-                                            "median_paired_ratio": statistics.median(paired)},
+                                            "median_paired_ratio": {k: statistics.median(r) for k, r in paired.items()}},
                   ["| fed by | median ms/step | rounds (ms) |", "|---|---|---|",
                    *[f"| {k} | {1000 * v:.1f} | {', '.join(f'{1000 * t:.1f}' for t in times[k])} |" for k, v in med.items()],
-                   "", f"Starvation (data layer / in-memory, median of the rounds' ratios): **{statistics.median(paired):.3f}** "
-                   f"({', '.join(f'{r:.3f}' for r in paired)})"],
+                   "", *(f"Starvation ({k} / in-memory, median of the rounds' ratios): **{statistics.median(r):.3f}** "
+                         f"({', '.join(f'{x:.3f}' for x in r)})  " for k, r in paired.items())],
                   [f"backend {backend}, SegNet-Basic width {args.width}, batch {args.batch} x {args.size}x{args.size}, "
                    f"{args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} interleaved rounds."])
 
