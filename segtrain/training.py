@@ -620,6 +620,9 @@ def config_difference(saved: Path, config: Config) -> str | None:
     for key in sorted(set(old) | set(new)):
         if not key.startswith("runtime.") and old.get(key, "(absent)") != new.get(key, "(absent)"):
             return f"{key}: {old.get(key, '(absent)')!r} there, {new.get(key, '(absent)')!r} here"
+    old_regions, new_regions = list((loaded.get("data") or {}).get("regions") or {}), list(config.data.regions)
+    if old_regions != new_regions:  # flattened keys lose the order, which is the sigmoid head's channel order
+        return f"data.regions: in the order {old_regions} there, {new_regions} here (the order of the head's outputs)"
     return None
 
 

@@ -272,3 +272,14 @@ def test_2d_prediction_with_flip_tta_averages_sigmoids_then_paints():
     got = predict_mask(model, image, PredictOptions(flip=True), head_of("sigmoid", BRATS))
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(want)) > 1  # the rule had something to paint
+
+
+def test_auto_resume_sees_regions_listed_in_another_order_as_another_config(tmp_path):
+    from segtrain.config.loading import save_config
+    from segtrain.training import config_difference
+
+    save_config(_config(), tmp_path / "config.yaml")
+    assert config_difference(tmp_path / "config.yaml", _config()) is None
+    reordered = _config(data__regions=dict(reversed(list(BRATS.items()))))
+    difference = config_difference(tmp_path / "config.yaml", reordered)
+    assert difference is not None and difference.startswith("data.regions: in the order")
