@@ -67,17 +67,20 @@ def main() -> None:
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "camvid"))
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--minutes", type=float, default=15.0, help="the first row's time budget; its planned steps are every row's")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="every row trains this many steps (the count an earlier run's first row planned) instead")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/camvid_recipe_ablation", help="run folders (checkpoints, logs)")
     parser.add_argument("--name", default="camvid_recipe_ablation", help="results file stem under benchmarks/results/")
     args = parser.parse_args()
     rows: dict = {}
     for name in args.rows:
-        rows[name] = run(name, args, rows[args.rows[0]]["steps"] if rows else None)
+        rows[name] = run(name, args, args.steps or (rows[args.rows[0]]["steps"] if rows else None))
         write_results(args.name, {"config": str(CONFIG.relative_to(REPO)), "minutes": args.minutes, "seed": args.seed, "rows": rows},
                       table(rows),
-                      [f"Every row trains {CONFIG.relative_to(REPO)} for the steps row '{args.rows[0]}' planned under "
-                       f"train.time_budget {args.minutes:g} min on this machine, seed {args.seed}; scored on the held-out "
+                      [(f"Every row trains {CONFIG.relative_to(REPO)} for {args.steps} steps" if args.steps else
+                        f"Every row trains {CONFIG.relative_to(REPO)} for the steps row '{args.rows[0]}' planned under "
+                        f"train.time_budget {args.minutes:g} min on this machine") + f", seed {args.seed}; scored on the held-out "
                        "sequence 0006R0 (101 frames, labels at native size). One run per row: differences of a point or "
                        "two are within seed noise."])
 
