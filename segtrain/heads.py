@@ -100,3 +100,10 @@ def head_of(head: str, regions: Mapping[str, Sequence[int]]) -> Head:
 def output_channels(config) -> int:
     """Channels of the model a ``Config`` builds: one per region for a sigmoid head, else one per class."""
     return head_of(config.model.head, config.data.regions).outputs or config.data.num_classes
+
+
+def region_order(raw_config: Mapping) -> list[tuple[str, list[int]]]:
+    """``data.regions`` of a config as read from YAML, as (name, classes) pairs in the head's output order:
+    what a run's saved config.yaml and the config in hand must agree on, order included."""
+    regions = (raw_config.get("data") or {}).get("regions") or {}
+    return [(name, list(classes)) for name, classes in regions.items()]

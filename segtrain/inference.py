@@ -29,7 +29,7 @@ import yaml
 
 from segtrain.data.formats import get_format
 from segtrain.errors import SegtrainError
-from segtrain.heads import SOFTMAX, Head, output_channels, softmax
+from segtrain.heads import SOFTMAX, Head, output_channels, region_order, softmax
 from segtrain.io_utils import format_size, per_axis
 from segtrain.labels import VOID
 from segtrain.prediction_options import PredictOptions, WindowSize
@@ -124,9 +124,9 @@ def check_outputs(model, config, checkpoint: str | Path | None = None) -> None:
                             "use the config the checkpoint was trained with (model.head, data.regions, data.num_classes)")
     saved = run_config_path(checkpoint) if checkpoint is not None and config.model.head == "sigmoid" else None
     if saved is not None:
-        trained = ((yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("data") or {}).get("regions") or {}
-        if trained and list(trained.items()) != [(k, list(v)) for k, v in config.data.regions.items()]:
-            raise SegtrainError(f"{where}: trained with data.regions {trained} ({saved}), not {dict(config.data.regions)} "
+        trained = region_order(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+        if trained and trained != region_order({"data": {"regions": config.data.regions}}):
+            raise SegtrainError(f"{where}: trained with data.regions {dict(trained)} ({saved}), not {dict(config.data.regions)} "
                                 f"of {config.source}; list the regions as in training (their order is the outputs' order)")
 
 

@@ -56,7 +56,7 @@ from segtrain.errors import SegtrainError  # noqa: E402
 from segtrain.evaluation import evaluate, scored_groups  # noqa: E402
 from segtrain.loop_callbacks import LoopCallbacks, epoch_logs, refuse_replaced  # noqa: E402
 from segtrain.losses import build_loss, median_frequency_weights  # noqa: E402
-from segtrain.heads import head_of  # noqa: E402
+from segtrain.heads import head_of, region_order  # noqa: E402
 from segtrain.machine import cpu_summary  # noqa: E402
 from segtrain.metrics import ConfusionMatrix, group_metrics  # noqa: E402
 from segtrain.models import build_model_from_config  # noqa: E402
@@ -620,9 +620,9 @@ def config_difference(saved: Path, config: Config) -> str | None:
     for key in sorted(set(old) | set(new)):
         if not key.startswith("runtime.") and old.get(key, "(absent)") != new.get(key, "(absent)"):
             return f"{key}: {old.get(key, '(absent)')!r} there, {new.get(key, '(absent)')!r} here"
-    old_regions, new_regions = list((loaded.get("data") or {}).get("regions") or {}), list(config.data.regions)
-    if old_regions != new_regions:  # flattened keys lose the order, which is the sigmoid head's channel order
-        return f"data.regions: in the order {old_regions} there, {new_regions} here (the order of the head's outputs)"
+    old_regions = [name for name, _ in region_order(loaded)]
+    if old_regions != list(config.data.regions):  # flattened keys lose the order, which is the head's channel order
+        return f"data.regions: in the order {old_regions} there, {list(config.data.regions)} here (the order of the head's outputs)"
     return None
 
 
