@@ -10,6 +10,10 @@ After decoding, the format's own raw value -> class table applies (Cityscapes' l
 train ids, ADE20K's reduce-zero-label, COCO-Stuff's 182 ids -> 171 classes), the dataset's
 void value becomes 255, ``data.label_map`` is applied on top, and any value that is neither
 a class nor 255 is an error naming the file.
+
+8-bit RGB images and 8-bit grey masks in PNG files (CamVid, Cityscapes, ADE20K's annotations)
+are decoded by OpenCV with the GIL released (``png_decode.py``: same arrays, chosen by the
+file's header, so never for a palette); everything else by Pillow.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
+from segtrain.data.formats.png_decode import read_png
 from segtrain.data.formats.palette import BUILTIN_TABLES, VOID, ColorTable, is_table_file, pack_rgb, unpack_rgb
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import open_image
@@ -104,6 +109,9 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     ``channels`` is ``data.channels``: 3 reads RGB, 1 grey (colour images by luminance, as
     Pillow's ``convert("L")``), 2 grey + alpha, 4 RGBA (opaque where the file has no alpha).
     """
+    fast = read_png(path, channels)  # 8-bit RGB/grey PNGs without the GIL (png_decode.py)
+    if fast is not None:
+        return fast[..., None] if fast.ndim == 2 else fast
     return image_array(open_image(Path(path)), channels)
 
 
@@ -167,10 +175,8 @@ def _rgb_mask(path: Path, rgb: np.ndarray, data_cfg: DataConfig) -> np.ndarray:
     return mask
 
 
-def read_mask(path: str | Path, data_cfg: DataConfig, base: np.ndarray | None = None) -> np.ndarray:
-    """A mask file -> uint8 (H, W) class indices with 255 = void, checked against ``data.num_classes``;
-    ``base`` is the format's raw value -> class table (``lookup_table``)."""
-    path = Path(path)
+def _pillow_mask(path: Path, data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Any mask file Pillow reads -> (uint8 raw values (H, W), their 256-bin histogram)."""
     im = open_image(path)
     if im.format in _LOSSY_FORMATS:  # by content, whatever the file is called
         raise SegtrainError(
@@ -195,6 +201,18 @@ def read_mask(path: str | Path, data_cfg: DataConfig, base: np.ndarray | None = 
         raw_counts = np.bincount(raw.ravel(), minlength=256)
     else:
         raise SegtrainError(f"{path}: mask mode {im.mode!r} not supported; save masks as palette, grey or RGB PNGs")
+    return raw, raw_counts
+
+
+def read_mask(path: str | Path, data_cfg: DataConfig, base: np.ndarray | None = None) -> np.ndarray:
+    """A mask file -> uint8 (H, W) class indices with 255 = void, checked against ``data.num_classes``;
+    ``base`` is the format's raw value -> class table (``lookup_table``)."""
+    path = Path(path)
+    raw = read_png(path, 1)  # an 8-bit grey PNG without the GIL (png_decode.py); None: Pillow reads it
+    if raw is not None:
+        raw_counts = np.bincount(raw.ravel(), minlength=256)
+    else:
+        raw, raw_counts = _pillow_mask(path, data_cfg)
     table = lookup_table(data_cfg, base)
     counts = np.bincount(table, weights=raw_counts, minlength=256).astype(np.int64)  # histogram after mapping
     bad = np.flatnonzero(counts[data_cfg.num_classes : VOID])
