@@ -14,6 +14,7 @@ need, and costs too much for thousands of label PNGs, where a re-run repairs eve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
@@ -319,6 +320,23 @@ def read_ahead(read: Callable[[T], Any], items: Iterable[T], depth: int = 4) -> 
         finally:  # the consumer stopped early or failed: no reading left running
             for future in pending:
                 future.cancel()
+
+
+def file_stamps(record: Any) -> tuple:
+    """(path, modification time, size) of every file a dataclass record (a sample, a case) names:
+    caches of decoded files key on it, so a file rewritten in the same process (a notebook that
+    fixes a label and trains again) is decoded again, not served stale."""
+    stamps = []
+    for field in dataclasses.fields(record):
+        value = getattr(record, field.name)
+        for path in value if isinstance(value, tuple) else (value,):
+            if isinstance(path, Path):
+                try:
+                    stat = os.stat(path)
+                    stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
+                except OSError:
+                    stamps.append((str(path), None, None))  # reading it raises its one-line error
+    return tuple(stamps)
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:

@@ -166,3 +166,22 @@ def test_stopping_early_leaves_no_worker_threads(root):
     next(batches)
     batches.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("segtrain-loader")]
+
+
+def test_cache_decodes_a_rewritten_mask_again(tmp_path, monkeypatch):
+    """data.cache keys on the files as they are on disk: a mask fixed and saved in the same process
+    (a notebook) reaches the next epoch's loader instead of the cached old one."""
+    import segtrain.data.loading.plans as samples_module
+    from segtrain.data.formats.sample_dataset import ensure_sample_dataset
+    from segtrain.data.formats.splits import list_samples
+
+    monkeypatch.setattr(samples_module, "_DECODED", {})
+    config = make_config(ensure_sample_dataset(tmp_path / "sample"), cache=True)
+    first = list(NumpyLoader(config, "val", False))
+    mask = list_samples(config.data, "val")[0].mask
+    im = Image.open(mask)
+    Image.fromarray(np.zeros_like(np.asarray(im)), mode="P").save(mask)  # every pixel class 0
+    stat = mask.stat()
+    os.utime(mask, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a second later, whatever the clock's resolution
+    again = list(NumpyLoader(config, "val", False))
+    assert (first[0][1] != 0).any() and (again[0][1] == 0).all()

@@ -1,6 +1,7 @@
 """Patch training input for volumes (nifti) and signals (series): batches, determinism, resume, memory, training."""
 
 import math
+import os
 
 from collections import OrderedDict
 
@@ -250,3 +251,19 @@ def test_a_split_written_as_a_path_is_a_list_file_next_to_the_config(volumes, tm
 
     config = load_config(tmp_path / "cfg" / "c.yaml")
     assert [c.name for c in list_samples(config.data, "train")] == ["case2", "case0"]
+
+
+def test_a_rewritten_case_file_is_decoded_again(tmp_path, monkeypatch):
+    """The shared case cache is keyed by the files as they are on disk: a label fixed and saved in the
+    same process (a notebook) must reach the next loader, not the cached old one."""
+    monkeypatch.setattr(patch_plans, "_shared", OrderedDict())
+    _volume_cases(tmp_path, "train", 1)
+    _volume_cases(tmp_path, "val", 1, seed=1)
+    config = _nifti_config(tmp_path)
+    cases = list_samples(config.data, "train")
+    assert PatchLoader(cases, config.data, True).case(0).label.max() == 2
+    seg = tmp_path / "train" / "case0" / "seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)), str(seg))
+    stat = seg.stat()
+    os.utime(seg, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a second later, whatever the clock's resolution
+    assert PatchLoader(cases, config.data, True).case(0).label.max() == 0

@@ -30,6 +30,7 @@ from segtrain.data.loading.seeds import epoch_order, sample_seeds
 from segtrain.data.transforms.nd import NdAugment, augment_patch
 from segtrain.data.transforms.patches import bounding_box, extract_patch, foreground_voxels, patch_start
 from segtrain.errors import SegtrainError
+from segtrain.io_utils import file_stamps
 
 VALIDATION_SEED = 0  # validation patches depend on their position only
 
@@ -99,7 +100,8 @@ class PatchLoader:
     """(case index, patch seed) -> (image patch float32 (patch..., C), label patch uint8 (patch...)).
 
     Thread-safe; keeps at most ``data.cached_cases`` decoded cases (least recently used
-    dropped), in a cache shared by the loaders of the same config, cases and mode (``_shared_cache``).
+    dropped), in a cache shared by the loaders of the same config, case files (as they are on disk
+    now) and mode (``_shared_cache``).
     Decoding holds a lock, so two threads that need the same case decode it once.
     """
 
@@ -108,7 +110,7 @@ class PatchLoader:
         self.patch = patch_size(data_cfg)
         self._read = get_format(data_cfg.format).read
         self.augment = nd_augment(data_cfg) if training else None
-        self._cache, self._lock = _shared_cache((repr(data_cfg), tuple(map(repr, cases)), training))
+        self._cache, self._lock = _shared_cache((repr(data_cfg), tuple((repr(c), file_stamps(c)) for c in cases), training))
 
     def _decode(self, index: int) -> _Case:
         decoded = self._read(self.cases[index], self.data_cfg)

@@ -22,6 +22,7 @@ from segtrain.data.loading.seeds import epoch_arrays
 from segtrain.data.loading.window_plans import WindowLoader
 from segtrain.data.transforms.image import augment, train_transform, val_transform
 from segtrain.errors import SegtrainError
+from segtrain.io_utils import file_stamps
 
 
 def checked_batch_size(config: Config, split: str, num_samples: int, training: bool, batch_size: int | None) -> int:
@@ -50,8 +51,8 @@ def static_hw(data_cfg: DataConfig, training: bool) -> tuple[int | None, int | N
 
 
 # data.cache: decoded (image, mask) pairs kept for the life of the process, shared by the
-# datasets of every epoch (the trainer builds one per epoch). Keyed by the files and the
-# decoding settings, so two configs never see each other's labels.
+# datasets of every epoch (the trainer builds one per epoch). Keyed by the files (as they are on
+# disk now) and the decoding settings, so two configs never see each other's labels.
 _DECODED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _DECODED_LOCK = threading.Lock()
 
@@ -79,7 +80,7 @@ class SampleLoader:
     def _decode(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         if self._cache_key is None:
             return self._pair(sample)
-        key = (repr(sample), self._cache_key)
+        key = (repr(sample), file_stamps(sample), self._cache_key)  # a file rewritten since is decoded again
         pair = _DECODED.get(key)
         if pair is None:
             pair = self._pair(sample)
