@@ -26,7 +26,7 @@ import numpy as np
 from segtrain.config import Config
 from segtrain.data.formats import Sample
 from segtrain.data.formats.palette import VOID
-from segtrain.data.loading.plans import split_plan
+from segtrain.data.loading.plans import PREFETCH_BATCHES, split_plan
 from segtrain.data.loading.worker_pool import ProcessLoader
 
 
@@ -53,7 +53,7 @@ class NumpyLoader:
         batch_size: int | None = None,
         samples: list[Sample] | None = None,
         workers: int | None = None,
-        prefetch_batches: int = 2,
+        prefetch_batches: int = PREFETCH_BATCHES,
     ):
         plan, self.batch_size = split_plan(config, split, training, batch_size, samples)
         self.training = training

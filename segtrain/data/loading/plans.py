@@ -50,6 +50,9 @@ def static_hw(data_cfg: DataConfig, training: bool) -> tuple[int | None, int | N
     return None, None
 
 
+PREFETCH_BATCHES = 2  # batches decoded ahead of the consumer, by both batch sources
+
+
 # data.cache: decoded (image, mask) pairs kept for the life of the process, shared by the
 # datasets of every epoch (the trainer builds one per epoch). Keyed by the files (as they are on
 # disk now) and the decoding settings, so two configs never see each other's labels.

@@ -35,7 +35,7 @@ from segtrain.config import Config
 from segtrain.data.formats import Sample, input_channels
 from segtrain.data.formats.palette import VOID
 from segtrain.data.formats.splits import list_samples
-from segtrain.data.loading.plans import sample_plan, split_plan
+from segtrain.data.loading.plans import PREFETCH_BATCHES, sample_plan, split_plan
 from segtrain.data.loading.worker_pool import ProcessLoader
 from segtrain.errors import SegtrainError
 
@@ -134,15 +134,6 @@ def _index_stream(arrays, total: int, batch_size: int, training: bool, epoch: in
     return stream
 
 
-# Batches decoded ahead, set here because tf.data's autotuning is off: its tuning thread sleeps in
-# doubling periods (10 ms, 20 ms, ... 20.48 s), and destroying an iterator can wait for the sleep
-# to end. The trainer builds one pipeline per epoch, so some epochs (of 28 s and 30 s in
-# benchmarks/bench_epoch_end.py; a third of the CPU recipe's 23-30 s epochs) waited, the machine
-# idle, until about 41 s after their pipeline started. The parallelism is explicit
-# (``default_parallel_calls``), so autotuning had only the prefetch depth left to choose.
-PREFETCH_BATCHES = 2
-
-
 def default_parallel_calls() -> int:
     """Decodes in flight when ``data.num_parallel_calls`` is 0: four per core.
 
@@ -196,7 +187,12 @@ def build_dataset(
         ds = ds.padded_batch(batch_size, padding_values=pad, drop_remainder=training)
     options = tf.data.Options()
     options.deterministic = True
-    options.autotune.enabled = False  # see PREFETCH_BATCHES
+    # Autotuning off: its tuning thread sleeps in doubling periods (10 ms, 20 ms, ... 20.48 s), and
+    # destroying an iterator can wait for the sleep to end. The trainer builds one pipeline per epoch,
+    # so some epochs (of 28 s and 30 s in benchmarks/bench_epoch_end.py; a third of the CPU recipe's
+    # 23-30 s epochs) waited, the machine idle, until about 41 s after their pipeline started. The
+    # parallelism is explicit (``default_parallel_calls``) and so is the prefetch depth.
+    options.autotune.enabled = False
     return ds.with_options(options).prefetch(PREFETCH_BATCHES)
 
 
