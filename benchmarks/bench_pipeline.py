@@ -1,7 +1,7 @@
 """Training-pipeline throughput on CamVid vs raw decoding and a naive tutorial loader.
 
 Measured in one process, each a few times (median reported):
-  pipeline  segtrain build_dataset (the tf.data path, TensorFlow): Pillow decode + albumentations
+  pipeline  segtrain build_dataset (the tf.data path, TensorFlow): decode (OpenCV for these PNGs) + albumentations
             (320x320 crop, flip) + batch + prefetch, timed per epoch of a repeating dataset after
             one warm-up epoch; data.num_parallel_calls at its default (4 per core)
   numpy     segtrain NumpyLoader (the JAX/PyTorch path): the same batches from a thread pool, one
@@ -15,10 +15,12 @@ Measured in one process, each a few times (median reported):
             the same with cv2.imread, the decoder segtrain uses for 8-bit RGB and grey PNGs
             (segtrain/data/formats/png_decode.py): the floor for the loaders on these files
   naive     the Keras-tutorial loader: Python generator, cv2.imread, per-class loop building one-hot masks
+  pipeline calls=N, numpy calls=N
+            with --parallel-calls N,...: the two loaders at data.num_parallel_calls N
 
 Target (issue 31): pipeline and numpy (or their procs rows) >= 0.95x raw x2 (Pillow, the bare
 decode the issue names); the ratios to raw x2 opencv say how close they come to their own decoder.  Usage:
-  python benchmarks/bench_pipeline.py [--root ../shared/data/camvid] [--images 160] [--repeats 3]
+  python benchmarks/bench_pipeline.py [--root ../shared/data/camvid] [--images 160] [--repeats 3] [--parallel-calls 2,4]
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ def main() -> None:
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"))
     parser.add_argument("--images", type=int, default=160, help="first N training pairs (keeps the run short)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parallel-calls", default="", help="comma-separated data.num_parallel_calls values: "
+                        "one more tf.data row and NumpyLoader row each (the defaults' rows are always run)")
     args = parser.parse_args()
 
     data = {"format": "camvid", "root": args.root, "classes": "camvid", "num_classes": NUM_CLASSES,
@@ -130,7 +134,12 @@ def main() -> None:
 
     steps = len(samples) // BATCH
     results = {}
-    for name, cfg in (("pipeline", config), ("pipeline procs", procs_config)):
+    calls = [int(n) for n in args.parallel_calls.split(",") if n]
+    call_configs = {n: from_dict({"data": {**data, "num_parallel_calls": n}, "train": {"batch_size": BATCH, "seed": 0}})
+                    for n in calls}
+    pipelines = [("pipeline", config), ("pipeline procs", procs_config),
+                 *((f"pipeline calls={n}", cfg) for n, cfg in call_configs.items())]
+    for name, cfg in pipelines:
         batches = iter(build_dataset(cfg, "train", True, samples=samples, repeat=True))
         time_pipeline(batches, steps)  # warm-up epoch: TensorFlow start-up, tracing, thread pools, worker processes
         # Consecutive epochs (a repeating dataset keeps prefetching in the background, so it is
@@ -138,12 +147,14 @@ def main() -> None:
         results[name] = [time_pipeline(batches, steps) for _ in range(args.repeats)]
         del batches
         gc.collect()
-    results.update({"numpy": [], "numpy procs": [], "raw x1": [], "raw x2": [], "raw x2 opencv": [],
-                    "naive": []})
+    results.update({"numpy": [], "numpy procs": [], **{f"numpy calls={n}": [] for n in calls},
+                    "raw x1": [], "raw x2": [], "raw x2 opencv": [], "naive": []})
     for epoch in range(args.repeats):  # round-robin, so a burst of load on the machine hits all alike
         results["numpy"].append(time_pipeline(iter(NumpyLoader(config, "train", True, epoch=epoch, samples=samples)), steps))
         # the same pool as "pipeline procs" (same samples and data config), already started
         results["numpy procs"].append(time_pipeline(iter(NumpyLoader(procs_config, "train", True, epoch=epoch, samples=samples)), steps))
+        for n, cfg in call_configs.items():
+            results[f"numpy calls={n}"].append(time_pipeline(iter(NumpyLoader(cfg, "train", True, epoch=epoch, samples=samples)), steps))
         results["raw x1"].append(time_raw(pairs, 1))
         results["raw x2"].append(time_raw(pairs, 2))
         results["raw x2 opencv"].append(time_raw(pairs, 2, raw_decode_opencv))
@@ -153,9 +164,9 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, median of {args.repeats}")
     for name, value in med.items():
         runs = ", ".join(f"{v:.1f}" for v in results[name])
-        print(f"  {name:<14} {value:8.1f} samples/s   ({runs})")
-    ratios = {f"{a} / {b}": med[a] / med[b] for a in ("pipeline", "numpy", "pipeline procs", "numpy procs")
-              for b in ("raw x2", "raw x2 opencv", "raw x1", "naive")}
+        print(f"  {name:<20} {value:8.1f} samples/s   ({runs})")
+    loaders = [name for name in med if name.startswith(("pipeline", "numpy"))]
+    ratios = {f"{a} / {b}": med[a] / med[b] for a in loaders for b in ("raw x2", "raw x2 opencv", "raw x1", "naive")}
     for name, value in ratios.items():
         print(f"  ratio {name:<23} = {value:.2f}" + ("  (target >= 0.95)" if name.endswith("/ raw x2") else ""))
     write_results("pipeline_camvid", {"args": vars(args), "samples_per_second": results, "medians": med, "ratios": ratios,
