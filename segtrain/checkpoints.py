@@ -51,8 +51,9 @@ class LoopState:
     batch: int = 0  # batches done in the current epoch
     step: int = 0  # global step
     loss_sum: float = 0.0  # sum of the current epoch's batch losses
-    best_miou: float | None = None
-    best_epoch: int | None = None
+    best_miou: float | None = None  # val mIoU of the best epoch
+    best_epoch: int | None = None  # the epoch (1-based) of best.keras
+    best_score: float | None = None  # its value of train.best_metric (segtrain.best_checkpoint)
     history: list[dict] = field(default_factory=list)  # one row per completed epoch
     done: bool = False
     total_steps: int | None = None  # the run length it was trained towards (absent in older runs)

@@ -2,7 +2,7 @@
 
 The best value and the count of validations since it live in the ``LoopState`` (``state.json``),
 not in a callback, so a killed run resumed with ``--resume`` stops at the epoch the uninterrupted
-run stops at. ``best.keras`` stays the checkpoint of the best val mIoU.
+run stops at. ``best.keras`` stays the checkpoint of the best ``train.best_metric`` (``best_checkpoint.py``).
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import yaml  # noqa: E402
 
+from segtrain.best_checkpoint import best_metric, improves  # noqa: E402
 from segtrain.checkpoints import CheckpointStore, LoopState  # noqa: E402
 from segtrain.config import Config, TrainConfig, flatten, load_config, save_config, to_dict  # noqa: E402
 from segtrain.data.formats import get_format, input_channels  # noqa: E402
@@ -257,6 +258,7 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
         self.average = WeightAverage(self.model, self.optimizer)
         self.head = head_of(cfg.model.head, cfg.data.regions)
+        self.best_metric = best_metric(cfg)  # what picks best.keras
         self._loss_share = build_loss(self.loss_fn or cfg.train.loss, self.class_weights, VOID,
                                       regions=self.head.regions, num_classes=cfg.data.num_classes)
         self._train_step = self.engine.make_train_step(self.model, self.optimizer, self._loss_share)
@@ -554,10 +556,12 @@ class Trainer:
                        val_mdice=metrics["mdice"],
                        val_per_class_dice={n: _num(v) for n, v in zip(names, metrics["per_class_dice"])})
             if metrics.get("groups"):  # regions of a sigmoid head, label groups of evaluate.groups
-                row.update(val_group_dice={n: _num(g["dice"]) for n, g in metrics["groups"].items()})
+                scored = [g["dice"] for g in metrics["groups"].values() if not math.isnan(g["dice"])]
+                row.update(val_group_dice={n: _num(g["dice"]) for n, g in metrics["groups"].items()},
+                           val_group_mdice=sum(scored) / len(scored) if scored else math.nan)
             self.log.validated(epoch + 1, state.step, metrics)
-            if not math.isnan(metrics["miou"]) and (state.best_miou is None or metrics["miou"] > state.best_miou):
-                state.best_miou, state.best_epoch = metrics["miou"], epoch + 1
+            if improves(self.best_metric, row, state):
+                state.best_score, state.best_miou, state.best_epoch = row[self.best_metric], metrics["miou"], epoch + 1
                 if self.chief:
                     self.store.save_best(self.model)
 
@@ -602,6 +606,7 @@ class Trainer:
                "mean_accuracy": last.get("val_mean_accuracy"), "per_class_iou": last.get("val_per_class_iou"),
                "mdice": last.get("val_mdice"), "per_class_dice": last.get("val_per_class_dice"),
                "best_miou": state.best_miou, "best_epoch": state.best_epoch,
+               "best_metric": self.best_metric, "best_score": state.best_score,
                "epochs": state.epoch, "steps": state.step, "run_dir": str(self.run_dir)}
         if out["miou"] is not None:
             self.console.line(f"mIoU: {out['miou']:.3f}")

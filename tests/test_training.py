@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from segtrain.config import from_dict
+from segtrain.config import from_dict, to_dict
 from segtrain.errors import SegtrainError
 from segtrain.io_utils import TMP_SUFFIX
 from segtrain.schedules import WarmupSchedule
@@ -637,3 +637,17 @@ def test_best_keras_holds_the_best_epoch_not_the_last(tmp_path):
     for got, want in zip(last, record.weights[3], strict=True):
         np.testing.assert_array_equal(got, want)
     assert any(not np.array_equal(a, b) for a, b in zip(saved, last))
+
+
+def test_label_groups_pick_best_keras_by_their_mean_dice(tmp_path):
+    """With evaluate.groups, each validated row carries the groups' mean Dice and best.keras follows it."""
+    images, masks = make_data()
+    config = make_config(tmp_path, epochs=3, mixed_precision="none")
+    config = from_dict({**to_dict(config), "evaluate": {"groups": {"red": [1], "all": [0, 1]}}})
+    result = Trainer(config, model_fn=tiny_model, dataset_fn=in_memory(images, masks), verbose=0).fit()
+    history = json.loads((tmp_path / "run" / "checkpoints" / "state.json").read_text())["history"]
+    for row in history:  # the mean of the two groups' Dice: red is class 1; all covers every labelled pixel
+        assert row["val_group_mdice"] == pytest.approx((row["val_per_class_dice"]["red"] + 1.0) / 2)
+    scores = [row["val_group_mdice"] for row in history]
+    assert result["best_metric"] == "val_group_mdice"
+    assert result["best_epoch"] == int(np.argmax(scores)) + 1 and result["best_score"] == max(scores)

@@ -125,7 +125,7 @@ class PreciseBNConfig:
 class EarlyStoppingConfig:
     """Stop after ``patience`` validations without an improvement of at least ``min_delta`` (segtrain.early_stopping)."""
 
-    metric: Literal["val_miou", "val_mdice", "val_pixel_accuracy", "val_mean_accuracy"] = "val_miou"  # higher is better
+    metric: Literal["val_miou", "val_mdice", "val_pixel_accuracy", "val_mean_accuracy", "val_group_mdice"] = "val_miou"  # higher is better
     patience: int = 5  # validations (every train.val_every epochs), not epochs
     min_delta: float = 0.0
 
@@ -164,6 +164,9 @@ class TrainConfig:
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
     accumulate_steps: int = 1  # micro-batches of batch_size per optimizer update (effective batch = product)
+    # the validation figure that picks best.keras (segtrain.best_checkpoint); auto: val_group_mdice
+    # when label groups are scored (a sigmoid head's data.regions, evaluate.groups), else val_miou
+    best_metric: Literal["auto", "val_miou", "val_mdice", "val_pixel_accuracy", "val_mean_accuracy", "val_group_mdice"] = "auto"
     early_stopping: Union[EarlyStoppingConfig, None] = None  # null = train to the end
     ema: Union[EmaConfig, None] = None  # null = validate and save the raw weights
     time_budget: Union[TimeBudgetConfig, None] = None  # null = train.steps / train.epochs decide the length
