@@ -268,6 +268,12 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: Path) -> None:
     plt.close(fig)
 
 
+def default_output_dir(config: Config, source: Path, split: str) -> Path:
+    """``<output_dir>/eval/<checkpoint or folder name>_<split>``; a split given as a list file
+    (``data.val_split: ./splits/x_val.txt``) is named by the file's stem, not its path."""
+    return Path(config.output_dir) / "eval" / f"{source.stem}_{Path(split_name(config.data, split)).stem}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="experiment YAML (dataset, classes); default for a folder written by "
                                           "`segtrain publish`: its config.yaml")
@@ -300,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     if args.precise_bn and args.pred_dir:
         raise SegtrainError("--precise-bn applies to --checkpoint; --pred-dir scores finished predictions")
     source = Path(args.checkpoint or args.pred_dir)
-    output_dir = args.output_dir or Path(config.output_dir) / "eval" / f"{source.stem}_{split_name(config.data, args.split)}"
+    output_dir = args.output_dir or default_output_dir(config, source, args.split)
     evaluate(
         config,
         args.split,

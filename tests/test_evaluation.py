@@ -12,6 +12,8 @@ import yaml
 from PIL import Image
 
 from segtrain.cli import main as cli_main
+from segtrain.config import from_dict
+from segtrain.evaluation import default_output_dir
 from segtrain.data.formats.palette import pil_palette, voc_colormap
 
 NAMES = ["background", "thing", "never"]
@@ -152,3 +154,15 @@ def test_checkpoint_and_predictions_agree(dataset):
     from_pngs = json.loads((tmp_path / "p.json").read_text())
     assert from_pngs["per_class_iou"] == got["per_class_iou"]
     assert not math.isnan(from_pngs["miou"])
+
+
+@pytest.mark.parametrize("val_split,split,folder", [
+    ("val", "val", "best_val"),
+    ("./splits/holdout_0006R0_val.txt", "val", "best_holdout_0006R0_val"),
+    ("val", "test", "best_test"),
+])
+def test_default_report_folder_names_a_split_list_file_by_its_stem(tmp_path, val_split, split, folder):
+    config = from_dict({"data": {"format": "camvid", "root": str(tmp_path), "num_classes": 11, "val_split": val_split},
+                        "output_dir": str(tmp_path / "run")})
+    got = default_output_dir(config, tmp_path / "run/checkpoints/best.keras", split)
+    assert got == tmp_path / "run" / "eval" / folder
