@@ -2,8 +2,8 @@
 
 Measured in one process, each a few times (median reported):
   pipeline  segtrain build_dataset (the tf.data path, TensorFlow): decode (OpenCV for these PNGs) + albumentations
-            (320x320 crop, flip) + batch + prefetch, timed per epoch of a repeating dataset after
-            one warm-up epoch; data.num_parallel_calls at its default (4 per core)
+            (320x320 crop, flip) + collate + prefetch, one dataset per epoch as the trainer builds
+            them (start-up included); data.num_parallel_calls at its default (2 batches per core)
   numpy     segtrain NumpyLoader (the JAX/PyTorch path): the same batches from a thread pool, one
             loader per epoch as the trainer builds them (start-up included)
   pipeline procs, numpy procs
@@ -15,12 +15,18 @@ Measured in one process, each a few times (median reported):
             the same with cv2.imread, the decoder segtrain uses for 8-bit RGB and grey PNGs
             (segtrain/data/formats/png_decode.py): the floor for the loaders on these files
   naive     the Keras-tutorial loader: Python generator, cv2.imread, per-class loop building one-hot masks
+  pipeline per-sample
+            the baseline of the tf.data path's design: one numpy_function call per sample (4 per
+            core in flight), TensorFlow casting and batching, as segtrain did before
   pipeline calls=N, numpy calls=N
             with --parallel-calls N,...: the two loaders at data.num_parallel_calls N
 
+All rows run round-robin, one epoch each per round, after one warm-up epoch of each loader, so a
+burst of load on the machine hits all alike.
+
 Target (issue 31): pipeline and numpy (or their procs rows) >= 0.95x raw x2 (Pillow, the bare
 decode the issue names); the ratios to raw x2 opencv say how close they come to their own decoder.  Usage:
-  python benchmarks/bench_pipeline.py [--root ../shared/data/camvid] [--images 160] [--repeats 3] [--parallel-calls 2,4]
+  python benchmarks/bench_pipeline.py [--root ../shared/data/camvid] [--images 367] [--repeats 5] [--parallel-calls 2,8]
 """
 
 from __future__ import annotations
@@ -100,8 +106,31 @@ def time_naive(pairs) -> float:
     return steps * BATCH / (time.perf_counter() - start)
 
 
+def per_sample_dataset(config, samples, epoch: int, calls: int):
+    """The tf.data pipeline as it was before decoding moved to one call per batch (the baseline
+    for that change): one ``numpy_function`` call per sample, ``calls`` in flight, TensorFlow
+    casting to float32 and batching."""
+    import tensorflow as tf
+    from segtrain.data.loading.plans import split_plan
+
+    plan, batch_size = split_plan(config, "train", True, None, samples)
+    used = (plan.total // batch_size) * batch_size
+
+    def load(index, seed):
+        image, mask = tf.numpy_function(plan.load, [index, seed], [tf.uint8, tf.uint8], stateful=False)
+        image.set_shape([CROP, CROP, 3])
+        mask.set_shape([CROP, CROP])
+        return tf.cast(image, tf.float32), mask
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    ds = tf.data.Dataset.from_tensor_slices(plan.arrays(epoch, 0, used))
+    ds = ds.map(load, num_parallel_calls=calls, deterministic=True).batch(batch_size, drop_remainder=True)
+    return ds.with_options(options).prefetch(2)
+
+
 def time_pipeline(batches, steps: int) -> float:
-    """One epoch of an already running (repeating) pipeline: the steady state a trainer sees."""
+    """Samples per second over ``steps`` batches of ``batches``."""
     start = time.perf_counter()
     count = 0
     for _ in range(steps):
@@ -113,8 +142,8 @@ def time_pipeline(batches, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"))
-    parser.add_argument("--images", type=int, default=160, help="first N training pairs (keeps the run short)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=367, help="first N training pairs (fewer keep the run short)")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--parallel-calls", default="", help="comma-separated data.num_parallel_calls values: "
                         "one more tf.data row and NumpyLoader row each (the defaults' rows are always run)")
     args = parser.parse_args()
@@ -137,24 +166,23 @@ def main() -> None:
     calls = [int(n) for n in args.parallel_calls.split(",") if n]
     call_configs = {n: from_dict({"data": {**data, "num_parallel_calls": n}, "train": {"batch_size": BATCH, "seed": 0}})
                     for n in calls}
-    pipelines = [("pipeline", config), ("pipeline procs", procs_config),
-                 *((f"pipeline calls={n}", cfg) for n, cfg in call_configs.items())]
-    for name, cfg in pipelines:
-        batches = iter(build_dataset(cfg, "train", True, samples=samples, repeat=True))
-        time_pipeline(batches, steps)  # warm-up epoch: TensorFlow start-up, tracing, thread pools, worker processes
-        # Consecutive epochs (a repeating dataset keeps prefetching in the background, so it is
-        # timed first and then dropped, so it neither gets a head start nor steals the baselines' CPU).
-        results[name] = [time_pipeline(batches, steps) for _ in range(args.repeats)]
-        del batches
+    pipelines = {"pipeline": config, "pipeline procs": procs_config, **{f"pipeline calls={n}": cfg for n, cfg in call_configs.items()}}
+    pipelines["pipeline per-sample"] = config
+    numpys = {"numpy": config, "numpy procs": procs_config, **{f"numpy calls={n}": cfg for n, cfg in call_configs.items()}}
+    makers = {**{name: lambda cfg, epoch: iter(build_dataset(cfg, "train", True, epoch=epoch, samples=samples))
+                  for name in pipelines},
+               **{name: lambda cfg, epoch: iter(NumpyLoader(cfg, "train", True, epoch=epoch, samples=samples))
+                  for name in numpys}}
+    makers["pipeline per-sample"] = lambda cfg, epoch: iter(per_sample_dataset(cfg, samples, epoch, 4 * processes))
+    configs = {**pipelines, **numpys}
+    for name, make in makers.items():  # warm-up: TensorFlow start-up, tracing, thread pools, worker processes
+        time_pipeline(make(configs[name], 0), steps)
         gc.collect()
-    results.update({"numpy": [], "numpy procs": [], **{f"numpy calls={n}": [] for n in calls},
-                    "raw x1": [], "raw x2": [], "raw x2 opencv": [], "naive": []})
-    for epoch in range(args.repeats):  # round-robin, so a burst of load on the machine hits all alike
-        results["numpy"].append(time_pipeline(iter(NumpyLoader(config, "train", True, epoch=epoch, samples=samples)), steps))
-        # the same pool as "pipeline procs" (same samples and data config), already started
-        results["numpy procs"].append(time_pipeline(iter(NumpyLoader(procs_config, "train", True, epoch=epoch, samples=samples)), steps))
-        for n, cfg in call_configs.items():
-            results[f"numpy calls={n}"].append(time_pipeline(iter(NumpyLoader(cfg, "train", True, epoch=epoch, samples=samples)), steps))
+    results = {name: [] for name in [*makers, "raw x1", "raw x2", "raw x2 opencv", "naive"]}
+    for epoch in range(1, args.repeats + 1):  # round-robin, so a burst of load on the machine hits all alike
+        for name, make in makers.items():  # one loader per epoch, as the trainer builds them (start-up included)
+            results[name].append(time_pipeline(make(configs[name], epoch), steps))
+            gc.collect()  # a finished tf.data iterator is destroyed here, outside the timing
         results["raw x1"].append(time_raw(pairs, 1))
         results["raw x2"].append(time_raw(pairs, 2))
         results["raw x2 opencv"].append(time_raw(pairs, 2, raw_decode_opencv))
@@ -167,6 +195,7 @@ def main() -> None:
         print(f"  {name:<20} {value:8.1f} samples/s   ({runs})")
     loaders = [name for name in med if name.startswith(("pipeline", "numpy"))]
     ratios = {f"{a} / {b}": med[a] / med[b] for a in loaders for b in ("raw x2", "raw x2 opencv", "raw x1", "naive")}
+    ratios["pipeline / pipeline per-sample"] = med["pipeline"] / med["pipeline per-sample"]
     for name, value in ratios.items():
         print(f"  ratio {name:<23} = {value:.2f}" + ("  (target >= 0.95)" if name.endswith("/ raw x2") else ""))
     write_results("pipeline_camvid", {"args": vars(args), "samples_per_second": results, "medians": med, "ratios": ratios,

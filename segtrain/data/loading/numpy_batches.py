@@ -25,8 +25,7 @@ import numpy as np
 
 from segtrain.config import Config
 from segtrain.data.formats import Sample
-from segtrain.data.formats.palette import VOID
-from segtrain.data.loading.plans import PREFETCH_BATCHES, split_plan
+from segtrain.data.loading.plans import PREFETCH_BATCHES, collate, split_plan
 from segtrain.data.loading.worker_pool import ProcessLoader
 
 
@@ -69,29 +68,12 @@ class NumpyLoader:
     def __len__(self) -> int:
         return -(-len(self._indices) // self.batch_size)  # training positions are whole batches already
 
-    def _sample(self, index: np.int64, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        image, mask = self._load(index, seed)
-        return image.astype(np.float32), mask  # cast on the worker, as build_dataset does in its parallel map
-
-    def _collate(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        if self._fixed_shape:  # worker processes send uint8 images (a quarter of the bytes), cast here
-            return np.stack([p[0] for p in pairs], dtype=np.float32), np.stack([p[1] for p in pairs])
-        # tf.data padded_batch: pad bottom/right to the largest sample of the batch
-        h = max(p[1].shape[0] for p in pairs)
-        w = max(p[1].shape[1] for p in pairs)
-        images = np.zeros((len(pairs), h, w, pairs[0][0].shape[2]), np.float32)
-        masks = np.full((len(pairs), h, w), VOID, np.uint8)
-        for i, (image, mask) in enumerate(pairs):
-            images[i, : image.shape[0], : image.shape[1]] = image
-            masks[i, : mask.shape[0], : mask.shape[1]] = mask
-        return images, masks
-
     def _runner(self, stack: contextlib.ExitStack) -> tuple[Callable[..., Future], Callable[[Future], tuple]]:
         """(submit(index, seed), result(future)): the worker processes, or a thread pool for one pass, joined by ``stack``."""
         if self._processes is not None:
             return self._processes.submit, self._processes.result
         threads = stack.enter_context(ThreadPoolExecutor(self.workers, thread_name_prefix="segtrain-loader"))
-        return functools.partial(threads.submit, self._sample), Future.result
+        return functools.partial(threads.submit, self._load), Future.result
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         jobs = zip(self._indices, self._seeds)
@@ -111,7 +93,7 @@ class NumpyLoader:
                         job = next(jobs, None)
                         if job is not None:
                             pending.append(submit(*job))
-                    yield self._collate(batch)
+                    yield collate(batch, self._fixed_shape)
             finally:  # also when the consumer stops early or a sample failed: nothing queued is left to run
                 for future in pending:
                     future.cancel()

@@ -16,6 +16,7 @@ import numpy as np
 
 from segtrain.config import Config, DataConfig
 from segtrain.data.formats import Sample, get_format
+from segtrain.data.formats.palette import VOID
 from segtrain.data.formats.splits import list_samples
 from segtrain.data.loading.patch_plans import PatchLoader, patch_positions
 from segtrain.data.loading.seeds import epoch_arrays
@@ -51,6 +52,25 @@ def static_hw(data_cfg: DataConfig, training: bool) -> tuple[int | None, int | N
 
 
 PREFETCH_BATCHES = 2  # batches decoded ahead of the consumer, by both batch sources
+
+
+def collate(pairs: list[tuple[np.ndarray, np.ndarray]], fixed_shape: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One batch ``(image float32 [B, ..., C], mask uint8 [B, ...])`` from decoded pairs, by both batch sources.
+
+    Images are cast here (from uint8 for 2-D images): one pass over the stacked batch. When
+    sizes vary (validation without a fixed size) every sample is padded at the bottom/right
+    to the largest of the batch, images with 0 and masks with void (255).
+    """
+    if fixed_shape:
+        return np.stack([p[0] for p in pairs], dtype=np.float32), np.stack([p[1] for p in pairs])
+    spatial = tuple(max(p[1].shape[d] for p in pairs) for d in range(pairs[0][1].ndim))
+    images = np.zeros((len(pairs), *spatial, pairs[0][0].shape[-1]), np.float32)
+    masks = np.full((len(pairs), *spatial), VOID, np.uint8)
+    for i, (image, mask) in enumerate(pairs):
+        region = tuple(slice(0, n) for n in mask.shape)
+        images[(i, *region)] = image
+        masks[(i, *region)] = mask
+    return images, masks
 
 
 # data.cache: decoded (image, mask) pairs kept for the life of the process, shared by the
@@ -117,7 +137,6 @@ class SamplePlan:
     arrays: Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]  # (epoch, start, stop) -> (index, seed) per position
     load: Callable[[np.int64, np.int64], tuple[np.ndarray, np.ndarray]]  # (index, seed) -> (image, mask); thread-safe
     shape: tuple  # the spatial shape every sample has, None entries where it varies
-    image_dtype: type  # np.uint8 for 2-D images (0..255), np.float32 for z-scored patches
     processes: int = 0  # worker processes that run ``load`` (worker_pool.py); 0 = the batch source's threads
 
 
@@ -136,12 +155,12 @@ def sample_plan(config: Config, samples: list, training: bool) -> SamplePlan:
         windows = WindowLoader(samples, data_cfg, training)
         n, per = len(samples), data_cfg.patches_per_case
         if training:
-            return SamplePlan(n * per, lambda e, a, b: patch_positions(n, per, seed, e, a, b, True), windows, windows.patch, np.float32)
-        return SamplePlan(len(windows.grid), _in_order, windows, windows.patch, np.float32)
+            return SamplePlan(n * per, lambda e, a, b: patch_positions(n, per, seed, e, a, b, True), windows, windows.patch)
+        return SamplePlan(len(windows.grid), _in_order, windows, windows.patch)
     if fmt.patches:
         loader = PatchLoader(samples, data_cfg, training)
         n, per = len(samples), data_cfg.patches_per_case
-        return SamplePlan(n * per, lambda e, a, b: patch_positions(n, per, seed, e, a, b, training), loader, loader.patch, np.float32)
+        return SamplePlan(n * per, lambda e, a, b: patch_positions(n, per, seed, e, a, b, training), loader, loader.patch)
     n = len(samples)
     if training:
         arrays = lambda e, a, b: epoch_arrays(n, seed, e, a, b)  # noqa: E731
@@ -149,7 +168,7 @@ def sample_plan(config: Config, samples: list, training: bool) -> SamplePlan:
         arrays = _in_order
     # Only 2-D images decode in processes: patch loaders share decoded cases between threads, and a
     # scene's open file handles stay in the process that opened them.
-    return SamplePlan(n, arrays, SampleLoader(samples, data_cfg, training), static_hw(data_cfg, training), np.uint8,
+    return SamplePlan(n, arrays, SampleLoader(samples, data_cfg, training), static_hw(data_cfg, training),
                       data_cfg.decode_processes)
 
 

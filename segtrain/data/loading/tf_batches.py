@@ -1,13 +1,13 @@
-"""tf.data pipeline: (index, seed) stream -> parallel decode + augment -> batches -> prefetch.
+"""tf.data pipeline: (index, seed) stream -> batches of them -> parallel decode + augment + collate -> prefetch.
 
 What flows through TensorFlow before decoding is only a sample index and a seed, so the
 dataset is streamed from disk and never held in memory (unless ``data.cache`` asks to keep
 the decoded pairs, for datasets that fit in RAM: decoding is then paid once, not per epoch). Decoding and augmentation run in
 Python (Pillow decodes palette PNGs correctly, albumentations augments) through
-``tf.numpy_function`` with ``num_parallel_calls``; Pillow and OpenCV release the GIL while
-they work, so several samples decode at once, and ``deterministic=True`` keeps the order.
-With ``data.decode_processes``, each call hands its sample to a worker process
-(``worker_pool.py``) and waits for it with the GIL released.
+``tf.numpy_function``, one call per batch, ``num_parallel_calls`` batches at once; Pillow and
+OpenCV release the GIL while they work, so several samples decode at once, and
+``deterministic=True`` keeps the order. With ``data.decode_processes``, each call hands its
+batch's samples to the worker processes (``worker_pool.py``) and waits with the GIL released.
 
 Exact resume: the order and the per-sample seeds come from ``plans.py`` and ``seeds.py`` (NumPy, shared
 with the TensorFlow-free ``numpy_batches.py``): in training, epoch ``e`` is a permutation seeded by
@@ -33,24 +33,30 @@ import tensorflow as tf
 
 from segtrain.config import Config
 from segtrain.data.formats import Sample, input_channels
-from segtrain.data.formats.palette import VOID
 from segtrain.data.formats.splits import list_samples
-from segtrain.data.loading.plans import PREFETCH_BATCHES, sample_plan, split_plan
+from segtrain.data.loading.plans import PREFETCH_BATCHES, collate, sample_plan, split_plan
 from segtrain.data.loading.worker_pool import ProcessLoader
 from segtrain.errors import SegtrainError
 
 _ERROR_TAG = "SegtrainError: "
 
 
-class _Loader:
-    """A sample loader for ``tf.numpy_function``: a ``SegtrainError`` travels as a tagged ValueError."""
+class _BatchLoader:
+    """One batch for ``tf.numpy_function``: its samples decoded one after another on this call's
+    thread (several calls run at once), or all handed to the worker processes at once, then
+    collated; a ``SegtrainError`` travels as a tagged ValueError."""
 
-    def __init__(self, load):
-        self.load = load
+    def __init__(self, load, processes: ProcessLoader | None, fixed_shape: bool):
+        self.load, self.processes, self.fixed_shape = load, processes, fixed_shape
 
-    def __call__(self, index: np.int64, seed: np.int64) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, indices: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return self.load(index, seed)
+            if self.processes is None:
+                pairs = [self.load(i, s) for i, s in zip(indices, seeds)]
+            else:
+                futures = [self.processes.submit(i, s) for i, s in zip(indices, seeds)]
+                pairs = [self.processes.result(f) for f in futures]
+            return collate(pairs, self.fixed_shape)
         except SegtrainError as err:
             raise ValueError(_ERROR_TAG + str(err)) from None  # tf keeps the message; see data_error()
 
@@ -135,14 +141,14 @@ def _index_stream(arrays, total: int, batch_size: int, training: bool, epoch: in
 
 
 def default_parallel_calls() -> int:
-    """Decodes in flight when ``data.num_parallel_calls`` is 0: four per core.
+    """Batches decoded at once when ``data.num_parallel_calls`` is 0: two per core.
 
-    A ``tf.numpy_function`` call holds the GIL between Pillow's and OpenCV's GIL-free parts, so
-    with one call per core (what AUTOTUNE settles on with two cores) a core often waits for the
-    GIL; more calls in flight keep both decoding (measured with ``benchmarks/bench_pipeline.py`` on
-    a 2-core machine: AUTOTUNE ~285 samples/s, 8 in flight ~330, a plateau from 8 to 12).
+    A call decodes its batch's samples one after another and holds the GIL between Pillow's and
+    OpenCV's GIL-free parts, so one call per core leaves a core waiting for the GIL; two per core
+    keep both decoding. Measured on CamVid 320x320 crops, batch 8, 2 cores, in one run
+    (``benchmarks/bench_pipeline.py --parallel-calls``): see docs/data.md, "Benchmark".
     """
-    return 4 * (os.cpu_count() or 1)
+    return 2 * (os.cpu_count() or 1)
 
 
 def build_dataset(
@@ -167,24 +173,23 @@ def build_dataset(
     """
     data_cfg = config.data
     plan, batch_size = split_plan(config, split, training, batch_size, samples)
-    loader = _Loader(ProcessLoader(plan.load, plan.processes) if plan.processes else plan.load)
-    spatial = plan.shape
+    processes = ProcessLoader(plan.load, plan.processes) if plan.processes else None
+    loader = _BatchLoader(plan.load, processes, None not in plan.shape)
+    # training batches all have batch_size samples (the incomplete last one is dropped)
+    batch_shape = [batch_size if training else None, *plan.shape]
     channels = input_channels(data_cfg)
 
-    def load(index, seed):
-        image, mask = tf.numpy_function(loader, [index, seed], [tf.as_dtype(plan.image_dtype), tf.uint8], stateful=False)
-        image.set_shape([*spatial, channels])
-        mask.set_shape(list(spatial))
-        return tf.cast(image, tf.float32), mask  # cast here, in the parallel map, not on whole batches
+    def load(indices, seeds):
+        images, masks = tf.numpy_function(loader, [indices, seeds], [tf.float32, tf.uint8], stateful=False)
+        images.set_shape([*batch_shape, channels])
+        masks.set_shape(batch_shape)
+        return images, masks
 
     parallel = data_cfg.num_parallel_calls or default_parallel_calls()
     ds = _index_stream(plan.arrays, plan.total, batch_size, training, epoch, skip_batches, repeat)
-    ds = ds.map(load, num_parallel_calls=parallel, deterministic=True)
-    if None not in spatial:
-        ds = ds.batch(batch_size, drop_remainder=training)
-    else:
-        pad = (tf.constant(0, tf.float32), tf.constant(VOID, tf.uint8))
-        ds = ds.padded_batch(batch_size, padding_values=pad, drop_remainder=training)
+    # Batches of (index, seed) first, decoded and collated by one call each: the per-sample cost
+    # of TensorFlow (a numpy_function call, a cast op, a batch copy) is paid once per batch.
+    ds = ds.batch(batch_size, drop_remainder=training).map(load, num_parallel_calls=parallel, deterministic=True)
     options = tf.data.Options()
     options.deterministic = True
     # Autotuning off: its tuning thread sleeps in doubling periods (10 ms, 20 ms, ... 20.48 s), and
