@@ -5,7 +5,8 @@ augmenting on worker threads); on TensorFlow it is tf.data. Both loops are segtr
 ``Trainer`` with the same model, loss, optimizer and batch shape; one is fed by the real
 pipeline on ../shared/data/camvid (decode PNGs, augment, batch), the other by in-memory NumPy
 batches of the same shape; a third row uses ``data.decode_processes`` worker processes instead
-of threads. Step time = interval between consecutive ``on_train_batch_end``
+of threads. The floor printed last: the data layer's CPU time per batch, timed alone, over the
+CPU time a step has when it keeps every core busy. Step time = interval between consecutive ``on_train_batch_end``
 calls, warm-up steps dropped, rounds interleaved; the ratio of medians is the starvation
 ratio (target <= 1.05).
 
@@ -116,6 +117,16 @@ def data_layer(args, processes: int = 0):
     return make
 
 
+def data_cpu_per_batch(args) -> float:
+    """CPU seconds (every thread of this process) the data layer spends on one batch, timed alone."""
+    with tempfile.TemporaryDirectory() as out:
+        batches = data_layer(args)(make_config(args, out), 0, 0)
+        start, count = time.process_time(), 0
+        for _ in batches:
+            count += 1
+        return (time.process_time() - start) / count
+
+
 def step_arguments(description: str, rounds: int) -> argparse.ArgumentParser:
     """The options of every trainer step benchmark here (``bench_trainer.py`` too)."""
     parser = argparse.ArgumentParser(description=description)
@@ -163,14 +174,25 @@ def main() -> None:
     for k, ratios in paired.items():
         print(f"starvation  {k} / in-memory batches = {statistics.median(ratios):.3f} median of the rounds' ratios "
               f"({', '.join(f'{r:.3f}' for r in ratios)}); ratio of medians {med[k] / med['memory']:.3f}  (target <= 1.05)")
+    # The floor: a training step that keeps every core busy cannot hide the data layer's CPU time.
+    cores = os.cpu_count() or 1
+    data_cpu = data_cpu_per_batch(args)
+    floor = 1 + data_cpu / (cores * med["memory"])
+    print(f"data layer alone: {1000 * data_cpu:.1f} ms CPU per batch; floor on {cores} busy cores 1 + "
+          f"{1000 * data_cpu:.1f} / ({cores} x {1000 * med['memory']:.1f}) = {floor:.3f}")
     backend = keras.backend.backend()
     write_results(f"starvation_{backend}", {"args": {k: str(v) for k, v in vars(args).items()}, "backend": backend,
                                             "median_step_seconds": med, "rounds": times, "paired_ratios": paired,
-                                            "median_paired_ratio": {k: statistics.median(r) for k, r in paired.items()}},
+                                            "median_paired_ratio": {k: statistics.median(r) for k, r in paired.items()},
+                                            "data_cpu_seconds_per_batch": data_cpu, "starvation_floor": floor},
                   ["| fed by | median ms/step | rounds (ms) |", "|---|---|---|",
                    *[f"| {k} | {1000 * v:.1f} | {', '.join(f'{1000 * t:.1f}' for t in times[k])} |" for k, v in med.items()],
                    "", *(f"Starvation ({k} / in-memory, median of the rounds' ratios): **{statistics.median(r):.3f}** "
-                         f"({', '.join(f'{x:.3f}' for x in r)})  " for k, r in paired.items())],
+                         f"({', '.join(f'{x:.3f}' for x in r)})  " for k, r in paired.items()),
+                   "", f"Floor: the data layer alone spends {1000 * data_cpu:.1f} ms of CPU per batch (decode, augment, "
+                   f"collate, on its threads); a training step that keeps all {cores} cores busy cannot hide it, so "
+                   f"starvation cannot go below 1 + {1000 * data_cpu:.1f} / ({cores} x {1000 * med['memory']:.1f}) = "
+                   f"**{floor:.3f}** on this machine."],
                   [f"backend {backend}, SegNet-Basic width {args.width}, batch {args.batch} x {args.size}x{args.size}, "
                    f"{args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} interleaved rounds."])
 
