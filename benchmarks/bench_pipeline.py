@@ -32,6 +32,7 @@ decode the issue names); the ratios to raw x2 opencv say how close they come to 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import multiprocessing
 import os
@@ -162,26 +163,31 @@ def main() -> None:
     from segtrain.engines import thread_settings  # (TensorFlow's thread pools)
 
     steps = len(samples) // BATCH
-    results = {}
     calls = [int(n) for n in args.parallel_calls.split(",") if n]
     call_configs = {n: from_dict({"data": {**data, "num_parallel_calls": n}, "train": {"batch_size": BATCH, "seed": 0}})
                     for n in calls}
-    pipelines = {"pipeline": config, "pipeline procs": procs_config, **{f"pipeline calls={n}": cfg for n, cfg in call_configs.items()}}
-    pipelines["pipeline per-sample"] = config
-    numpys = {"numpy": config, "numpy procs": procs_config, **{f"numpy calls={n}": cfg for n, cfg in call_configs.items()}}
-    makers = {**{name: lambda cfg, epoch: iter(build_dataset(cfg, "train", True, epoch=epoch, samples=samples))
-                  for name in pipelines},
-               **{name: lambda cfg, epoch: iter(NumpyLoader(cfg, "train", True, epoch=epoch, samples=samples))
-                  for name in numpys}}
-    makers["pipeline per-sample"] = lambda cfg, epoch: iter(per_sample_dataset(cfg, samples, epoch, 4 * processes))
-    configs = {**pipelines, **numpys}
-    for name, make in makers.items():  # warm-up: TensorFlow start-up, tracing, thread pools, worker processes
-        time_pipeline(make(configs[name], 0), steps)
+    variants = {"": config, " procs": procs_config, **{f" calls={n}": cfg for n, cfg in call_configs.items()}}
+
+    def tf_data(cfg, epoch: int):
+        return iter(build_dataset(cfg, "train", True, epoch=epoch, samples=samples))
+
+    def numpy_loader(cfg, epoch: int):
+        return iter(NumpyLoader(cfg, "train", True, epoch=epoch, samples=samples))
+
+    def per_sample(epoch: int):
+        return iter(per_sample_dataset(config, samples, epoch, 4 * processes))
+
+    # Each loader row: epoch -> a fresh iterator over that epoch's batches.
+    makers = {**{f"pipeline{suffix}": functools.partial(tf_data, cfg) for suffix, cfg in variants.items()},
+              "pipeline per-sample": per_sample,
+              **{f"numpy{suffix}": functools.partial(numpy_loader, cfg) for suffix, cfg in variants.items()}}
+    for make in makers.values():  # warm-up: TensorFlow start-up, tracing, thread pools, worker processes
+        time_pipeline(make(0), steps)
         gc.collect()
     results = {name: [] for name in [*makers, "raw x1", "raw x2", "raw x2 opencv", "naive"]}
     for epoch in range(1, args.repeats + 1):  # round-robin, so a burst of load on the machine hits all alike
         for name, make in makers.items():  # one loader per epoch, as the trainer builds them (start-up included)
-            results[name].append(time_pipeline(make(configs[name], epoch), steps))
+            results[name].append(time_pipeline(make(epoch), steps))
             gc.collect()  # a finished tf.data iterator is destroyed here, outside the timing
         results["raw x1"].append(time_raw(pairs, 1))
         results["raw x2"].append(time_raw(pairs, 2))
