@@ -107,6 +107,22 @@ def test_out_of_range_value_names_file_and_values(tmp_path):
         read_mask(tmp_path / "range.png", voc_cfg(num_classes=4, classes=["a", "b", "c", "d"]))
 
 
+@pytest.mark.parametrize("value, bad", [(3, False), (4, True), (254, True), (255, False)])
+def test_first_and_last_values_outside_the_classes_are_refused(tmp_path, value, bad):
+    """4 classes: 0..3 and void 255 pass; 4 (the first value past the classes) and 254 do not,
+    named with their pixel count; also behind the Pillow road (a palette PNG)."""
+    raw = np.array([[0, value, value], [1, 2, 3]], dtype=np.uint8)
+    Image.fromarray(raw, mode="L").save(tmp_path / "grey.png")
+    write_palette_png(tmp_path / "palette.png", raw)
+    cfg = voc_cfg(num_classes=4, classes=["a", "b", "c", "d"])
+    for name in ("grey.png", "palette.png"):
+        if bad:
+            with pytest.raises(SegtrainError, match=rf"{name}: mask values {value} \(2 px\) are neither a class \(0\.\.3\)"):
+                read_mask(tmp_path / name, cfg)
+        else:
+            np.testing.assert_array_equal(read_mask(tmp_path / name, cfg), raw)
+
+
 def test_size_mismatch_names_both_files(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img.jpg")
     write_palette_png(tmp_path / "msk.png", np.zeros((8, 9), np.uint8))

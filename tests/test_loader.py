@@ -185,3 +185,24 @@ def test_cache_decodes_a_rewritten_mask_again(tmp_path, monkeypatch):
     os.utime(mask, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a second later, whatever the clock's resolution
     again = list(NumpyLoader(config, "val", False))
     assert (first[0][1] != 0).any() and (again[0][1] == 0).all()
+
+
+@pytest.mark.parametrize("fixed_shape", [True, False])
+def test_batches_start_on_64_byte_boundaries(fixed_shape):
+    """tf.numpy_function shares an aligned batch with its tensor and copies one that is not;
+    the batch values are the samples' (cast, and padded with 0 / void when sizes differ)."""
+    from segtrain.data.loading.plans import collate
+
+    rng = np.random.default_rng(0)
+    sizes = [(9, 11)] * 3 if fixed_shape else [(9, 11), (7, 13), (5, 5)]
+    pairs = [(rng.integers(0, 256, (*s, 3), dtype=np.uint8), rng.integers(0, 4, s, dtype=np.uint8)) for s in sizes]
+    for _ in range(20):  # many allocations: NumPy's own start 16 or 32 bytes past a boundary
+        images, masks = collate(pairs, fixed_shape)
+        assert images.ctypes.data % 64 == 0 and masks.ctypes.data % 64 == 0
+    assert images.dtype == np.float32 and images.flags.c_contiguous and masks.flags.c_contiguous
+    for i, (image, mask) in enumerate(pairs):
+        h, w = mask.shape
+        np.testing.assert_array_equal(images[i, :h, :w], image.astype(np.float32))
+        np.testing.assert_array_equal(masks[i, :h, :w], mask)
+        assert (images[i, h:] == 0).all() and (images[i, :, w:] == 0).all()
+        assert (masks[i, h:] == 255).all() and (masks[i, :, w:] == 255).all()

@@ -52,7 +52,32 @@ def test_gamma_chunk_changes_nothing(tmp_path):
     np.testing.assert_array_equal(read_png(path, 3), RGB)
 
 
-@pytest.mark.parametrize("kind", ["palette", "rgba", "grey16", "grey_as_rgb", "rgb_as_grey", "jpeg_named_png", "rgb_trns"])
+def exif_rotated(path: Path) -> Path:
+    """An eXIf chunk saying "rotate 90 degrees clockwise" (orientation 6)."""
+    ifd = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack(">I", 0)
+    return with_chunk(path, b"eXIf", b"MM\x00\x2a\x00\x00\x00\x08" + ifd)
+
+
+@pytest.mark.parametrize("kind", ["rgb", "grey"])
+@pytest.mark.parametrize("chunk", ["transparency", "exif_orientation"])
+def test_transparency_and_orientation_chunks_read_as_pillow_reads_them(tmp_path, kind, chunk):
+    """Pillow's array ignores a tRNS colour and EXIF orientation; OpenCV must too (it would add
+    alpha, or rotate the image, when asked to decode unchanged or in colour without more flags)."""
+    path = tmp_path / f"{kind}.png"
+    array, channels = (RGB, 3) if kind == "rgb" else (GREY, 1)
+    if chunk == "transparency":
+        Image.fromarray(array).save(path, transparency=tuple(int(v) for v in RGB[0, 0]) if kind == "rgb" else int(GREY[0, 0]))
+    else:
+        Image.fromarray(array).save(path)
+        exif_rotated(path)
+        assert Image.open(path).getexif().get(0x0112) == 6
+    fast = read_png(path, channels)
+    assert fast is not None  # still OpenCV's road
+    np.testing.assert_array_equal(fast, np.asarray(Image.open(path)))
+    np.testing.assert_array_equal(fast, array)
+
+
+@pytest.mark.parametrize("kind", ["palette", "rgba", "grey16", "grey_as_rgb", "rgb_as_grey", "jpeg_named_png"])
 def test_other_kinds_go_to_pillow(tmp_path, kind):
     path = tmp_path / f"{kind}.png"
     channels = 1 if kind in ("palette", "grey16", "rgb_as_grey") else 3
@@ -68,10 +93,8 @@ def test_other_kinds_go_to_pillow(tmp_path, kind):
         Image.fromarray(GREY, mode="L").save(path)
     elif kind == "rgb_as_grey":
         Image.fromarray(RGB).save(path)
-    elif kind == "jpeg_named_png":
+    else:
         Image.fromarray(RGB).save(path, format="JPEG")
-    else:  # RGB with one colour marked transparent: OpenCV would add an alpha channel
-        Image.fromarray(RGB).save(path, transparency=tuple(int(v) for v in RGB[0, 0]))
     assert read_png(path, channels) is None
 
 

@@ -175,8 +175,8 @@ def _rgb_mask(path: Path, rgb: np.ndarray, data_cfg: DataConfig) -> np.ndarray:
     return mask
 
 
-def _pillow_mask(path: Path, data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Any mask file Pillow reads -> (uint8 raw values (H, W), their 256-bin histogram)."""
+def _pillow_mask(path: Path, data_cfg: DataConfig) -> np.ndarray:
+    """Any mask file Pillow reads -> its uint8 raw values (H, W)."""
     im = open_image(path)
     if im.format in _LOSSY_FORMATS:  # by content, whatever the file is called
         raise SegtrainError(
@@ -186,22 +186,17 @@ def _pillow_mask(path: Path, data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarr
     if im.mode in ("PA", "LA"):
         im = im.getchannel(0)
     if im.mode in ("P", "L"):
-        raw = np.asarray(im)  # for 'P' the palette indices, never the colours
-        raw_counts = np.asarray(im.histogram(), dtype=np.int64)  # Pillow counts in C: cheaper than bincount
-    elif im.mode in ("1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im)  # for 'P' the palette indices, never the colours
+    if im.mode in ("1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
         raw = np.asarray(im)
         if raw.max(initial=0) > 255 or raw.min(initial=0) < 0:
             raise SegtrainError(
                 f"{path}: 16-bit mask has values outside 0..255 (max {raw.max()}); class masks must be 8-bit indices"
             )
-        raw = raw.astype(np.uint8)
-        raw_counts = np.bincount(raw.ravel(), minlength=256)
-    elif im.mode in ("RGB", "RGBA"):
-        raw = _rgb_mask(path, np.asarray(im), data_cfg)
-        raw_counts = np.bincount(raw.ravel(), minlength=256)
-    else:
-        raise SegtrainError(f"{path}: mask mode {im.mode!r} not supported; save masks as palette, grey or RGB PNGs")
-    return raw, raw_counts
+        return raw.astype(np.uint8)
+    if im.mode in ("RGB", "RGBA"):
+        return _rgb_mask(path, np.asarray(im), data_cfg)
+    raise SegtrainError(f"{path}: mask mode {im.mode!r} not supported; save masks as palette, grey or RGB PNGs")
 
 
 def read_mask(path: str | Path, data_cfg: DataConfig, base: np.ndarray | None = None) -> np.ndarray:
@@ -209,22 +204,21 @@ def read_mask(path: str | Path, data_cfg: DataConfig, base: np.ndarray | None = 
     ``base`` is the format's raw value -> class table (``lookup_table``)."""
     path = Path(path)
     raw = read_png(path, 1)  # an 8-bit grey PNG without the GIL (png_decode.py); None: Pillow reads it
-    if raw is not None:
-        raw_counts = np.bincount(raw.ravel(), minlength=256)
-    else:
-        raw, raw_counts = _pillow_mask(path, data_cfg)
+    raw = np.ascontiguousarray(_pillow_mask(path, data_cfg) if raw is None else raw)
     table = lookup_table(data_cfg, base)
-    counts = np.bincount(table, weights=raw_counts, minlength=256).astype(np.int64)  # histogram after mapping
-    bad = np.flatnonzero(counts[data_cfg.num_classes : VOID])
-    if bad.size:
-        values = bad + data_cfg.num_classes
+    # Values that map to neither a class nor void, found by one GIL-free table pass over the
+    # pixels; only a bad mask pays for a histogram (to name the values and their pixel counts).
+    invalid = ((table >= data_cfg.num_classes) & (table != VOID)).astype(np.uint8)
+    if invalid.any() and cv2.countNonZero(cv2.LUT(raw, invalid)):
+        counts = np.bincount(table[raw].ravel(), minlength=256)
+        values = np.flatnonzero(counts[data_cfg.num_classes : VOID]) + data_cfg.num_classes
         raise SegtrainError(
             f"{path}: mask values {_describe_counts(values, counts[values])} are neither a class "
             f"(0..{data_cfg.num_classes - 1}) nor void 255; check data.num_classes, data.ignore_index and data.label_map"
         )
     if np.array_equal(table, _IDENTITY):
         return np.array(raw, dtype=np.uint8)
-    return cv2.LUT(np.ascontiguousarray(raw), table)
+    return cv2.LUT(raw, table)
 
 
 def read_pair(

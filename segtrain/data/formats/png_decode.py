@@ -3,10 +3,11 @@
 Pillow decodes a PNG in 64 KB chunks from a Python loop and takes the GIL back between them,
 so two loader threads decoding at once wait for each other; ``cv2.imread`` decodes the whole
 file with the GIL released. For the PNG kinds in ``_KINDS`` both give the same array (PNG is
-lossless, and neither applies gamma, colour profiles or EXIF rotation with
-``IMREAD_UNCHANGED``), so this is only a faster road to ``decode.py``'s result; anything else
-(palette, alpha, 16-bit, a file OpenCV cannot read, an image over Pillow's pixel limit) returns
-``None`` and goes the Pillow way, which also gives the one-line errors.
+lossless, neither applies gamma or colour profiles, and OpenCV is told to ignore EXIF rotation, as
+Pillow's arrays do; a tRNS transparency chunk is dropped by both), so this is only a faster
+road to ``decode.py``'s result. OpenCV writes RGB directly (``IMREAD_COLOR_RGB``: no BGR copy
+to convert). Anything else (palette, alpha, 16-bit, a file OpenCV cannot read, an image over
+Pillow's pixel limit) returns ``None`` and goes the Pillow way, which also gives the one-line errors.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 from PIL import Image
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# (PNG colour type, channels wanted) -> the OpenCV conversion after decoding (None: as decoded).
-# Colour type 2 is RGB (OpenCV returns BGR), 0 is grey; both only at 8 bits per sample.
-_KINDS = {(2, 3): cv2.COLOR_BGR2RGB, (0, 1): None}
+# (PNG colour type, channels wanted) -> OpenCV's read flags. Colour type 2 is RGB, 0 is grey;
+# both only at 8 bits per sample.
+_KINDS = {(2, 3): cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION,
+          (0, 1): cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION}
 
 
 def _header(path: Path) -> tuple[int, int, int, int] | None:
@@ -47,9 +49,8 @@ def read_png(path: str | Path, channels: int) -> np.ndarray | None:
     limit = Image.MAX_IMAGE_PIXELS
     if depth != 8 or (colour, channels) not in _KINDS or (limit and width * height > limit):
         return None
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # the GIL is released for the whole decode
+    array = cv2.imread(str(path), _KINDS[(colour, channels)])  # the GIL is released for the whole decode
     expected = (height, width) if channels == 1 else (height, width, 3)
     if array is None or array.dtype != np.uint8 or array.shape != expected:
-        return None  # unreadable to OpenCV, or a tRNS chunk turned into alpha: Pillow decides
-    conversion = _KINDS[(colour, channels)]
-    return array if conversion is None else cv2.cvtColor(array, conversion)
+        return None  # unreadable to OpenCV: Pillow decides, and names the problem
+    return array

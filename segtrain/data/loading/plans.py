@@ -54,18 +54,43 @@ def static_hw(data_cfg: DataConfig, training: bool) -> tuple[int | None, int | N
 PREFETCH_BATCHES = 2  # batches decoded ahead of the consumer, by both batch sources
 
 
+ALIGNMENT = 64  # bytes: TensorFlow's tensor alignment (EIGEN_MAX_ALIGN_BYTES)
+
+
+def aligned_empty(shape: tuple, dtype: type) -> np.ndarray:
+    """An uninitialised array whose data starts on a 64-byte boundary.
+
+    ``tf.numpy_function`` shares such an array's memory with the tensor it returns, but copies
+    one that is not aligned (NumPy's large allocations start 16 bytes past one): a 9.8 MB
+    float32 batch copy per batch, measured as 1.4 ms of CPU on a 2-core machine.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buffer = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % ALIGNMENT
+    return buffer[start : start + nbytes].view(dtype).reshape(shape)
+
+
 def collate(pairs: list[tuple[np.ndarray, np.ndarray]], fixed_shape: bool) -> tuple[np.ndarray, np.ndarray]:
     """One batch ``(image float32 [B, ..., C], mask uint8 [B, ...])`` from decoded pairs, by both batch sources.
 
-    Images are cast here (from uint8 for 2-D images): one pass over the stacked batch. When
-    sizes vary (validation without a fixed size) every sample is padded at the bottom/right
-    to the largest of the batch, images with 0 and masks with void (255).
+    Images are cast here (from uint8 for 2-D images) while they are written into the batch.
+    When sizes vary (validation without a fixed size) every sample is padded at the
+    bottom/right to the largest of the batch, images with 0 and masks with void (255). Both
+    arrays are 64-byte aligned (``aligned_empty``).
     """
     if fixed_shape:
-        return np.stack([p[0] for p in pairs], dtype=np.float32), np.stack([p[1] for p in pairs])
+        image, mask = pairs[0]
+        images = aligned_empty((len(pairs), *image.shape), np.float32)
+        masks = aligned_empty((len(pairs), *mask.shape), np.uint8)
+        np.stack([p[0] for p in pairs], out=images, casting="unsafe")
+        np.stack([p[1] for p in pairs], out=masks, casting="unsafe")
+        return images, masks
     spatial = tuple(max(p[1].shape[d] for p in pairs) for d in range(pairs[0][1].ndim))
-    images = np.zeros((len(pairs), *spatial, pairs[0][0].shape[-1]), np.float32)
-    masks = np.full((len(pairs), *spatial), VOID, np.uint8)
+    images = aligned_empty((len(pairs), *spatial, pairs[0][0].shape[-1]), np.float32)
+    masks = aligned_empty((len(pairs), *spatial), np.uint8)
+    images.fill(0)
+    masks.fill(VOID)
     for i, (image, mask) in enumerate(pairs):
         region = tuple(slice(0, n) for n in mask.shape)
         images[(i, *region)] = image
