@@ -185,3 +185,35 @@ def test_batch_iterator_turns_a_bad_file_into_its_error_and_leaves_no_live_itera
             assert inner() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_samples_decode_on_num_parallel_calls_threads_at_once(root, monkeypatch, training):
+    """data.num_parallel_calls decode threads work at once, in training (batches of 4) and in
+    validation (batches of 1: enough batches are in flight to keep all 3 busy), never more."""
+    import threading
+    import time
+
+    from segtrain.data.loading.plans import SampleLoader
+
+    decode, lock = SampleLoader.__call__, threading.Lock()
+    running, most, names = [0], [0], set()
+
+    def slow_decode(self, index, seed):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            names.add(threading.current_thread().name)
+        time.sleep(0.02)  # long enough for every thread to be inside at once
+        try:
+            return decode(self, index, seed)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(SampleLoader, "__call__", slow_decode)
+    config = make_config(root, num_parallel_calls=3, **AUGMENTED)
+    batches = collect(build_dataset(config, "train" if training else "val", training))
+    assert len(batches) == (60 // 4 if training else 20)
+    assert most[0] == 3
+    assert len(names) == 3 and all(name.startswith("segtrain-decode") for name in names)
