@@ -1,7 +1,8 @@
 """Trainer overhead and input starvation, project vs baseline in one process.
 
 (a) overhead: median step time of segtrain's loop (``Trainer``) vs a plain Keras
-    ``model.fit`` on the same model, loss, optimizer, batch and in-memory data.
+    ``model.fit`` on the same model, loss, optimizer, batch, in-memory data and precision (what
+    segtrain's ``mixed_precision: auto`` picks on this machine; before 2026-12-04, fit ran float32).
 (b) starvation: median step time of the same ``Trainer`` fed by the real pipeline
     (``build_dataset`` on ../shared/data/camvid: decode PNGs, augment, batch) vs fed by
     in-memory tensors of the same shape; also with ``data.cache: true`` (decoded pairs kept
@@ -32,6 +33,7 @@ from segtrain.config import from_dict  # noqa: E402
 from segtrain.data.loading.tf_batches import build_dataset  # noqa: E402
 from segtrain.losses import MaskedCrossEntropy  # noqa: E402
 from segtrain.models import build_model  # noqa: E402
+from segtrain.precision import resolve_policy  # noqa: E402
 from segtrain.training import Trainer  # noqa: E402
 from bench_backends import WARMUP, StepClock, interleaved_rounds, step_arguments  # noqa: E402  (the same clock, options and rounds)
 from results_file import write_results  # noqa: E402
@@ -98,21 +100,28 @@ def warm_cache(args) -> None:
 
 
 def keras_fit(args) -> float:
+    """``model.fit`` at the precision segtrain's ``mixed_precision: auto`` picks on this machine, so that
+    (a) compares the loops, not float32 against bf16."""
     images, masks = in_memory(args)
-    model = model_fn(args)(None, (None, None, 3))
-    # jit_compile=False: Keras's default "auto" would XLA-compile, segtrain's default does not.
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=MaskedCrossEntropy(), jit_compile=False)
-    ds = tf.data.Dataset.from_tensor_slices((images, masks)).batch(args.batch, drop_remainder=True).prefetch(2)
-    clock = StepClock()
-    model.fit(ds, epochs=1, verbose=0, callbacks=[clock])
-    return clock.median()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(resolve_policy("auto")[0])
+    try:
+        model = model_fn(args)(None, (None, None, 3))
+        # jit_compile=False: Keras's default "auto" would XLA-compile, segtrain's default does not.
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=MaskedCrossEntropy(), jit_compile=False)
+        ds = tf.data.Dataset.from_tensor_slices((images, masks)).batch(args.batch, drop_remainder=True).prefetch(2)
+        clock = StepClock()
+        model.fit(ds, epochs=1, verbose=0, callbacks=[clock])
+        return clock.median()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def main() -> None:
     args = step_arguments(__doc__.splitlines()[0], rounds=2).parse_args()
     print(f"SegNet-Basic width {args.width}, batch {args.batch} x {args.size}x{args.size}, "
           f"{args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} rounds, "
-          f"{os.cpu_count()} CPUs, TF {tf.__version__}, Keras {keras.__version__}")
+          f"{os.cpu_count()} CPUs, TF {tf.__version__}, Keras {keras.__version__}; precision (both loops): {resolve_policy('auto')[0]}")
     warm_cache(args)
     med, times = interleaved_rounds({
         "keras_fit": lambda: keras_fit(args),
@@ -127,10 +136,11 @@ def main() -> None:
     ratios = {"overhead segtrain / keras fit": med["segtrain_memory"] / med["keras_fit"],
               "starvation pipeline / in-memory": med["segtrain_pipeline"] / med["segtrain_memory"],
               "starvation cached pipeline / in-memory": med["segtrain_pipeline_cached"] / med["segtrain_memory"]}
-    write_results("trainer_overhead", {"args": vars(args), "median_step_seconds": med, "rounds": times, "ratios": ratios,
+    write_results("trainer_overhead", {"args": vars(args), "precision": resolve_policy("auto")[0], "median_step_seconds": med, "rounds": times, "ratios": ratios,
                                        "threads": thread_settings()},
                   [f"SegNet-Basic width {args.width}, batch {args.batch} x {args.size}x{args.size}, {args.steps} steps "
-                   f"({WARMUP} warm-up dropped), {args.rounds} interleaved rounds", "", "| loop | ms/step (median) |", "|---|---|",
+                   f"({WARMUP} warm-up dropped), {args.rounds} interleaved rounds; precision of both loops "
+                   f"(segtrain's mixed_precision: auto here): {resolve_policy('auto')[0]}", "", "| loop | ms/step (median) |", "|---|---|",
                    *(f"| {k} | {1000 * v:.1f} |" for k, v in med.items()), "",
                    *(f"Ratio {k}: **{v:.3f}** (target <= 1.05)  " for k, v in ratios.items())])
 
