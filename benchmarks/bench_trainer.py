@@ -99,12 +99,12 @@ def warm_cache(args) -> None:
             pass
 
 
-def keras_fit(args) -> float:
-    """``model.fit`` at the precision segtrain's ``mixed_precision: auto`` picks on this machine, so that
-    (a) compares the loops, not float32 against bf16."""
+def keras_fit(args, policy: str) -> float:
+    """``model.fit`` at ``policy``, the precision segtrain's ``mixed_precision: auto`` picks on this
+    machine, so that (a) compares the loops, not float32 against bf16."""
     images, masks = in_memory(args)
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(resolve_policy("auto")[0])
+    keras.mixed_precision.set_global_policy(policy)
     try:
         model = model_fn(args)(None, (None, None, 3))
         # jit_compile=False: Keras's default "auto" would XLA-compile, segtrain's default does not.
@@ -119,12 +119,13 @@ def keras_fit(args) -> float:
 
 def main() -> None:
     args = step_arguments(__doc__.splitlines()[0], rounds=2).parse_args()
+    policy = resolve_policy("auto")[0]  # what the Trainer picks too
     print(f"SegNet-Basic width {args.width}, batch {args.batch} x {args.size}x{args.size}, "
           f"{args.steps} steps ({WARMUP} warm-up dropped), {args.rounds} rounds, "
-          f"{os.cpu_count()} CPUs, TF {tf.__version__}, Keras {keras.__version__}; precision (both loops): {resolve_policy('auto')[0]}")
+          f"{os.cpu_count()} CPUs, TF {tf.__version__}, Keras {keras.__version__}; precision (both loops): {policy}")
     warm_cache(args)
     med, times = interleaved_rounds({
-        "keras_fit": lambda: keras_fit(args),
+        "keras_fit": lambda: keras_fit(args, policy),
         "segtrain_memory": lambda: segtrain_loop(args, memory_ds(args)),
         "segtrain_pipeline": lambda: segtrain_loop(args, pipeline_ds(args)),
         "segtrain_pipeline_cached": lambda: segtrain_loop(args, pipeline_ds(args, cache=True)),
@@ -136,11 +137,11 @@ def main() -> None:
     ratios = {"overhead segtrain / keras fit": med["segtrain_memory"] / med["keras_fit"],
               "starvation pipeline / in-memory": med["segtrain_pipeline"] / med["segtrain_memory"],
               "starvation cached pipeline / in-memory": med["segtrain_pipeline_cached"] / med["segtrain_memory"]}
-    write_results("trainer_overhead", {"args": vars(args), "precision": resolve_policy("auto")[0], "median_step_seconds": med, "rounds": times, "ratios": ratios,
+    write_results("trainer_overhead", {"args": vars(args), "precision": policy, "median_step_seconds": med, "rounds": times, "ratios": ratios,
                                        "threads": thread_settings()},
                   [f"SegNet-Basic width {args.width}, batch {args.batch} x {args.size}x{args.size}, {args.steps} steps "
                    f"({WARMUP} warm-up dropped), {args.rounds} interleaved rounds; precision of both loops "
-                   f"(segtrain's mixed_precision: auto here): {resolve_policy('auto')[0]}", "", "| loop | ms/step (median) |", "|---|---|",
+                   f"(segtrain's mixed_precision: auto here): {policy}", "", "| loop | ms/step (median) |", "|---|---|",
                    *(f"| {k} | {1000 * v:.1f} |" for k, v in med.items()), "",
                    *(f"Ratio {k}: **{v:.3f}** (target <= 1.05)  " for k, v in ratios.items())])
 

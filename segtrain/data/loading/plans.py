@@ -84,7 +84,7 @@ def collate(pairs: list[tuple[np.ndarray, np.ndarray]], fixed_shape: bool) -> tu
         images = aligned_empty((len(pairs), *image.shape), np.float32)
         masks = aligned_empty((len(pairs), *mask.shape), np.uint8)
         np.stack([p[0] for p in pairs], out=images, casting="unsafe")
-        np.stack([p[1] for p in pairs], out=masks, casting="unsafe")
+        np.stack([p[1] for p in pairs], out=masks)
         return images, masks
     spatial = tuple(max(p[1].shape[d] for p in pairs) for d in range(pairs[0][1].ndim))
     images = aligned_empty((len(pairs), *spatial, pairs[0][0].shape[-1]), np.float32)
