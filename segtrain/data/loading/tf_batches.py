@@ -53,10 +53,24 @@ class _BatchLoader:
 
     def __call__(self, indices: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:
-            jobs = [self.workers.submit(i, s) for i, s in zip(indices, seeds)]
-            return collate([self.workers.result(job) for job in jobs], self.fixed_shape)
+            return collate(self._decode(indices, seeds), self.fixed_shape)
         except SegtrainError as err:
             raise ValueError(_ERROR_TAG + str(err)) from None  # tf keeps the message; see data_error()
+
+    def _decode(self, indices: np.ndarray, seeds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The batch's samples; after a failed one, still waits for the rest: destroying the iterator
+        waits for its calls only, and a decode thread still working at interpreter exit aborts the
+        process (``terminate called without an active exception``)."""
+        jobs = [self.workers.submit(i, s) for i, s in zip(indices, seeds)]
+        pairs, failure = [], None
+        for job in jobs:
+            try:
+                pairs.append(self.workers.result(job))
+            except Exception as err:  # noqa: BLE001 - the first one is raised once every job has ended
+                failure = failure or err
+        if failure is not None:
+            raise failure
+        return pairs
 
 
 def data_error(err: BaseException) -> SegtrainError | None:
