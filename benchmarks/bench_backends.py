@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -117,14 +117,14 @@ def data_layer(args, processes: int = 0):
     return make
 
 
-def data_cpu_per_batch(args) -> float:
-    """CPU seconds (every thread of this process) the data layer spends on one batch, timed alone."""
-    with tempfile.TemporaryDirectory() as out:
-        batches = data_layer(args)(make_config(args, out), 0, 0)
-        start, count = time.process_time(), 0
-        for _ in batches:
-            count += 1
-        return (time.process_time() - start) / count
+def data_cpu_per_batch(batches: Iterable) -> float:
+    """CPU seconds (every thread of this process) spent per batch of ``batches``, iterated alone: a
+    training step that keeps every core busy cannot hide them, so 1 + this / (cores x step) is the
+    lowest starvation ratio the machine allows (``bench_trainer.py`` prints it too)."""
+    start, count = time.process_time(), 0
+    for _ in batches:
+        count += 1
+    return (time.process_time() - start) / count
 
 
 def step_arguments(description: str, rounds: int) -> argparse.ArgumentParser:
@@ -176,7 +176,8 @@ def main() -> None:
               f"({', '.join(f'{r:.3f}' for r in ratios)}); ratio of medians {med[k] / med['memory']:.3f}  (target <= 1.05)")
     # The floor: a training step that keeps every core busy cannot hide the data layer's CPU time.
     cores = os.cpu_count() or 1
-    data_cpu = data_cpu_per_batch(args)
+    with tempfile.TemporaryDirectory() as out:
+        data_cpu = data_cpu_per_batch(data_layer(args)(make_config(args, out), 0, 0))
     floor = 1 + data_cpu / (cores * med["memory"])
     print(f"data layer alone: {1000 * data_cpu:.1f} ms CPU per batch; floor on {cores} busy cores 1 + "
           f"{1000 * data_cpu:.1f} / ({cores} x {1000 * med['memory']:.1f}) = {floor:.3f}")
