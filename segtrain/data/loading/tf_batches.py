@@ -26,7 +26,6 @@ z-scored, ``label uint8 [B, *data.patch])``, patches drawn as ``patch_plans.py``
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Iterable, Iterator
 
@@ -174,7 +173,7 @@ def build_dataset(
     """
     data_cfg = config.data
     plan, batch_size = split_plan(config, split, training, batch_size, samples)
-    count = plan.processes or data_cfg.num_parallel_calls or os.cpu_count() or 1
+    count = plan.decode_workers(data_cfg.num_parallel_calls)
     workers = ProcessLoader(plan.load, count) if plan.processes else DecodeThreads(plan.load, count)
     loader = _BatchLoader(workers, None not in plan.shape)
     calls = 1 + -(-count // batch_size)  # batches at once: enough samples for every worker, plus one batch collating
