@@ -118,13 +118,18 @@ def data_layer(args, processes: int = 0):
 
 
 def data_cpu_per_batch(batches: Iterable) -> float:
-    """CPU seconds (every thread of this process) spent per batch of ``batches``, iterated alone: a
-    training step that keeps every core busy cannot hide them, so 1 + this / (cores x step) is the
-    lowest starvation ratio the machine allows (``bench_trainer.py`` prints it too)."""
+    """CPU seconds (every thread of this process) spent per batch of ``batches``, iterated alone
+    (for ``starvation_floor``)."""
     start, count = time.process_time(), 0
     for _ in batches:
         count += 1
     return (time.process_time() - start) / count
+
+
+def starvation_floor(data_cpu: float, step: float) -> float:
+    """The lowest starvation ratio this machine allows: a step of ``step`` seconds that keeps every core
+    busy cannot hide the data layer's ``data_cpu`` seconds of CPU per batch."""
+    return 1 + data_cpu / ((os.cpu_count() or 1) * step)
 
 
 def step_arguments(description: str, rounds: int) -> argparse.ArgumentParser:
@@ -178,7 +183,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as out:
         data_cpu = data_cpu_per_batch(data_layer(args)(make_config(args, out), 0, 0))
-    floor = 1 + data_cpu / (cores * med["memory"])
+    floor = starvation_floor(data_cpu, med["memory"])
     print(f"data layer alone: {1000 * data_cpu:.1f} ms CPU per batch; floor on {cores} busy cores 1 + "
           f"{1000 * data_cpu:.1f} / ({cores} x {1000 * med['memory']:.1f}) = {floor:.3f}")
     backend = keras.backend.backend()

@@ -37,7 +37,8 @@ from segtrain.losses import MaskedCrossEntropy  # noqa: E402
 from segtrain.models import build_model  # noqa: E402
 from segtrain.precision import resolve_policy  # noqa: E402
 from segtrain.training import Trainer  # noqa: E402
-from bench_backends import WARMUP, StepClock, data_cpu_per_batch, interleaved_rounds, step_arguments  # noqa: E402  (the same clock, options, rounds and floor)
+from bench_backends import (WARMUP, StepClock, data_cpu_per_batch, interleaved_rounds, starvation_floor,  # noqa: E402
+                            step_arguments)  # the same clock, options, rounds and floor
 from results_file import write_results  # noqa: E402
 from segtrain.engines import thread_settings  # noqa: E402
 
@@ -139,7 +140,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as out:
         data_cpu = data_cpu_per_batch(pipeline_ds(args)(make_config(args, out), 0, 0))
-    floor = 1 + data_cpu / (cores * med["segtrain_memory"])
+    floor = starvation_floor(data_cpu, med["segtrain_memory"])
     floor_text = (f"Floor of the starvation without the cache: the pipeline alone spends {1000 * data_cpu:.1f} ms of CPU "
                   f"per batch, which a step that keeps all {cores} cores busy cannot hide, so it cannot go below "
                   f"1 + {1000 * data_cpu:.1f} / ({cores} x {1000 * med['segtrain_memory']:.1f}) = **{floor:.3f}** on this machine.")
