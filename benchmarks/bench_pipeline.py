@@ -2,8 +2,8 @@
 
 Measured in one process, each a few times (median reported):
   pipeline  segtrain build_dataset (the tf.data path, TensorFlow): decode (OpenCV for these PNGs) + albumentations
-            (320x320 crop, flip) on decode threads (data.num_parallel_calls, default one per core),
-            collated by one numpy_function call per batch, + prefetch; one dataset per epoch as the
+            (320x320 crop, flip) + collate in one numpy_function call per batch, data.num_parallel_calls
+            batches at once (default one per core), + prefetch; one dataset per epoch as the
             trainer builds them (start-up included)
   numpy     segtrain NumpyLoader (the JAX/PyTorch path): the same batches from a thread pool, one
             loader per epoch as the trainer builds them (start-up included)
@@ -20,7 +20,8 @@ Measured in one process, each a few times (median reported):
             the baseline of the tf.data path's design: one numpy_function call per sample (4 per
             core in flight), TensorFlow casting and batching, as segtrain did before
   pipeline calls=N, numpy calls=N
-            with --parallel-calls N,...: the two loaders at data.num_parallel_calls N (decode threads)
+            with --parallel-calls N,...: the two loaders at data.num_parallel_calls N (tf.data: batches
+            at once; NumpyLoader: threads)
 
 All rows run round-robin, one epoch each per round, after one warm-up epoch of each loader, so a
 burst of load on the machine hits all alike.
@@ -160,6 +161,7 @@ def main() -> None:
 
     from segtrain.data.loading.tf_batches import build_dataset  # here, so spawned raw-decode workers skip TensorFlow
     from segtrain.data.loading.numpy_batches import NumpyLoader
+    from segtrain.data.loading.tf_batches import default_parallel_calls
     from segtrain.engines import thread_settings  # (TensorFlow's thread pools)
 
     steps = len(samples) // BATCH
@@ -206,9 +208,9 @@ def main() -> None:
         print(f"  ratio {name:<23} = {value:.2f}" + ("  (target >= 0.95)" if name.endswith("/ raw x2") else ""))
     write_results("pipeline_camvid", {"args": vars(args), "samples_per_second": results, "medians": med, "ratios": ratios,
                                       "threads": thread_settings(),
-                                      "decode_threads": processes, "decode_processes": processes},
+                                      "num_parallel_calls": default_parallel_calls(), "decode_processes": processes},
                   [f"CamVid train, first {len(pairs)} pairs, batch {BATCH}, crop {CROP}x{CROP}, median of {args.repeats}; "
-                   f"decode threads (data.num_parallel_calls) {processes}; procs: decode_processes {processes}", "",
+                   f"tf.data num_parallel_calls {default_parallel_calls()}; procs: decode_processes {processes}", "",
                    "| loader | samples/s (median) | rounds |", "|---|---|---|",
                    *(f"| {k} | {v:.1f} | {', '.join(f'{x:.1f}' for x in results[k])} |" for k, v in med.items()), "",
                    *(f"Ratio {k}: **{v:.2f}**  " for k, v in ratios.items())])

@@ -187,44 +187,11 @@ def test_batch_iterator_turns_a_bad_file_into_its_error_and_leaves_no_live_itera
         gc.enable()
 
 
-def test_no_sample_is_still_decoding_once_a_bad_file_has_stopped_the_pipeline(root, monkeypatch):
-    """A decode thread still working at interpreter exit aborts the process ("terminate called without
-    an active exception", seen in CI): after a bad sample, its batch's other samples are waited for."""
-    import threading
-    import time
-
-    from segtrain.data.loading.plans import SampleLoader
-    from segtrain.data.loading.tf_batches import BatchIterator
-    from segtrain.errors import SegtrainError
-
-    decode, lock, running = SampleLoader.__call__, threading.Lock(), [0]
-
-    def load(self, index, seed):
-        with lock:
-            running[0] += 1
-        try:
-            if index == 0:
-                raise SegtrainError("bad.png: mask values 9 are neither classes nor void")
-            if index < 4:
-                time.sleep(0.5)  # the bad sample's batch: still decoding when the other batches are done
-            return decode(self, index, seed)
-        finally:
-            with lock:
-                running[0] -= 1
-
-    monkeypatch.setattr(SampleLoader, "__call__", load)
-    config = make_config(root, batch_size=4, num_parallel_calls=4)
-    with pytest.raises(SegtrainError, match=r"^bad\.png: mask values 9"):
-        with BatchIterator(build_dataset(config, "val", False, batch_size=4)) as batches:
-            for _ in batches:
-                pass
-    assert running[0] == 0
-
-
 @pytest.mark.parametrize("training", [True, False])
-def test_samples_decode_on_num_parallel_calls_threads_at_once(root, monkeypatch, training):
-    """data.num_parallel_calls decode threads work at once, in training (batches of 4) and in
-    validation (batches of 1: enough batches are in flight to keep all 3 busy), never more."""
+def test_num_parallel_calls_batches_decode_at_once(root, monkeypatch, training):
+    """data.num_parallel_calls map calls decode at once, in training (batches of 4) and in
+    validation (batches of 1), never more: 3 also on a 2-core machine, whose shared TensorFlow
+    pool would run only 2."""
     import threading
     import time
 
@@ -249,5 +216,4 @@ def test_samples_decode_on_num_parallel_calls_threads_at_once(root, monkeypatch,
     config = make_config(root, num_parallel_calls=3, **AUGMENTED)
     batches = collect(build_dataset(config, "train" if training else "val", training))
     assert len(batches) == (60 // 4 if training else 20)
-    assert most[0] == 3
-    assert len(names) == 3 and all(name.startswith("segtrain-decode") for name in names)
+    assert most[0] == 3 and len(names) >= 3

@@ -35,7 +35,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("data.crop_class_balance", lambda v: 0.0 <= v <= 1.0, "a share of crops in [0, 1]"),
     ("data.grid_distortion", lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"),
     ("data.val_pad_to", *_at_least(1)),
-    ("data.num_parallel_calls", lambda v: v >= 0, "0 (the default: one decode thread per core) or a positive number of decode threads"),
+    ("data.num_parallel_calls", lambda v: v >= 0, "0 (the default: one batch per core in tf.data, a thread per core in the NumPy loader) or a positive number"),
     ("data.decode_processes", lambda v: v >= 0, "0 (decode on threads) or a positive number of worker processes"),
     ("data.foreground_fraction", lambda v: 0.0 <= v <= 1.0, "a fraction in [0, 1]"),
     ("data.patches_per_case", *_at_least(1)),

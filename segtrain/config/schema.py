@@ -51,7 +51,7 @@ class DataConfig:
     augment: list[dict[str, Any]] = field(default_factory=list)  # albumentations transforms: [{name: ..., p: ..., ...}]
     resize: Union[list[int], None] = None  # [h, w] fixed resize for train and val
     val_pad_to: int = 1  # pad validation images to a multiple of this (void-filled masks)
-    num_parallel_calls: int = 0  # decode threads (tf.data and the NumPy loader); 0 = one per CPU core
+    num_parallel_calls: int = 0  # 0 = one per CPU core: batches decoding at once (tf.data), threads (NumPy loader)
     decode_processes: int = 0  # 2-D images: decode + augment in this many worker processes; 0 = on the threads above
     cache: bool = False  # keep decoded (image, mask) pairs in memory after their first read
     # Input channels: images 1 (grey), 2, 3 (RGB, the default) or 4 (RGBA); series: columns per

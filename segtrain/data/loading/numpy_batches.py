@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -61,7 +62,7 @@ class NumpyLoader:
         start = skip_batches * self.batch_size
         used = (plan.total // self.batch_size) * self.batch_size if training else plan.total
         self._indices, self._seeds = plan.arrays(epoch, min(start, used), used)
-        self.workers = plan.decode_workers(workers or config.data.num_parallel_calls)
+        self.workers = plan.processes or workers or config.data.num_parallel_calls or os.cpu_count() or 1
         self.prefetch_batches = max(1, prefetch_batches)
 
     def __len__(self) -> int:

@@ -8,7 +8,6 @@ from ``patch_plans.py``.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,11 +163,6 @@ class SamplePlan:
     load: Callable[[np.int64, np.int64], tuple[np.ndarray, np.ndarray]]  # (index, seed) -> (image, mask); thread-safe
     shape: tuple  # the spatial shape every sample has, None entries where it varies
     processes: int = 0  # worker processes that run ``load`` (worker_pool.py); 0 = the batch source's threads
-
-    def decode_workers(self, threads: int = 0) -> int:
-        """Samples decoding at once, in both batch sources: the worker processes, else ``threads``
-        (``data.num_parallel_calls``), else one thread per core."""
-        return self.processes or threads or os.cpu_count() or 1
 
 
 def _in_order(epoch: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,12 +4,10 @@ What flows through TensorFlow before decoding is only a sample index and a seed,
 dataset is streamed from disk and never held in memory (unless ``data.cache`` asks to keep
 the decoded pairs, for datasets that fit in RAM: decoding is then paid once, not per epoch). Decoding and augmentation run in
 Python (Pillow decodes palette PNGs correctly, albumentations augments) through
-``tf.numpy_function``, one call per batch: each call hands its batch's samples to
-``data.num_parallel_calls`` kept decode threads (``decode_threads.py``; one per core by default)
-or, with ``data.decode_processes``, to the worker processes (``worker_pool.py``), waits with the
-GIL released, and collates; enough calls run at once to keep every worker busy. Pillow and
+``tf.numpy_function``, one call per batch, ``num_parallel_calls`` batches at once; Pillow and
 OpenCV release the GIL while they work, so several samples decode at once, and
-``deterministic=True`` keeps the order.
+``deterministic=True`` keeps the order. With ``data.decode_processes``, each call hands its
+batch's samples to the worker processes (``worker_pool.py``) and waits with the GIL released.
 
 Exact resume: the order and the per-sample seeds come from ``plans.py`` and ``seeds.py`` (NumPy, shared
 with the TensorFlow-free ``numpy_batches.py``): in training, epoch ``e`` is a permutation seeded by
@@ -26,6 +24,7 @@ z-scored, ``label uint8 [B, *data.patch])``, patches drawn as ``patch_plans.py``
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Iterable, Iterator
 
@@ -35,7 +34,6 @@ import tensorflow as tf
 from segtrain.config import Config
 from segtrain.data.formats import Sample, input_channels
 from segtrain.data.formats.splits import list_samples
-from segtrain.data.loading.decode_threads import DecodeThreads
 from segtrain.data.loading.plans import PREFETCH_BATCHES, collate, sample_plan, split_plan
 from segtrain.data.loading.worker_pool import ProcessLoader
 from segtrain.errors import SegtrainError
@@ -44,32 +42,23 @@ _ERROR_TAG = "SegtrainError: "
 
 
 class _BatchLoader:
-    """One batch for ``tf.numpy_function``: its samples all handed to the decode workers (threads
-    or processes) at once, then collated; a ``SegtrainError`` travels as a tagged ValueError."""
+    """One batch for ``tf.numpy_function``: its samples decoded one after another on this call's
+    thread (several calls run at once), or all handed to the worker processes at once, then
+    collated; a ``SegtrainError`` travels as a tagged ValueError."""
 
-    def __init__(self, workers: DecodeThreads | ProcessLoader, fixed_shape: bool):
-        self.workers, self.fixed_shape = workers, fixed_shape
+    def __init__(self, load, processes: ProcessLoader | None, fixed_shape: bool):
+        self.load, self.processes, self.fixed_shape = load, processes, fixed_shape
 
     def __call__(self, indices: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return collate(self._decode(indices, seeds), self.fixed_shape)
+            if self.processes is None:
+                pairs = [self.load(i, s) for i, s in zip(indices, seeds)]
+            else:
+                futures = [self.processes.submit(i, s) for i, s in zip(indices, seeds)]
+                pairs = [self.processes.result(f) for f in futures]
+            return collate(pairs, self.fixed_shape)
         except SegtrainError as err:
             raise ValueError(_ERROR_TAG + str(err)) from None  # tf keeps the message; see data_error()
-
-    def _decode(self, indices: np.ndarray, seeds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The batch's samples; after a failed one, still waits for the rest: destroying the iterator
-        waits for its calls only, and a decode thread still working at interpreter exit aborts the
-        process (``terminate called without an active exception``)."""
-        jobs = [self.workers.submit(i, s) for i, s in zip(indices, seeds)]
-        pairs, failure = [], None
-        for job in jobs:
-            try:
-                pairs.append(self.workers.result(job))
-            except Exception as err:  # noqa: BLE001 - the first one is raised once every job has ended
-                failure = failure or err
-        if failure is not None:
-            raise failure
-        return pairs
 
 
 def data_error(err: BaseException) -> SegtrainError | None:
@@ -151,6 +140,23 @@ def _index_stream(arrays, total: int, batch_size: int, training: bool, epoch: in
     return stream
 
 
+def default_parallel_calls() -> int:
+    """Batches decoded at once when ``data.num_parallel_calls`` is 0: one per core.
+
+    A call decodes its batch's samples one after another; OpenCV decodes these PNGs with the GIL
+    released, and what holds it in between (the mask check, albumentations, the collate) is
+    small, so one call per core keeps the cores busy; more calls did not help (4 on 2 cores: the
+    same speed; 8: slower, from GIL hand-offs).
+    Measured on CamVid 320x320 crops, batch 8, 2 cores (``benchmarks/bench_pipeline.py
+    --parallel-calls``): see docs/data.md, "Benchmark".
+
+    Calls do not share decode threads: a tf.data iterator destroyed by the garbage collector
+    waits for its calls in flight on whatever thread collected it, so a lock or worker that
+    its calls and a newer pipeline's calls shared could deadlock (seen with a shared pool).
+    """
+    return os.cpu_count() or 1
+
+
 def build_dataset(
     config: Config,
     split: str,
@@ -173,10 +179,8 @@ def build_dataset(
     """
     data_cfg = config.data
     plan, batch_size = split_plan(config, split, training, batch_size, samples)
-    count = plan.decode_workers(data_cfg.num_parallel_calls)
-    workers = ProcessLoader(plan.load, count) if plan.processes else DecodeThreads(plan.load, count)
-    loader = _BatchLoader(workers, None not in plan.shape)
-    calls = 1 + -(-count // batch_size)  # batches at once: enough samples for every worker, plus one batch collating
+    processes = ProcessLoader(plan.load, plan.processes) if plan.processes else None
+    loader = _BatchLoader(plan.load, processes, None not in plan.shape)
     # training batches all have batch_size samples (the incomplete last one is dropped)
     batch_shape = [batch_size if training else None, *plan.shape]
     channels = input_channels(data_cfg)
@@ -187,22 +191,22 @@ def build_dataset(
         masks.set_shape(batch_shape)
         return images, masks
 
+    parallel = data_cfg.num_parallel_calls or default_parallel_calls()
     ds = _index_stream(plan.arrays, plan.total, batch_size, training, epoch, skip_batches, repeat)
     # Batches of (index, seed) first, decoded and collated by one call each: the per-sample cost
     # of TensorFlow (a numpy_function call, a cast op, a batch copy) is paid once per batch.
-    ds = ds.batch(batch_size, drop_remainder=training).map(load, num_parallel_calls=calls, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=training).map(load, num_parallel_calls=parallel, deterministic=True)
     options = tf.data.Options()
     options.deterministic = True
     # Autotuning off: its tuning thread sleeps in doubling periods (10 ms, 20 ms, ... 20.48 s), and
     # destroying an iterator can wait for the sleep to end. The trainer builds one pipeline per epoch,
     # so some epochs (of 28 s and 30 s in benchmarks/bench_epoch_end.py; a third of the CPU recipe's
     # 23-30 s epochs) waited, the machine idle, until about 41 s after their pipeline started. The
-    # parallelism is explicit (the decode workers and ``calls``) and so is the prefetch depth.
+    # parallelism is explicit (``default_parallel_calls``) and so is the prefetch depth.
     options.autotune.enabled = False
-    # The map calls block (waiting for their samples), so they get threads of their own: in
-    # TensorFlow's shared pool (one thread per core) no more than the core count would run at once,
-    # and 1-sample validation batches would leave decode threads idle. One more for prefetch.
-    options.threading.private_threadpool_size = calls + 1
+    # The calls get threads of their own: in TensorFlow's shared pool (one thread per core) no more
+    # than the core count would run at once, whatever data.num_parallel_calls says. One more for prefetch.
+    options.threading.private_threadpool_size = parallel + 1
     return ds.with_options(options).prefetch(PREFETCH_BATCHES)
 
 
