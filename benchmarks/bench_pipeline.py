@@ -19,12 +19,19 @@ Measured in one process, each a few times (median reported):
   pipeline per-sample
             the baseline of the tf.data path's design: one numpy_function call per sample (4 per
             core in flight), TensorFlow casting and batching, as segtrain did before
+  pipeline steady
+            the tf.data pipeline without its per-epoch start-up: one dataset with repeat=True, its first
+            epoch untimed, the second timed (what the runtime sustains once running; the gap to the
+            pipeline row is what building a pipeline per epoch costs: tracing, the iterator, the fill)
   pipeline calls=N, numpy calls=N
             with --parallel-calls N,...: the two loaders at data.num_parallel_calls N (tf.data: batches
             at once; NumpyLoader: threads)
 
 All rows run round-robin, one epoch each per round, after one warm-up epoch of each loader, so a
-burst of load on the machine hits all alike.
+burst of load on the machine hits all alike. Every row inflates PNGs with the same zlib: cv2 is
+imported here before TensorFlow, so OpenCV's and Pillow's libpng bind the system's libz (in the
+worker processes too); where TensorFlow loads first (train.py on TensorFlow) they bind the zlib
+built into TensorFlow instead, which is faster on these files.
 
 Target (issue 31): pipeline and numpy (or their procs rows) >= 0.95x raw x2 (Pillow, the bare
 decode the issue names); the ratios to raw x2 opencv say how close they come to their own decoder.  Usage:
@@ -176,12 +183,18 @@ def main() -> None:
     def numpy_loader(cfg, epoch: int):
         return iter(NumpyLoader(cfg, "train", True, epoch=epoch, samples=samples))
 
+    def steady(epoch: int):
+        batches = iter(build_dataset(config, "train", True, epoch=epoch, samples=samples, repeat=True))
+        for _ in range(steps):  # the first epoch, with the start-up, is not timed
+            next(batches)
+        return batches
+
     def per_sample(epoch: int):
         return iter(per_sample_dataset(config, samples, epoch, 4 * processes))
 
     # Each loader row: epoch -> a fresh iterator over that epoch's batches.
     makers = {**{f"pipeline{suffix}": functools.partial(tf_data, cfg) for suffix, cfg in variants.items()},
-              "pipeline per-sample": per_sample,
+              "pipeline steady": steady, "pipeline per-sample": per_sample,
               **{f"numpy{suffix}": functools.partial(numpy_loader, cfg) for suffix, cfg in variants.items()}}
     for make in makers.values():  # warm-up: TensorFlow start-up, tracing, thread pools, worker processes
         time_pipeline(make(0), steps)
@@ -204,6 +217,7 @@ def main() -> None:
     loaders = [name for name in med if name.startswith(("pipeline", "numpy"))]
     ratios = {f"{a} / {b}": med[a] / med[b] for a in loaders for b in ("raw x2", "raw x2 opencv", "raw x1", "naive")}
     ratios["pipeline / pipeline per-sample"] = med["pipeline"] / med["pipeline per-sample"]
+    ratios["pipeline / pipeline steady"] = med["pipeline"] / med["pipeline steady"]
     for name, value in ratios.items():
         print(f"  ratio {name:<23} = {value:.2f}" + ("  (target >= 0.95)" if name.endswith("/ raw x2") else ""))
     write_results("pipeline_camvid", {"args": vars(args), "samples_per_second": results, "medians": med, "ratios": ratios,
