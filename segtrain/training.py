@@ -49,7 +49,7 @@ from segtrain.data.formats import get_format, input_channels  # noqa: E402
 from segtrain.data.formats.decode import class_names  # noqa: E402
 from segtrain.data.formats.palette import VOID  # noqa: E402
 from segtrain.data.formats.splits import iter_labels  # noqa: E402
-from segtrain.data.loading.batches import DataClock, build_batches, count_batches, numpy_batches  # noqa: E402
+from segtrain.data.loading.batches import DataClock, RunBatches, build_batches, count_batches, numpy_batches  # noqa: E402
 from segtrain.distribute import launch_local_workers  # noqa: E402
 from segtrain.early_stopping import count_validation  # noqa: E402
 from segtrain.engines import make_engine, thread_settings  # noqa: E402
@@ -221,6 +221,7 @@ class Trainer:
         self._lock: RunLock | None = None
         self._last_batch = None
         self.budget: BudgetClock | None = None  # train.time_budget's clock, from _run_length
+        self._run_batches: RunBatches | None = None  # the training pipeline kept for the run, from _setup
 
     # ---- setup -------------------------------------------------------------------------
     def _setup(self, resume: bool) -> bool:
@@ -246,6 +247,10 @@ class Trainer:
                 raise SegtrainError(f"output_dir: cannot write {self.run_dir / 'config.yaml'} "
                                     f"({err.strerror or err}); free space or choose another output_dir") from None
         self.steps_per_epoch = self._steps_per_epoch()
+        if self.dataset_fn is _default_dataset and self.engine.one_pipeline_per_run:
+            split = cfg.data.train_split
+            self._run_batches = RunBatches(lambda epoch, batch: self.engine.endless_batches(cfg, split, epoch, batch),
+                                           self.steps_per_epoch)
         self.total_steps = self._run_length(resume)
         micro = cfg.train.accumulate_steps  # loop steps count batches; the schedule counts optimizer updates
         # A user's loss_fn replaces train.loss and train.class_weights: no mask scan for weights it ignores.
@@ -331,6 +336,8 @@ class Trainer:
             keras.mixed_precision.set_global_policy(previous_policy)
             if getattr(self, "log", None):
                 self.log.close(sys.exc_info()[1])
+            if self._run_batches is not None:
+                self._run_batches.close()
             if self._lock is not None:
                 self._lock.release()
 
@@ -394,11 +401,14 @@ class Trainer:
         """Train to the end of the epoch (or a stop signal or callback); returns how long it waited for its batches."""
         cfg, epoch = self.config, state.epoch
         steps_here = min(self.steps_per_epoch, state.batch + self.total_steps - state.step)
-        ds = self.dataset_fn(cfg, cfg.data.train_split, True, epoch=epoch, skip_batches=state.batch)
         every = cfg.train.checkpoint_every_steps
         clock = DataClock()
         with clock.waiting():  # building the pipeline (and a first batch, for some) is waiting for data too
-            epoch_batches = self.engine.epoch_batches(ds, steps_here - state.batch)
+            if self._run_batches is not None:
+                epoch_batches = self._run_batches.epoch(epoch, state.batch, steps_here - state.batch)
+            else:
+                ds = self.dataset_fn(cfg, cfg.data.train_split, True, epoch=epoch, skip_batches=state.batch)
+                epoch_batches = self.engine.epoch_batches(ds, steps_here - state.batch)
         probing, planned_end = self.budget is not None and state.time_budget is None, None
         if probing:
             self.budget.steps_begin()

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from segtrain.backend import tensorflow_hidden
-from segtrain.config import TrainConfig
+from segtrain.config import Config, TrainConfig
 from segtrain.data.loading.batches import numpy_batches
 from segtrain.errors import SegtrainError
 
@@ -28,6 +28,9 @@ class Engine:
     name = "base"
     chief = True
     replicas = 1
+    # The default data layer kept for the whole run (``endless_batches``) rather than built per epoch:
+    # tf.data's start-up costs a pipeline per epoch; the NumPy loader's is a thread pool.
+    one_pipeline_per_run = False
 
     @classmethod
     def create(cls, train: TrainConfig, strategy=None) -> Engine:
@@ -58,6 +61,11 @@ class Engine:
     def epoch_batches(self, dataset, count: int):
         """A context manager over the first ``count`` batches, in the form the step takes."""
         return numpy_batches(dataset, count)
+
+    def endless_batches(self, config: Config, split: str, epoch: int, skip_batches: int):
+        """The training batches from ``(epoch, skip_batches)`` on, epoch after epoch, from one default
+        pipeline, in the form the step takes; an iterator with ``close()`` (``one_pipeline_per_run`` engines)."""
+        raise NotImplementedError
 
     def make_train_step(self, model: keras.Model, optimizer, loss_share: Callable) -> TrainStep:
         raise NotImplementedError

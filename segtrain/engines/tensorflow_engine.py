@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from segtrain.config import TrainConfig
-from segtrain.data.loading.tf_batches import BatchIterator
+from segtrain.config import Config, TrainConfig
+from segtrain.data.loading.tf_batches import BatchIterator, build_dataset
 from segtrain.distribute import is_chief, make_strategy
 from segtrain.engines.base import Engine, TrainStep
 
@@ -55,6 +55,7 @@ def thread_settings() -> dict:
 
 class TensorFlowEngine(Engine):
     name = "tensorflow"
+    one_pipeline_per_run = True
     compile_forward = staticmethod(compile_forward)
 
     @classmethod
@@ -81,6 +82,10 @@ class TensorFlowEngine(Engine):
         if not isinstance(dataset, tf.data.Dataset):  # a sized iterable of NumPy batches from a custom dataset_fn
             dataset = _as_dataset(dataset)
         return BatchIterator(self.strategy.experimental_distribute_dataset(dataset.take(count)))
+
+    def endless_batches(self, config: Config, split: str, epoch: int, skip_batches: int) -> BatchIterator:
+        dataset = build_dataset(config, split, True, epoch=epoch, skip_batches=skip_batches, repeat=True)
+        return BatchIterator(self.strategy.experimental_distribute_dataset(dataset))
 
     def make_train_step(self, model: keras.Model, optimizer, loss_share: Callable) -> TrainStep:
         strategy, replicas = self.strategy, self.replicas

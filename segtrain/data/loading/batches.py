@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from segtrain.config import Config
 from segtrain.data.loading.numpy_batches import NumpyLoader
@@ -59,6 +59,56 @@ def numpy_batches(dataset, count: int | None = None) -> Iterator[Iterable]:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
+
+
+class RunBatches:
+    """The training batches of a whole run from one endless pipeline, handed out epoch by epoch.
+
+    A pipeline built per epoch pays its start-up every epoch (tracing, a new iterator, filling
+    it; the last batch decoding on one core while the others wait) and stands idle through
+    the epoch's end. Kept for the run, it pays that once, and the next epoch's first batches
+    decode during precise BN and validation. ``open_at(epoch, batch)`` opens the endless
+    stream there (an iterator with ``close()``); the stream is reopened whenever an epoch asks
+    for a position other than where it stands (after a stop, a resume), so what an epoch gets
+    never depends on what ran before.
+    """
+
+    def __init__(self, open_at: Callable[[int, int], Iterator], steps_per_epoch: int):
+        self._open_at, self._steps = open_at, steps_per_epoch
+        self._iterator: Iterator | None = None
+        self._at: tuple[int, int] | None = None
+
+    def epoch(self, epoch: int, batch: int, count: int) -> contextlib.AbstractContextManager[Iterator]:
+        """A context manager over the ``count`` batches from position ``batch`` of ``epoch`` (the stream
+        opens here, if it must); an error inside closes the stream."""
+        if self._at != (epoch, batch):
+            self.close()
+            self._iterator = self._open_at(epoch, batch)
+            self._at = (epoch, batch)
+        return self._closed_on_error(self._take(count))
+
+    @contextlib.contextmanager
+    def _closed_on_error(self, batches: Iterator) -> Iterator[Iterator]:
+        try:
+            yield batches
+        except BaseException:
+            self.close()
+            raise
+
+    def _take(self, count: int) -> Iterator:
+        for _ in range(count):
+            item = next(self._iterator)  # the stream is endless
+            epoch, batch = self._at
+            self._at = (epoch + 1, 0) if batch + 1 == self._steps else (epoch, batch + 1)
+            yield item
+
+    def close(self) -> None:
+        """Stop the pipeline (at the end of the run)."""
+        if self._iterator is not None:
+            close = getattr(self._iterator, "close", None)
+            self._iterator, self._at = None, None
+            if close is not None:
+                close()
 
 
 class DataClock:

@@ -99,7 +99,7 @@ def collate(pairs: list[tuple[np.ndarray, np.ndarray]], fixed_shape: bool) -> tu
 
 
 # data.cache: decoded (image, mask) pairs kept for the life of the process, shared by the
-# datasets of every epoch (the trainer builds one per epoch). Keyed by the files (as they are on
+# datasets of every epoch (a dataset_fn, the NumPy loader and validation build one per epoch or use). Keyed by the files (as they are on
 # disk now) and the decoding settings, so two configs never see each other's labels.
 _DECODED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _DECODED_LOCK = threading.Lock()

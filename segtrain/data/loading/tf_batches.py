@@ -199,14 +199,17 @@ def build_dataset(
     options = tf.data.Options()
     options.deterministic = True
     # Autotuning off: its tuning thread sleeps in doubling periods (10 ms, 20 ms, ... 20.48 s), and
-    # destroying an iterator can wait for the sleep to end. The trainer builds one pipeline per epoch,
-    # so some epochs (of 28 s and 30 s in benchmarks/bench_epoch_end.py; a third of the CPU recipe's
-    # 23-30 s epochs) waited, the machine idle, until about 41 s after their pipeline started. The
-    # parallelism is explicit (``default_parallel_calls``) and so is the prefetch depth.
+    # destroying an iterator can wait for the sleep to end. When the trainer built one training pipeline
+    # per epoch, some epochs (of 28 s and 30 s in benchmarks/bench_epoch_end.py; a third of the CPU
+    # recipe's 23-30 s epochs) waited, the machine idle, until about 41 s after their pipeline started;
+    # validation, precise BN and a dataset_fn still build one per use. The parallelism is explicit
+    # (``default_parallel_calls``) and so is the prefetch depth.
     options.autotune.enabled = False
     # The calls get threads of their own: in TensorFlow's shared pool (one thread per core) no more
-    # than the core count would run at once, whatever data.num_parallel_calls says. One more for prefetch.
-    options.threading.private_threadpool_size = parallel + 1
+    # than the core count would run at once, whatever data.num_parallel_calls says. Exactly one per call:
+    # the map's scheduler and prefetch run on threads of their own, and a spare pool thread only competed
+    # with the decoding for the cores (one per core: 2.9% more samples/s on 2 cores, docs/data.md).
+    options.threading.private_threadpool_size = parallel
     return ds.with_options(options).prefetch(PREFETCH_BATCHES)
 
 
