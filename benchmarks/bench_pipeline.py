@@ -170,9 +170,8 @@ def main() -> None:
     samples = list_samples(config.data, "train")[: args.images]
     pairs = [(str(s.image), str(s.mask)) for s in samples]
 
-    from segtrain.data.loading.tf_batches import build_dataset  # here, so spawned raw-decode workers skip TensorFlow
+    from segtrain.data.loading.tf_batches import build_dataset, default_parallel_calls  # here, so spawned raw-decode workers skip TensorFlow
     from segtrain.data.loading.numpy_batches import NumpyLoader
-    from segtrain.data.loading.tf_batches import default_parallel_calls
     from segtrain.engines import thread_settings  # (TensorFlow's thread pools)
 
     steps = len(samples) // BATCH

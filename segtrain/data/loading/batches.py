@@ -105,10 +105,8 @@ class RunBatches:
     def close(self) -> None:
         """Stop the pipeline (at the end of the run)."""
         if self._iterator is not None:
-            close = getattr(self._iterator, "close", None)
-            self._iterator, self._at = None, None
-            if close is not None:
-                close()
+            iterator, self._iterator, self._at = self._iterator, None, None
+            iterator.close()
 
 
 class DataClock:

@@ -208,7 +208,7 @@ def build_dataset(
     # The calls get threads of their own: in TensorFlow's shared pool (one thread per core) no more
     # than the core count would run at once, whatever data.num_parallel_calls says. Exactly one per call:
     # the map's scheduler and prefetch run on threads of their own, and a spare pool thread only competed
-    # with the decoding for the cores (one per core: 2.9% more samples/s on 2 cores, docs/data.md).
+    # with the decoding for the cores (docs/data.md, Benchmark).
     options.threading.private_threadpool_size = parallel
     return ds.with_options(options).prefetch(PREFETCH_BATCHES)
 
